@@ -133,6 +133,12 @@ void ldt_http_expect(struct ldt_http_parser *p, enum ldt_http_method method);
  * LDT_HTTP_INVALID. See the top of this file. */
 ssize_t ldt_http_feed(struct ldt_http_parser *p, const char *buf, size_t len);
 
+/* Account n body bytes the caller sent without seeing them (sendfile). Valid inside a Content-Length
+ * or read-until-close body: returns the bytes accounted (fewer than n when the body ends there, with
+ * p->ev == LDT_HTTP_EV_DONE). Anywhere else (headers, chunked framing) the parser cannot follow, so it
+ * moves to pass-through and returns LDT_HTTP_INVALID. */
+ssize_t ldt_http_skip(struct ldt_http_parser *p, size_t n);
+
 /* The connection reached end of stream. Returns 1 when that completes the current message (a response
  * read until close, or nothing pending), 0 when a message was cut short (headers or body incomplete). */
 int ldt_http_eof(struct ldt_http_parser *p);
