@@ -1,2 +1,970 @@
-/* placeholder: replaced by the module's implementation. */
-typedef int ldt_placeholder_t;
+/* http.c - incremental HTTP/1.x sniffer: one streaming, allocation-free state machine per direction. */
+#include "ldtrace/http.h"
+
+#include <string.h>
+
+#include "common/common.h"
+
+/* Why the parser is in LDT_HTTP_S_PASS (p->passthrough). */
+enum { PASS_INVALID = 1, PASS_CAP = 2, PASS_TUNNEL = 3 };
+
+/* p->sub: the fine-grained state. Start line, header and body states share one numbering. */
+enum sub_state {
+    SUB_NONE = 0,
+    SUB_RQ_LEAD,      /* before a request's method: empty lines are skipped (RFC 9112 2.2) */
+    SUB_RQ_METHOD,
+    SUB_RQ_TARGET,
+    SUB_RQ_VERSION,
+    SUB_ST_VERSION,   /* "HTTP/1.x " of a status line */
+    SUB_ST_CODE,
+    SUB_ST_AFTER,     /* after the three digits: SP, or the end of the line */
+    SUB_ST_REASON,
+    SUB_LINE_EOL,     /* start line: expecting CR or LF */
+    SUB_LINE_LF,      /* start line: CR seen, expecting LF */
+    SUB_H_START,      /* first byte of a header line, or of the blank line */
+    SUB_H_NAME,
+    SUB_H_OWS,        /* OWS before a field value */
+    SUB_H_VALUE,
+    SUB_H_LF,         /* CR of a header line seen */
+    SUB_H_END_LF,     /* CR of the blank line seen */
+    SUB_B_DONE,       /* headers done, no body: EV_DONE on the next call */
+    SUB_B_CL,         /* Content-Length body: p->remaining bytes left */
+    SUB_B_CLOSE,      /* response body delimited by the connection closing */
+    SUB_C_SIZE,       /* chunked: first hex digit of a chunk size */
+    SUB_C_SIZE_MORE,
+    SUB_C_EXT,        /* chunk extension (or BWS) up to the end of the size line */
+    SUB_C_SIZE_LF,
+    SUB_C_DATA,       /* chunk data: p->remaining bytes left */
+    SUB_C_DATA_CR,
+    SUB_C_DATA_LF,
+    SUB_C_TRAILER,    /* first byte of a trailer line, or of the final blank line */
+    SUB_C_TRAILER_LINE,
+    SUB_C_TRAILER_LF,
+    SUB_C_END_LF,
+};
+
+/* p->hdr_id: the header whose value is being read. */
+enum hdr_id { H_NONE = 0, H_HOST, H_TP, H_TS, H_CL, H_TE, H_CONN, H_UPGRADE, H_EXPECT };
+
+/* Internal per-message flags, kept in msg._pad (reset with the message; callers ignore them). */
+#define X_TE 0x0001u        /* a Transfer-Encoding line was seen */
+#define X_KEEPALIVE 0x0002u /* Connection: keep-alive */
+#define X_HOST 0x0004u      /* a Host line was seen (only the first is kept) */
+#define X_TP 0x0008u        /* a traceparent line was seen */
+
+/* Bits of p->tok while reading list-valued headers. */
+#define TOK_ENDED 0x80000000u /* Content-Length: OWS after the digits of the current element */
+#define TOK_PARAM 0x80000000u /* token lists: inside ";params", ignored up to the next ',' */
+
+#define CHUNK_LINE_MAX 4096   /* longest chunk-size line (with extensions) followed */
+#define CL_DIGITS_MAX 18      /* keeps a Content-Length below 2^63 */
+
+/* Byte classes. */
+#define C_TCHAR 0x01 /* token character (RFC 9110 5.6.2) */
+#define C_FV 0x02    /* allowed inside a field value or reason phrase: HTAB, SP, VCHAR, obs-text */
+#define C_TARGET 0x04 /* allowed in a request target: VCHAR and obs-text */
+#define C_METHOD 0x08 /* allowed in a method: A-Z, '-', '_' (stricter than token, to reject other
+                       * protocols such as Redis early) */
+
+static const uint8_t cls[256] = {
+    ['\t'] = C_FV,
+    [' '] = C_FV,
+    ['!'] = C_TCHAR | C_FV | C_TARGET,
+    ['"'] = C_FV | C_TARGET,
+    ['#' ... '\''] = C_TCHAR | C_FV | C_TARGET,
+    ['('] = C_FV | C_TARGET,
+    [')'] = C_FV | C_TARGET,
+    ['*' ... '+'] = C_TCHAR | C_FV | C_TARGET,
+    [','] = C_FV | C_TARGET,
+    ['-'] = C_TCHAR | C_FV | C_TARGET | C_METHOD,
+    ['.'] = C_TCHAR | C_FV | C_TARGET,
+    ['/'] = C_FV | C_TARGET,
+    ['0' ... '9'] = C_TCHAR | C_FV | C_TARGET,
+    [':' ... '@'] = C_FV | C_TARGET,
+    ['A' ... 'Z'] = C_TCHAR | C_FV | C_TARGET | C_METHOD,
+    ['['] = C_FV | C_TARGET,
+    ['\\'] = C_FV | C_TARGET,
+    [']'] = C_FV | C_TARGET,
+    ['^'] = C_TCHAR | C_FV | C_TARGET,
+    ['_'] = C_TCHAR | C_FV | C_TARGET | C_METHOD,
+    ['`'] = C_TCHAR | C_FV | C_TARGET,
+    ['a' ... 'z'] = C_TCHAR | C_FV | C_TARGET,
+    ['{'] = C_FV | C_TARGET,
+    ['|'] = C_TCHAR | C_FV | C_TARGET,
+    ['}'] = C_FV | C_TARGET,
+    ['~'] = C_TCHAR | C_FV | C_TARGET,
+    [0x80 ... 0xff] = C_FV | C_TARGET,
+};
+
+static const char http1[] = "HTTP/1.";
+
+static const char *const method_names[LDT_HTTP_M_COUNT] = {
+    [LDT_HTTP_M_OTHER] = "_OTHER",   [LDT_HTTP_M_GET] = "GET",         [LDT_HTTP_M_HEAD] = "HEAD",
+    [LDT_HTTP_M_POST] = "POST",      [LDT_HTTP_M_PUT] = "PUT",         [LDT_HTTP_M_DELETE] = "DELETE",
+    [LDT_HTTP_M_CONNECT] = "CONNECT", [LDT_HTTP_M_OPTIONS] = "OPTIONS", [LDT_HTTP_M_TRACE] = "TRACE",
+    [LDT_HTTP_M_PATCH] = "PATCH",
+};
+
+static inline int is_ows(unsigned c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static inline unsigned lower(unsigned c)
+{
+    return (c >= 'A' && c <= 'Z') ? c | 0x20u : c;
+}
+
+static inline int hexval(unsigned c)
+{
+    if (c >= '0' && c <= '9')
+        return (int)(c - '0');
+    c |= 0x20u;
+    if (c >= 'a' && c <= 'f')
+        return (int)(c - 'a' + 10);
+    return -1;
+}
+
+enum ldt_http_method ldt_http_method_from(const char *tok, size_t len)
+{
+    for (int m = LDT_HTTP_M_GET; m < LDT_HTTP_M_COUNT; m++) {
+        if (strlen(method_names[m]) == len && memcmp(method_names[m], tok, len) == 0)
+            return (enum ldt_http_method)m;
+    }
+    return LDT_HTTP_M_OTHER;
+}
+
+const char *ldt_http_method_name(enum ldt_http_method m)
+{
+    if ((unsigned)m >= LDT_HTTP_M_COUNT)
+        return method_names[LDT_HTTP_M_OTHER];
+    return method_names[m];
+}
+
+void ldt_http_init(struct ldt_http_parser *p, enum ldt_http_dir dir)
+{
+    memset(p, 0, sizeof(*p));
+    p->dir = (uint8_t)dir;
+    p->state = LDT_HTTP_S_START;
+    p->msg.content_length = -1;
+}
+
+void ldt_http_expect(struct ldt_http_parser *p, enum ldt_http_method method)
+{
+    p->no_body = method == LDT_HTTP_M_HEAD;
+    p->connect = method == LDT_HTTP_M_CONNECT;
+}
+
+int ldt_http_classify(const char *buf, size_t len)
+{
+    const unsigned char *b = (const unsigned char *)buf;
+    size_t i;
+
+    for (i = 0; i < len && i < 7 && buf[i] == http1[i]; i++)
+        continue;
+    if (i == 7)
+        return LDT_HTTP_RESPONSE;
+    if (i == len)
+        return LDT_HTTP_PARTIAL;
+    for (i = 0; i < len && i <= LDT_HTTP_METHOD_MAX; i++) {
+        if (b[i] == ' ') {
+            /* "PRI * HTTP/2.0" is the HTTP/2 connection preface (RFC 9113 3.4), not HTTP/1.x. */
+            if (i == 3 && memcmp(buf, "PRI", 3) == 0)
+                return 0;
+            return i > 0 ? LDT_HTTP_REQUEST : 0;
+        }
+        if (!(cls[b[i]] & C_METHOD) || (i == 0 && !(b[i] >= 'A' && b[i] <= 'Z')))
+            return 0;
+    }
+    return i > LDT_HTTP_METHOD_MAX ? 0 : LDT_HTTP_PARTIAL;
+}
+
+/* Enter pass-through. Returns what ldt_http_feed returns: after a request that asked for a tunnel
+ * (CONNECT or Upgrade), bytes that are not HTTP are the tunnel itself, so they are consumed without
+ * an error; otherwise LDT_HTTP_INVALID. */
+static ssize_t fail(struct ldt_http_parser *p, int why, size_t len)
+{
+    p->state = LDT_HTTP_S_PASS;
+    p->ev = LDT_HTTP_EV_NONE;
+    if (p->dir == LDT_HTTP_REQUEST && p->connect) {
+        p->passthrough = PASS_TUNNEL;
+        return (ssize_t)len;
+    }
+    p->passthrough = (uint8_t)why;
+    return LDT_HTTP_INVALID;
+}
+
+static void start_message(struct ldt_http_parser *p)
+{
+    memset(&p->msg, 0, sizeof(p->msg));
+    p->msg.content_length = -1;
+    p->pos = 0;
+    p->tok = 0;
+    p->remaining = 0;
+    p->msg_bytes = 0;
+    p->hdr_id = H_NONE;
+    p->state = LDT_HTTP_S_HEAD;
+    p->sub = p->dir == LDT_HTTP_REQUEST ? SUB_RQ_LEAD : SUB_ST_VERSION;
+}
+
+/* The message ended: report EV_DONE and decide what the next byte is. */
+static void finish(struct ldt_http_parser *p)
+{
+    struct ldt_http_msg *m = &p->msg;
+
+    p->ev = LDT_HTTP_EV_DONE;
+    p->messages++;
+    p->state = LDT_HTTP_S_START;
+    p->sub = SUB_NONE;
+    if (p->dir == LDT_HTTP_REQUEST) {
+        /* Remember a tunnel request: what follows it may be the tunnel (see fail()). */
+        p->connect = m->method == LDT_HTTP_M_CONNECT || (m->flags & LDT_HTTP_F_UPGRADE);
+        return;
+    }
+    if (m->status < 200) {
+        /* 1xx are interim (RFC 9110 15.2): the final response to the same request follows. */
+        if (m->status == 101) {
+            p->state = LDT_HTTP_S_PASS;
+            p->passthrough = PASS_TUNNEL;
+        }
+        return;
+    }
+    if (p->connect && m->status < 300) {
+        p->state = LDT_HTTP_S_PASS;
+        p->passthrough = PASS_TUNNEL;
+    }
+    p->no_body = 0;
+    p->connect = 0;
+}
+
+/* ---- header values ---- */
+
+/* Where a copied header value goes: the destination, the room left there, its length field. */
+static char *copy_dest(struct ldt_http_parser *p, size_t *room)
+{
+    struct ldt_http_msg *m = &p->msg;
+
+    switch (p->hdr_id) {
+    case H_HOST:
+        *room = LDT_HTTP_HOST_MAX;
+        return m->host;
+    case H_TP:
+        *room = LDT_HTTP_TP_MAX;
+        return m->tp;
+    default:
+        *room = LDT_HTTP_TS_MAX - m->ts_len;
+        return m->ts + m->ts_len;
+    }
+}
+
+/* The first byte of a value (after OWS), at offset at of the message. */
+static void value_start(struct ldt_http_parser *p, uint32_t at)
+{
+    struct ldt_http_msg *m = &p->msg;
+
+    p->tok = 0;
+    p->remaining = 0;
+    if (p->hdr_id == H_TP) {
+        m->tp_off = at;
+    } else if (p->hdr_id == H_TS && m->ts_len > 0) {
+        /* Several tracestate lines are one list joined with ',' (RFC 9110 5.3). */
+        if (m->ts_len < LDT_HTTP_TS_MAX)
+            m->ts[m->ts_len++] = ',';
+        else
+            m->flags |= LDT_HTTP_F_TS_TRUNC;
+    } else if (p->hdr_id == H_UPGRADE && p->dir == LDT_HTTP_REQUEST) {
+        m->flags |= LDT_HTTP_F_UPGRADE;
+    }
+}
+
+/* Copy one value byte; p->remaining counts the bytes since the first non-OWS one, p->tok the
+ * length up to the last non-OWS one (so trailing OWS is trimmed at the end of the line). */
+static void copy_byte(struct ldt_http_parser *p, unsigned c)
+{
+    size_t room;
+    char *dst = copy_dest(p, &room);
+
+    if (p->remaining < room)
+        dst[p->remaining] = (char)c;
+    p->remaining++;
+    if (!is_ows(c))
+        p->tok = (uint32_t)p->remaining;
+}
+
+static void copy_end(struct ldt_http_parser *p)
+{
+    struct ldt_http_msg *m = &p->msg;
+    size_t room;
+    char *dst = copy_dest(p, &room);
+    size_t kept = p->tok < room ? p->tok : room;
+    size_t written = p->remaining < room ? p->remaining : room;
+    int trunc = p->tok > room;
+
+    memset(dst + kept, 0, written - kept); /* trailing OWS that was copied */
+    if (p->hdr_id == H_HOST) {
+        m->host_len = (uint16_t)kept;
+        m->flags |= trunc ? LDT_HTTP_F_HOST_TRUNC : 0;
+    } else if (p->hdr_id == H_TP) {
+        m->tp_len = (uint16_t)kept;
+        m->flags |= trunc ? LDT_HTTP_F_TP_TRUNC : 0;
+    } else {
+        m->ts_len = (uint16_t)(m->ts_len + kept);
+        m->flags |= trunc ? LDT_HTTP_F_TS_TRUNC : 0;
+    }
+}
+
+/* End of one Content-Length list element. Identical repeated values are accepted as one; an empty
+ * element or a different value makes the framing invalid (RFC 9112 6.3 item 5). */
+static int cl_commit(struct ldt_http_parser *p)
+{
+    struct ldt_http_msg *m = &p->msg;
+
+    if ((p->tok & ~TOK_ENDED) == 0)
+        return -1;
+    if ((m->flags & LDT_HTTP_F_HAS_CL) && (uint64_t)m->content_length != p->remaining)
+        return -1;
+    m->content_length = (int64_t)p->remaining;
+    m->flags |= LDT_HTTP_F_HAS_CL;
+    p->tok = 0;
+    p->remaining = 0;
+    return 0;
+}
+
+static int cl_byte(struct ldt_http_parser *p, unsigned c)
+{
+    if (c >= '0' && c <= '9') {
+        if ((p->tok & TOK_ENDED) || p->tok >= CL_DIGITS_MAX)
+            return -1;
+        p->remaining = p->remaining * 10 + (c - '0');
+        p->tok++;
+        return 0;
+    }
+    if (is_ows(c)) {
+        if (p->tok)
+            p->tok |= TOK_ENDED;
+        return 0;
+    }
+    if (c == ',')
+        return cl_commit(p);
+    return -1;
+}
+
+/* End of one element of a token list (Transfer-Encoding, Connection, Expect); the lowercase token
+ * is in p->name, its length in p->tok. */
+static void list_commit(struct ldt_http_parser *p)
+{
+    struct ldt_http_msg *m = &p->msg;
+    uint32_t n = p->tok & ~TOK_PARAM;
+
+#define IS(s) (n == sizeof(s) - 1 && memcmp(p->name, s, sizeof(s) - 1) == 0)
+    if (n == 0)
+        return; /* empty list elements are allowed (RFC 9110 5.6.1) */
+    if (p->hdr_id == H_TE) {
+        /* Only the last coding decides: chunked must be the final one (RFC 9112 6.3 item 4). */
+        if (IS("chunked"))
+            m->flags |= LDT_HTTP_F_CHUNKED;
+        else
+            m->flags &= (uint16_t)~LDT_HTTP_F_CHUNKED;
+    } else if (p->hdr_id == H_CONN) {
+        if (IS("close"))
+            m->flags |= LDT_HTTP_F_CLOSE;
+        else if (IS("keep-alive"))
+            m->_pad |= X_KEEPALIVE;
+    } else if (IS("100-continue")) {
+        m->flags |= LDT_HTTP_F_EXPECT100;
+    }
+#undef IS
+    p->tok = 0;
+}
+
+static void list_byte(struct ldt_http_parser *p, unsigned c)
+{
+    if (c == ',') {
+        list_commit(p);
+        p->tok = 0;
+    } else if (c == ';') {
+        p->tok |= TOK_PARAM;
+    } else if (!is_ows(c) && !(p->tok & TOK_PARAM)) {
+        if (p->tok < sizeof(p->name))
+            p->name[p->tok] = (char)lower(c);
+        if (p->tok < 0xffff)
+            p->tok++;
+    }
+}
+
+static int value_byte(struct ldt_http_parser *p, unsigned c)
+{
+    switch (p->hdr_id) {
+    case H_HOST:
+    case H_TP:
+    case H_TS:
+        copy_byte(p, c);
+        return 0;
+    case H_CL:
+        return cl_byte(p, c);
+    case H_TE:
+    case H_CONN:
+    case H_EXPECT:
+        list_byte(p, c);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* The end of a header line (its value may be empty). */
+static int header_end(struct ldt_http_parser *p)
+{
+    int rc = 0;
+
+    switch (p->hdr_id) {
+    case H_HOST:
+    case H_TP:
+    case H_TS:
+        copy_end(p);
+        break;
+    case H_CL:
+        rc = cl_commit(p);
+        break;
+    case H_TE:
+    case H_CONN:
+    case H_EXPECT:
+        list_commit(p);
+        break;
+    default:
+        break;
+    }
+    p->hdr_id = H_NONE;
+    p->tok = 0;
+    p->remaining = 0;
+    return rc;
+}
+
+/* The header name (lowercase in p->name, length p->tok) is complete: pick what to keep. */
+static void header_name(struct ldt_http_parser *p)
+{
+    struct ldt_http_msg *m = &p->msg;
+    uint32_t n = p->tok;
+    int id = H_NONE;
+
+#define IS(s) (n == sizeof(s) - 1 && memcmp(p->name, s, sizeof(s) - 1) == 0)
+    if (n > sizeof(p->name))
+        id = H_NONE;
+    else if (IS("host"))
+        id = (m->_pad & X_HOST) ? H_NONE : H_HOST;
+    else if (IS("traceparent"))
+        id = H_TP;
+    else if (IS("tracestate"))
+        id = H_TS;
+    else if (IS("content-length"))
+        id = H_CL;
+    else if (IS("transfer-encoding"))
+        id = H_TE;
+    else if (IS("connection"))
+        id = H_CONN;
+    else if (IS("upgrade"))
+        id = H_UPGRADE;
+    else if (IS("expect"))
+        id = H_EXPECT;
+#undef IS
+    if (id == H_HOST)
+        m->_pad |= X_HOST;
+    if (id == H_TE)
+        m->_pad |= X_TE;
+    if (id == H_TP) {
+        /* Keep the first traceparent; a second one makes the context invalid (W3C 3.2). */
+        if (m->_pad & X_TP) {
+            m->flags |= LDT_HTTP_F_TP_MULTI;
+            id = H_NONE;
+        }
+        m->_pad |= X_TP;
+    }
+    p->hdr_id = (uint8_t)id;
+    p->tok = 0;
+    p->remaining = 0;
+}
+
+/* ---- framing ---- */
+
+/* Body framing of a request (RFC 9112 6.3): chunked, Content-Length, or none. */
+static int frame_request(struct ldt_http_parser *p)
+{
+    struct ldt_http_msg *m = &p->msg;
+
+    if (m->_pad & X_TE) {
+        /* A request whose last coding is not chunked, or any HTTP/1.0 message with
+         * Transfer-Encoding, cannot be framed (RFC 9112 6.1, 6.3 item 4). */
+        if (!(m->flags & LDT_HTTP_F_CHUNKED) || m->minor == 0)
+            return -1;
+        return SUB_C_SIZE;
+    }
+    if (m->method == LDT_HTTP_M_CONNECT)
+        return SUB_B_DONE;
+    if (m->content_length > 0)
+        return SUB_B_CL;
+    return SUB_B_DONE;
+}
+
+/* Body framing of a response (RFC 9112 6.3 items 1-7). */
+static int frame_response(struct ldt_http_parser *p)
+{
+    struct ldt_http_msg *m = &p->msg;
+    unsigned st = m->status;
+
+    if (st == 101)
+        m->flags |= LDT_HTTP_F_UPGRADE;
+    if (st < 200 || st == 204 || st == 304 || p->no_body || (p->connect && st < 300))
+        return SUB_B_DONE;
+    if ((m->_pad & X_TE) && (m->flags & LDT_HTTP_F_CHUNKED) && m->minor > 0)
+        return SUB_C_SIZE;
+    if (!(m->_pad & X_TE) && (m->flags & LDT_HTTP_F_HAS_CL))
+        return m->content_length > 0 ? SUB_B_CL : SUB_B_DONE;
+    m->flags |= LDT_HTTP_F_UNTIL_CLOSE;
+    return SUB_B_CLOSE;
+}
+
+/* The blank line ended the header block. Returns -1 when the framing is invalid. */
+static int headers_done(struct ldt_http_parser *p)
+{
+    struct ldt_http_msg *m = &p->msg;
+    int sub;
+
+    if (m->minor == 0) {
+        m->flags |= LDT_HTTP_F_HTTP10;
+        if (!(m->_pad & X_KEEPALIVE))
+            m->flags |= LDT_HTTP_F_CLOSE;
+    }
+    sub = p->dir == LDT_HTTP_REQUEST ? frame_request(p) : frame_response(p);
+    if (sub < 0)
+        return -1;
+    p->state = LDT_HTTP_S_BODY;
+    p->sub = (uint8_t)sub;
+    p->tok = 0;
+    p->remaining = sub == SUB_B_CL ? (uint64_t)m->content_length : 0;
+    p->ev = LDT_HTTP_EV_HEADERS;
+    return 1;
+}
+
+/* ---- start line and headers ---- */
+
+static void start_line_done(struct ldt_http_parser *p)
+{
+    p->msg.reqline_len = p->pos;
+    p->sub = SUB_H_START;
+}
+
+/* One byte of the start line or of the header block. Returns 0 to go on, 1 when the header block
+ * ended (EV_HEADERS), -1 when the stream is not valid HTTP/1.x. */
+static int head_byte(struct ldt_http_parser *p, unsigned c)
+{
+    struct ldt_http_msg *m = &p->msg;
+    uint32_t at = p->pos++;
+
+    switch (p->sub) {
+    case SUB_RQ_LEAD:
+        if (c == '\r' || c == '\n')
+            return 0;
+        if (!(c >= 'A' && c <= 'Z'))
+            return -1;
+        p->name[0] = (char)c;
+        p->tok = 1;
+        p->sub = SUB_RQ_METHOD;
+        return 0;
+    case SUB_RQ_METHOD:
+        if (c == ' ') {
+            m->method = (uint8_t)ldt_http_method_from(p->name, p->tok);
+            p->tok = 0;
+            p->sub = SUB_RQ_TARGET;
+            return 0;
+        }
+        if (!(cls[c] & C_METHOD) || p->tok >= LDT_HTTP_METHOD_MAX)
+            return -1;
+        p->name[p->tok++] = (char)c;
+        return 0;
+    case SUB_RQ_TARGET:
+        if (cls[c] & C_TARGET) {
+            if (m->path_len < LDT_HTTP_PATH_MAX)
+                m->path[m->path_len++] = (char)c;
+            else
+                m->flags |= LDT_HTTP_F_PATH_TRUNC;
+            p->tok++;
+            return 0;
+        }
+        if (c != ' ' || p->tok == 0)
+            return -1;
+        p->tok = 0;
+        p->sub = SUB_RQ_VERSION;
+        return 0;
+    case SUB_RQ_VERSION:
+    case SUB_ST_VERSION:
+        if (p->tok < 7) {
+            if (c != (unsigned char)http1[p->tok++])
+                return -1;
+        } else if (p->tok == 7) {
+            if (c < '0' || c > '9')
+                return -1;
+            m->minor = (uint8_t)(c - '0');
+            p->tok++;
+            if (p->sub == SUB_RQ_VERSION)
+                p->sub = SUB_LINE_EOL;
+        } else {
+            if (c != ' ')
+                return -1;
+            p->tok = 0;
+            p->sub = SUB_ST_CODE;
+        }
+        return 0;
+    case SUB_ST_CODE:
+        if (c < '0' || c > '9')
+            return -1;
+        m->status = (uint16_t)(m->status * 10 + (c - '0'));
+        if (++p->tok == 3) {
+            if (m->status < 100)
+                return -1;
+            p->sub = SUB_ST_AFTER;
+        }
+        return 0;
+    case SUB_ST_AFTER:
+        if (c == ' ') {
+            p->sub = SUB_ST_REASON;
+            return 0;
+        }
+        /* fall through - "HTTP/1.1 200\r\n" without a reason phrase is seen in the wild */
+    case SUB_LINE_EOL:
+        if (c == '\r') {
+            p->sub = SUB_LINE_LF;
+            return 0;
+        }
+        if (c != '\n')
+            return -1;
+        start_line_done(p);
+        return 0;
+    case SUB_ST_REASON:
+        if (cls[c] & C_FV)
+            return 0;
+        if (c == '\r')
+            p->sub = SUB_LINE_LF;
+        else if (c == '\n')
+            start_line_done(p);
+        else
+            return -1;
+        return 0;
+    case SUB_LINE_LF:
+        if (c != '\n')
+            return -1;
+        start_line_done(p);
+        return 0;
+    case SUB_H_START:
+        if (c == '\r' || c == '\n') {
+            m->hdr_len = at;
+            if (c == '\n')
+                return headers_done(p);
+            p->sub = SUB_H_END_LF;
+            return 0;
+        }
+        /* A line starting with SP/HTAB is obs-fold (RFC 9112 5.2): rejected here. */
+        if (!(cls[c] & C_TCHAR))
+            return -1;
+        p->name[0] = (char)lower(c);
+        p->tok = 1;
+        p->sub = SUB_H_NAME;
+        return 0;
+    case SUB_H_NAME:
+        if (cls[c] & C_TCHAR) {
+            if (p->tok < sizeof(p->name))
+                p->name[p->tok] = (char)lower(c);
+            p->tok++;
+            return 0;
+        }
+        /* No whitespace between the name and the colon (RFC 9112 5.1). */
+        if (c != ':')
+            return -1;
+        header_name(p);
+        p->sub = SUB_H_OWS;
+        return 0;
+    case SUB_H_OWS:
+        if (is_ows(c))
+            return 0;
+        if (cls[c] & C_FV) {
+            value_start(p, at);
+            p->sub = SUB_H_VALUE;
+            return value_byte(p, c);
+        }
+        /* fall through - the end of the line (or a forbidden byte) */
+    case SUB_H_VALUE:
+        if (cls[c] & C_FV)
+            return value_byte(p, c);
+        if (c == '\r') {
+            p->sub = SUB_H_LF;
+            return header_end(p);
+        }
+        if (c == '\n') {
+            p->sub = SUB_H_START;
+            return header_end(p);
+        }
+        return -1; /* NUL, other controls, DEL: RFC 9110 5.5 */
+    case SUB_H_LF:
+        if (c != '\n')
+            return -1;
+        p->sub = SUB_H_START;
+        return 0;
+    case SUB_H_END_LF:
+        if (c != '\n')
+            return -1;
+        return headers_done(p);
+    default:
+        return -1;
+    }
+}
+
+/* Skip the bytes of a value nobody needs, up to the next control byte or the header cap. */
+static size_t skip_value(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+{
+    size_t lim = LDT_HTTP_HDR_CAP - p->pos;
+    size_t j = 0;
+
+    if (n > lim)
+        n = lim;
+    while (j < n && (cls[b[j]] & C_FV))
+        j++;
+    p->pos += (uint32_t)j;
+    return j;
+}
+
+static ssize_t feed_head(struct ldt_http_parser *p, const unsigned char *b, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        if (p->sub == SUB_H_VALUE && p->hdr_id == H_NONE) {
+            i += skip_value(p, b + i, len - i);
+            if (i == len)
+                break;
+        }
+        if (LDT_UNLIKELY(p->pos >= LDT_HTTP_HDR_CAP))
+            return fail(p, PASS_CAP, len);
+        int r = head_byte(p, b[i++]);
+        if (r < 0)
+            return fail(p, PASS_INVALID, len);
+        if (r > 0)
+            return (ssize_t)i;
+    }
+    return (ssize_t)len;
+}
+
+/* ---- chunked bodies (RFC 9112 7.1) ---- */
+
+/* One framing byte of a chunked body. Returns 0 to go on, 1 when the message ended, -1 when the
+ * framing is invalid, -2 when a line or the trailers passed their bound. */
+static int chunk_byte(struct ldt_http_parser *p, unsigned c)
+{
+    int v;
+
+    switch (p->sub) {
+    case SUB_C_SIZE:
+        if ((v = hexval(c)) < 0)
+            return -1;
+        p->remaining = (uint64_t)v;
+        p->tok = 1;
+        p->sub = SUB_C_SIZE_MORE;
+        return 0;
+    case SUB_C_SIZE_MORE:
+        if ((v = hexval(c)) >= 0) {
+            if (p->remaining >> 56)
+                return -1; /* would overflow 64 bits */
+            p->remaining = p->remaining * 16 + (uint64_t)v;
+            p->tok++;
+            return 0;
+        }
+        if (c == ';' || is_ows(c)) {
+            p->sub = SUB_C_EXT;
+            return 0;
+        }
+        if (c != '\r' && c != '\n')
+            return -1;
+        /* fall through - the end of the size line */
+    case SUB_C_EXT:
+        if (c == '\r') {
+            p->sub = SUB_C_SIZE_LF;
+            return 0;
+        }
+        if (c == '\n')
+            break;
+        if (!(cls[c] & C_FV))
+            return -1;
+        return ++p->tok > CHUNK_LINE_MAX ? -2 : 0;
+    case SUB_C_SIZE_LF:
+        if (c != '\n')
+            return -1;
+        break;
+    case SUB_C_DATA_CR:
+        if (c == '\r') {
+            p->sub = SUB_C_DATA_LF;
+            return 0;
+        }
+        /* fall through - a bare LF after the data is accepted */
+    case SUB_C_DATA_LF:
+        if (c != '\n')
+            return -1;
+        p->tok = 0;
+        p->sub = SUB_C_SIZE;
+        return 0;
+    case SUB_C_TRAILER:
+        if (c == '\r') {
+            p->sub = SUB_C_END_LF;
+            return 0;
+        }
+        if (c == '\n')
+            return 1;
+        p->sub = SUB_C_TRAILER_LINE;
+        /* fall through */
+    case SUB_C_TRAILER_LINE:
+        if (++p->tok > LDT_HTTP_HDR_CAP)
+            return -2;
+        if (c == '\r')
+            p->sub = SUB_C_TRAILER_LF;
+        else if (c == '\n')
+            p->sub = SUB_C_TRAILER;
+        else if (!(cls[c] & C_FV))
+            return -1;
+        return 0;
+    case SUB_C_TRAILER_LF:
+        if (c != '\n')
+            return -1;
+        p->sub = SUB_C_TRAILER;
+        return 0;
+    case SUB_C_END_LF:
+        return c == '\n' ? 1 : -1;
+    default:
+        return -1;
+    }
+    /* The size line ended: data follows, or after the last chunk the trailer section. */
+    p->tok = 0;
+    p->sub = p->remaining ? SUB_C_DATA : SUB_C_TRAILER;
+    return 0;
+}
+
+static ssize_t feed_chunked(struct ldt_http_parser *p, const unsigned char *b, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        if (p->sub == SUB_C_DATA) {
+            /* Chunk data is counted, never scanned. */
+            uint64_t k = len - i < p->remaining ? len - i : p->remaining;
+            i += (size_t)k;
+            p->remaining -= k;
+            if (p->remaining)
+                break;
+            p->sub = SUB_C_DATA_CR;
+            continue;
+        }
+        int r = chunk_byte(p, b[i++]);
+        if (r < 0)
+            return fail(p, r == -2 ? PASS_CAP : PASS_INVALID, len);
+        if (r > 0) {
+            finish(p);
+            return (ssize_t)i;
+        }
+    }
+    return (ssize_t)i;
+}
+
+static ssize_t feed_body(struct ldt_http_parser *p, const unsigned char *b, size_t len)
+{
+    uint64_t k;
+
+    switch (p->sub) {
+    case SUB_B_DONE:
+        finish(p);
+        return 0;
+    case SUB_B_CLOSE:
+        return (ssize_t)len;
+    case SUB_B_CL:
+        /* O(1): the body is counted, not scanned. */
+        k = len < p->remaining ? len : p->remaining;
+        p->remaining -= k;
+        if (!p->remaining)
+            finish(p);
+        return (ssize_t)k;
+    default:
+        return feed_chunked(p, b, len);
+    }
+}
+
+ssize_t ldt_http_feed(struct ldt_http_parser *p, const char *buf, size_t len)
+{
+    const unsigned char *b = (const unsigned char *)buf;
+    ssize_t n;
+
+    p->ev = LDT_HTTP_EV_NONE;
+    switch (p->state) {
+    case LDT_HTTP_S_PASS:
+        return (ssize_t)len;
+    case LDT_HTTP_S_START:
+        if (len == 0)
+            return 0;
+        start_message(p);
+        n = feed_head(p, b, len);
+        break;
+    case LDT_HTTP_S_HEAD:
+        n = feed_head(p, b, len);
+        break;
+    default:
+        n = feed_body(p, b, len);
+        break;
+    }
+    if (n > 0)
+        p->msg_bytes += (uint64_t)n;
+    return n;
+}
+
+ssize_t ldt_http_skip(struct ldt_http_parser *p, size_t n)
+{
+    uint64_t k = n;
+
+    p->ev = LDT_HTTP_EV_NONE;
+    if (p->state == LDT_HTTP_S_PASS || n == 0)
+        return (ssize_t)n;
+    if (p->state == LDT_HTTP_S_BODY && p->sub == SUB_B_CLOSE) {
+        p->msg_bytes += k;
+        return (ssize_t)k;
+    }
+    if (p->state == LDT_HTTP_S_BODY && p->sub == SUB_B_CL) {
+        k = n < p->remaining ? n : p->remaining;
+        p->remaining -= k;
+        p->msg_bytes += k;
+        if (!p->remaining)
+            finish(p);
+        return (ssize_t)k;
+    }
+    if (p->state == LDT_HTTP_S_BODY && p->sub == SUB_C_DATA && k <= p->remaining) {
+        /* sendfile of chunk data (nginx writes the chunk framing itself and sendfiles the data). */
+        p->remaining -= k;
+        p->msg_bytes += k;
+        if (!p->remaining)
+            p->sub = SUB_C_DATA_CR;
+        return (ssize_t)k;
+    }
+    /* Headers or chunk framing went by unseen: the stream cannot be followed any more. */
+    p->connect = 0;
+    return fail(p, PASS_INVALID, 0);
+}
+
+int ldt_http_eof(struct ldt_http_parser *p)
+{
+    p->ev = LDT_HTTP_EV_NONE;
+    switch (p->state) {
+    case LDT_HTTP_S_START:
+    case LDT_HTTP_S_PASS:
+        return 1;
+    case LDT_HTTP_S_BODY:
+        if (p->sub != SUB_B_CLOSE && p->sub != SUB_B_DONE)
+            return 0;
+        finish(p);
+        return 1;
+    default:
+        /* Only empty lines between requests: nothing was cut short. */
+        return p->sub == SUB_RQ_LEAD ? 1 : 0;
+    }
+}
