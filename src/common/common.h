@@ -95,6 +95,10 @@ void ldt_log_open(const char *path);
 /* Write "ldtrace[<pid>]: <msg>\n". Supports %s %d %u %lu %llu %x %zu %p, nothing else. Preserves errno. */
 void ldt_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The log file's descriptor, or -1 when logging is off. Added for the shim: its close()/dup2() hooks
+ * must leave this fd alone (and report EBADF to the app as if it were not open). Signal-safe. */
+int ldt_log_fd(void);
+
 /* Format into buf[cap] with the same subset; returns bytes written (excluding NUL). */
 size_t ldt_fmt(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
