@@ -1,0 +1,412 @@
+/* test_http.c - unit tests for the incremental HTTP/1.x sniffer: rules table, real captures, splits. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ldtrace/http.h"
+
+#define TP1 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+/* ---- guard page: every input is fed from right before an unreadable page ---- */
+
+#define GUARD_MAX (4u << 20) /* the largest piece ever fed (the 2 MB capture fits) */
+
+static char *guard_map;
+static size_t guard_page;
+
+/* .init fixture: a readable area of GUARD_MAX bytes followed by a PROT_NONE page. */
+static void guard_init(void)
+{
+    guard_page = (size_t)sysconf(_SC_PAGESIZE);
+    guard_map = mmap(NULL, GUARD_MAX + guard_page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(guard_map, MAP_FAILED);
+    cr_assert_eq(mprotect(guard_map + GUARD_MAX, guard_page, PROT_NONE), 0);
+}
+
+static void guard_fini(void)
+{
+    munmap(guard_map, GUARD_MAX + guard_page);
+}
+
+/* Copy s[n] so that it ends exactly at the unreadable page: any read past n faults. */
+static const char *guarded(const char *s, size_t n)
+{
+    cr_assert_leq(n, GUARD_MAX);
+    char *dst = guard_map + GUARD_MAX - n;
+    memmove(dst, s, n);
+    return dst;
+}
+
+/* ---- the driver: feeds a stream and writes what the parser reported as one line of text ---- */
+
+struct drv {
+    struct ldt_http_parser p;
+    const char *methods; /* response side: the request method per final response, 'H' HEAD,
+                          * 'C' CONNECT, anything else GET */
+    size_t next;         /* index into methods of the response being parsed */
+    int tunnel_seen;
+    char out[16384];
+    size_t len;
+};
+
+static void out(struct drv *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(d->out + d->len, sizeof(d->out) - d->len, fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0 && (size_t)n < sizeof(d->out) - d->len, "trace overflow");
+    d->len += (size_t)n;
+}
+
+static void expect_next(struct drv *d)
+{
+    char m = d->methods && d->methods[d->next] ? d->methods[d->next] : 'G';
+    ldt_http_expect(&d->p, m == 'H'   ? LDT_HTTP_M_HEAD
+                           : m == 'C' ? LDT_HTTP_M_CONNECT
+                                      : LDT_HTTP_M_GET);
+}
+
+static void drv_init(struct drv *d, enum ldt_http_dir dir, const char *methods)
+{
+    memset(d, 0, sizeof(*d));
+    ldt_http_init(&d->p, dir);
+    d->methods = methods;
+    if (dir == LDT_HTTP_RESPONSE)
+        expect_next(d);
+}
+
+static void out_flags(struct drv *d, unsigned f)
+{
+    static const char *const names[] = {"CH", "CL", "CLOSE", "UPG", "E100", "PT", "HT", "TPT",
+                                        "TST", "TPM", "UC", "10"};
+    if (!f)
+        return;
+    out(d, " [");
+    for (unsigned i = 0, first = 1; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (f & (1u << i)) {
+            out(d, "%s%s", first ? "" : ",", names[i]);
+            first = 0;
+        }
+    }
+    out(d, "]");
+}
+
+/* One EV_HEADERS as text: "GET /path h=host cl=N tp=value@off ts=value [FLAGS];" for requests,
+ * "200 cl=N ... [FLAGS];" for responses. */
+static void out_headers(struct drv *d)
+{
+    const struct ldt_http_msg *m = &d->p.msg;
+
+    if (d->p.dir == LDT_HTTP_REQUEST)
+        out(d, "%s %.*s", ldt_http_method_name(m->method), (int)m->path_len, m->path);
+    else
+        out(d, "%u", m->status);
+    if (m->host_len)
+        out(d, " h=%.*s", (int)m->host_len, m->host);
+    if (m->content_length >= 0)
+        out(d, " cl=%lld", (long long)m->content_length);
+    if (m->tp_len)
+        out(d, " tp=%.*s@%u", (int)m->tp_len, m->tp, m->tp_off);
+    if (m->ts_len)
+        out(d, " ts=%.*s", (int)m->ts_len, m->ts);
+    out_flags(d, m->flags);
+    out(d, ";");
+}
+
+static void on_event(struct drv *d)
+{
+    if (d->p.ev == LDT_HTTP_EV_HEADERS) {
+        out_headers(d);
+    } else if (d->p.ev == LDT_HTTP_EV_DONE) {
+        out(d, "D;");
+        if (d->p.dir == LDT_HTTP_RESPONSE && d->p.msg.status >= 200) {
+            d->next++;
+            expect_next(d);
+        }
+    }
+    if (d->p.state == LDT_HTTP_S_PASS && d->p.passthrough == 3 && !d->tunnel_seen) {
+        d->tunnel_seen = 1;
+        out(d, "T;");
+    }
+}
+
+/* Feed one piece, calling again after every event as the contract says. */
+static void drv_feed(struct drv *d, const char *piece, size_t n)
+{
+    const char *buf = guarded(piece, n);
+    size_t off = 0;
+
+    for (int guard = 0;; guard++) {
+        cr_assert_lt(guard, 1 << 24, "parser does not make progress");
+        ssize_t r = ldt_http_feed(&d->p, buf + off, n - off);
+        if (r < 0) {
+            cr_assert_eq(r, LDT_HTTP_INVALID);
+            cr_assert_eq(d->p.state, LDT_HTTP_S_PASS);
+            out(d, "X%d;", d->p.passthrough);
+            /* Pass-through consumes everything, forever, with no more errors. */
+            cr_assert_eq(ldt_http_feed(&d->p, buf + off, n - off), (ssize_t)(n - off));
+            return;
+        }
+        cr_assert_leq((size_t)r, n - off);
+        off += (size_t)r;
+        on_event(d);
+        if (d->p.ev == LDT_HTTP_EV_NONE) {
+            cr_assert_eq(off, n, "consumed less than given without an event");
+            return;
+        }
+    }
+}
+
+static void drv_eof(struct drv *d)
+{
+    int r = ldt_http_eof(&d->p);
+    if (d->p.ev == LDT_HTTP_EV_DONE)
+        on_event(d);
+    out(d, "E%d", r);
+}
+
+/* Feed s[n] cut at the sorted positions cuts[ncuts], then end the stream. */
+static void run_cuts(struct drv *d, const char *s, size_t n, const size_t *cuts, size_t ncuts)
+{
+    size_t from = 0;
+    for (size_t i = 0; i <= ncuts; i++) {
+        size_t to = i < ncuts ? cuts[i] : n;
+        drv_feed(d, s + from, to - from);
+        from = to;
+    }
+    drv_eof(d);
+}
+
+static void run_whole(struct drv *d, const char *s, size_t n)
+{
+    run_cuts(d, s, n, NULL, 0);
+}
+
+/* Feeding one byte per call must give the same trace. */
+static void run_bytes(struct drv *d, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        drv_feed(d, s + i, 1);
+    drv_eof(d);
+}
+
+/* Every split of s at one point in [from, to) gives the trace want. */
+static void check_splits(enum ldt_http_dir dir, const char *methods, const char *s, size_t n,
+                         size_t from, size_t to, const char *want, const char *label)
+{
+    static struct drv d;
+    for (size_t k = from; k < to && k <= n; k++) {
+        drv_init(&d, dir, methods);
+        run_cuts(&d, s, n, &k, 1);
+        cr_assert_str_eq(d.out, want, "%s split at %zu", label, k);
+    }
+}
+
+/* ---- the rules table ---- */
+
+struct rule {
+    enum ldt_http_dir dir;
+    const char *methods;
+    const char *in;
+    size_t len;
+    const char *want;
+    const char *label;
+};
+
+#define RQ LDT_HTTP_REQUEST
+#define RS LDT_HTTP_RESPONSE
+#define IN(lit) lit, sizeof(lit) - 1
+
+static const struct rule rules[] = {
+    /* classification by the first bytes */
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), "GET / h=a;D;E1", "plain GET"},
+    {RQ, NULL, IN("BREW /pot HTTP/1.1\r\n\r\n"), "_OTHER /pot;D;E1", "unknown method token"},
+    {RQ, NULL, IN("M-SEARCH * HTTP/1.1\r\n\r\n"), "_OTHER *;D;E1", "method with a dash"},
+    {RS, NULL, IN("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"), "200 cl=2 [CL];D;E1",
+     "status line"},
+    {RQ, NULL, IN("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), "X1;E1", "TLS record"},
+    {RS, NULL, IN("\x16\x03\x03\x00\x7a\x02"), "X1;E1", "TLS record on the response side"},
+    {RQ, NULL, IN("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), "X1;E1", "HTTP/2 preface"},
+    {RQ, NULL, IN("*1\r\n$4\r\nPING\r\n"), "X1;E1", "Redis RESP"},
+    {RQ, NULL, IN("PING\r\n"), "X1;E1", "Redis inline command"},
+    {RQ, NULL, IN("SET key value\r\n"), "X1;E1", "Redis inline with spaces"},
+    {RQ, NULL, IN("\x00\x01\x02\x03"), "X1;E1", "binary"},
+    {RQ, NULL, IN("get / HTTP/1.1\r\n\r\n"), "X1;E1", "lowercase method"},
+    {RQ, NULL, IN("GET / HTTP/2.0\r\n\r\n"), "X1;E1", "HTTP/2.0 request line"},
+    {RQ, NULL, IN("GET / HTTP/1.1 \r\n\r\n"), "X1;E1", "space after the version"},
+    {RQ, NULL, IN("GET  / HTTP/1.1\r\n\r\n"), "X1;E1", "two spaces after the method"},
+    {RQ, NULL, IN("GET /\r\n\r\n"), "X1;E1", "HTTP/0.9 request"},
+    {RQ, NULL, IN("ABCDEFGHIJKLMNOPQRSTUVWXYZ / HTTP/1.1\r\n\r\n"), "X1;E1", "method too long"},
+    {RQ, NULL, IN("HTTP/1.1 200 OK\r\n\r\n"), "X1;E1", "response on the request side"},
+    {RS, NULL, IN("GET / HTTP/1.1\r\n\r\n"), "X1;E1", "request on the response side"},
+    {RS, NULL, IN("HTTP/1.1 20 OK\r\n\r\n"), "X1;E1", "two-digit status"},
+    {RS, NULL, IN("HTTP/1.1 099 OK\r\n\r\n"), "X1;E1", "status below 100"},
+    {RS, NULL, IN("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n"), "200 cl=0 [CL];D;E1",
+     "status without a reason phrase"},
+    {RS, NULL, IN("HTTP/1.1 200 OK\x01\r\n\r\n"), "X1;E1", "control byte in the reason"},
+    {RQ, NULL, IN("\r\n\r\nGET / HTTP/1.1\r\n\r\n"), "GET /;D;E1", "empty lines before a request"},
+    {RQ, NULL, IN("\r\n"), "E1", "only an empty line"},
+
+    /* header names, values, trace context */
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nHOST: A.b\r\nhOsT: second\r\n\r\n"), "GET / h=A.b;D;E1",
+     "Host case-insensitive, first kept"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nHost:\r\n\r\n"), "GET /;D;E1", "empty Host"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nTraceParent: \t " TP1 " \t\r\n\r\n"),
+     "GET / tp=" TP1 "@31;D;E1", "traceparent trimmed, offset of the value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\ntraceparent: " TP1 "\r\ntraceparent: 00-x\r\n\r\n"),
+     "GET / tp=" TP1 "@29 [TPM];D;E1", "two traceparent lines"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\ntracestate: a=1 , b=2 \r\nx: y\r\nTraceState: c=3\r\n\r\n"),
+     "GET / ts=a=1 , b=2,c=3;D;E1", "tracestate lines joined"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\ntracestate:\r\ntracestate: c=3\r\n\r\n"),
+     "GET / ts=c=3;D;E1", "empty tracestate line"},
+    {RQ, NULL, IN("GET / HTTP/1.1\nHost: a\ntraceparent: " TP1 "\n\n"),
+     "GET / h=a tp=" TP1 "@36;D;E1", "LF-only lines"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), "X1;E1", "space before the colon"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\n: a\r\n\r\n"), "X1;E1", "empty header name"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-A: b\r\n  c\r\n\r\n"), "X1;E1", "obs-fold"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-A: b\x00" "c\r\n\r\n"), "X1;E1", "NUL in a value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n"), "X1;E1", "NUL in a kept value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-A: b\rc\r\n\r\n"), "X1;E1", "bare CR in a value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-A: b\x7f\r\n\r\n"), "X1;E1", "DEL in a value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-A: caf\xc3\xa9\r\n\r\n"), "GET /;D;E1",
+     "obs-text in a value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\n\r\r\n"), "X1;E1", "CR CR at the end of the headers"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nhostxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: a\r\n\r\n"),
+     "GET /;D;E1", "long name starting like host"},
+    {RQ, NULL, IN("GET /a\x01 HTTP/1.1\r\n\r\n"), "X1;E1", "control byte in the target"},
+
+    /* Content-Length (RFC 9112 6.3) */
+    {RQ, NULL, IN("POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /q HTTP/1.1\r\n\r\n"),
+     "POST /p cl=3 [CL];D;GET /q;D;E1", "CL body then the next request"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n"), "X1;E1", "CL not a number"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"), "X1;E1", "CL negative"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n"), "X1;E1", "CL with a sign"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length:\r\n\r\n"), "X1;E1", "CL empty"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n"), "X1;E1", "CL with a space"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"), "X1;E1", "CL list differs"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n"), "X1;E1",
+     "CL lines differ"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 2 , 2\r\nContent-Length: 2\r\n\r\nxy"),
+     "POST / cl=2 [CL];D;E1", "CL repeated with the same value"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 1234567890123456789\r\n\r\n"), "X1;E1",
+     "CL too large"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 007\r\n\r\n1234567"),
+     "POST / cl=7 [CL];D;E1", "CL leading zeros"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab"), "POST / cl=5 [CL];E0",
+     "eof inside a CL body"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nHost: a\r\n"), "E0", "eof inside the headers"},
+    {RQ, NULL, IN("GET / HTT"), "E0", "eof inside the request line"},
+
+    /* Transfer-Encoding */
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 100\r\n\r\n"
+               "3\r\nabc\r\n0\r\n\r\nGET /n HTTP/1.1\r\n\r\n"),
+     "POST / cl=100 [CH,CL];D;GET /n;D;E1", "TE takes precedence over CL"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n0\r\n\r\n"),
+     "POST / [CH];D;E1", "chunked last in a list"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "0\r\n\r\n"), "POST / [CH];D;E1", "chunked last over two lines"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), "X1;E1",
+     "request with chunked not last"},
+    {RQ, NULL, IN("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), "X1;E1",
+     "HTTP/1.0 request with TE"},
+    {RS, NULL, IN("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabcdef"),
+     "200 cl=3 [CL,UC];D;E1", "response with TE not chunked reads until close"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "a;name=\"v\";x\r\n0123456789\r\n10 \r\n0123456789abcdef\r\n"
+               "0;last\r\nTrailer-A: 1\r\nTrailer-B: 2\r\n\r\n"),
+     "POST / [CH];D;E1", "chunk extensions and trailers"},
+    {RQ, NULL, IN("POST / HTTP/1.1\nTransfer-Encoding: chunked\n\n3\nabc\n0\nT: 1\n\n"),
+     "POST / [CH];D;E1", "chunked with bare LF lines"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+     "POST / [CH];X1;E1", "chunk size not hex"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3x\r\n"),
+     "POST / [CH];X1;E1", "chunk size with junk"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "1000000000000000000\r\n"), "POST / [CH];X1;E1", "chunk size overflow"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n"),
+     "POST / [CH];X1;E1", "chunk data not followed by CRLF"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"),
+     "POST / [CH];E0", "eof inside a chunk"},
+
+    /* Connection, Upgrade, Expect, HTTP/1.0 */
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n"), "GET / [CLOSE];D;E1",
+     "Connection list with close"},
+    {RQ, NULL, IN("GET / HTTP/1.0\r\n\r\n"), "GET / [CLOSE,10];D;E1", "HTTP/1.0 request"},
+    {RQ, NULL, IN("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n"),
+     "GET / [10];D;GET /2 [CLOSE,10];D;E1", "HTTP/1.0 keep-alive"},
+    {RS, NULL, IN("HTTP/1.0 200 OK\r\n\r\nbody bytes"), "200 [CLOSE,UC,10];D;E1",
+     "HTTP/1.0 response until close"},
+    {RS, NULL, IN("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody"), "200 [CLOSE,UC];D;E1",
+     "HTTP/1.1 response until close"},
+    {RS, NULL, IN("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx"),
+     "200 cl=1 [CL,10];D;E1", "HTTP/1.0 keep-alive response"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nx"),
+     "POST / cl=1 [CL,E100];D;E1", "Expect 100-continue"},
+    {RQ, NULL, IN("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+               "\x81\x85\x37\xfa"), "GET /ws [UPG];D;T;E1", "Upgrade request, then frames"},
+    {RQ, NULL, IN("GET /ws HTTP/1.1\r\nUpgrade: h2c\r\n\r\nGET /next HTTP/1.1\r\n\r\n"),
+     "GET /ws [UPG];D;GET /next;D;E1", "Upgrade refused, next request"},
+    {RS, NULL, IN("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"),
+     "101 [UPG];D;T;E1", "101 switches to pass-through"},
+
+    /* 1xx, 204, 304, HEAD, CONNECT */
+    {RS, NULL, IN("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+     "100;D;200 cl=0 [CL];D;E1", "100 Continue then the final response"},
+    {RS, NULL, IN("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\n"
+               "Content-Length: 1\r\n\r\nx"), "103;D;200 cl=1 [CL];D;E1", "103 Early Hints"},
+    {RS, "H", IN("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
+     "100;D;200 cl=9 [CL];D;E1", "HEAD still applies after a 1xx"},
+    {RS, NULL, IN("HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+     "204;D;200 cl=0 [CL];D;E1", "204 has no body"},
+    {RS, NULL, IN("HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"
+               "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+     "304 cl=50 [CL];D;200 cl=0 [CL];D;E1", "304 has no body even with a CL"},
+    {RS, "HG", IN("HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\nHTTP/1.1 200 OK\r\n"
+               "Content-Length: 2\r\n\r\nok"), "200 cl=24 [CL];D;200 cl=2 [CL];D;E1",
+     "HEAD response has no body"},
+    {RS, "C", IN("HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01"), "200;D;T;E1",
+     "2xx to CONNECT switches to pass-through"},
+    {RS, "CG", IN("HTTP/1.1 407 Proxy Auth\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n"
+               "Content-Length: 0\r\n\r\n"), "407 cl=1 [CL];D;200 cl=0 [CL];D;E1",
+     "non-2xx to CONNECT stays HTTP"},
+    {RQ, NULL, IN("CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\nContent-Length: 5\r\n\r\n"
+               "\x16\x03\x01\x00\x05"), "CONNECT db:5432 h=db:5432 cl=5 [CL];D;T;E1",
+     "CONNECT request has no body, then the tunnel"},
+    {RQ, NULL, IN("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nHEAD /c HTTP/1.1\r\n\r\n"),
+     "GET /a;D;GET /b;D;HEAD /c;D;E1", "pipelined requests in one buffer"},
+};
+
+ParameterizedTestParameters(http_rules, table)
+{
+    static int idx[sizeof(rules) / sizeof(rules[0])];
+    for (size_t i = 0; i < sizeof(idx) / sizeof(idx[0]); i++)
+        idx[i] = (int)i;
+    return cr_make_param_array(int, idx, sizeof(idx) / sizeof(idx[0]));
+}
+
+/* Each rule: fed whole, one byte at a time, and split at every byte: the same trace each time. */
+ParameterizedTest(int *i, http_rules, table, .init = guard_init, .fini = guard_fini)
+{
+    static struct drv d;
+    const struct rule *r = &rules[*i];
+    size_t n = r->len;
+
+    drv_init(&d, r->dir, r->methods);
+    run_whole(&d, r->in, n);
+    cr_assert_str_eq(d.out, r->want, "%s (whole)", r->label);
+    drv_init(&d, r->dir, r->methods);
+    run_bytes(&d, r->in, n);
+    cr_assert_str_eq(d.out, r->want, "%s (byte by byte)", r->label);
+    check_splits(r->dir, r->methods, r->in, n, 0, n + 1, r->want, r->label);
+}
