@@ -1,0 +1,41 @@
+/* main.c - the `ldtrace` command line: dispatches run / stop / view to their cmd_*.c files. */
+#include "cli.h"
+
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: ldtrace COMMAND [ARGS]\n"
+               "  run [--service NAME] [--out FILE | --otlp URL] [--dir DIR] -- CMD ARGS...\n"
+               "                     run CMD under the tracer (starts a sidecar when none runs)\n"
+               "  stop [--dir DIR]   drain and stop the sidecar of DIR\n"
+               "  view FILE [--trace ID | --last] [--width N]\n"
+               "                     list the traces in an OTLP JSON file, or draw one\n"
+               "  version            print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return ldt__run_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "stop") == 0)
+        return ldt__stop_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "view") == 0)
+        return ldt__view_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("ldtrace %s\n", LDT_VERSION_STRING);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "ldtrace: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
