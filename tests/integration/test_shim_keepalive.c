@@ -1,0 +1,106 @@
+/* test_shim_keepalive.c - three requests on one keep-alive connection, client and server both traced. */
+#include <criterion/criterion.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "itest.h"
+
+/* The n-th JSON line of the file (backend.py answers one line per request). */
+static json_t *nth_line(const char *text, int n)
+{
+    const char *p = text;
+    for (int i = 0; i < n && p; i++) {
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
+    cr_assert_not_null(p, "answer %d missing", n);
+    json_error_t err;
+    json_t *j = json_loadb(p, strcspn(p, "\n"), 0, &err);
+    cr_assert_not_null(j, "answer %d is not JSON: %s", n, err.text);
+    return j;
+}
+
+/* The single traceparent the backend received in this answer. */
+static const char *received_tp(json_t *answer)
+{
+    const char *tp = NULL;
+    int n = 0;
+    size_t i;
+    json_t *h;
+    json_array_foreach(json_object_get(answer, "headers"), i, h) {
+        if (strcasecmp(json_string_value(json_array_get(h, 0)), "traceparent") == 0) {
+            tp = json_string_value(json_array_get(h, 1));
+            n++;
+        }
+    }
+    cr_assert_eq(n, 1, "%d traceparent lines", n);
+    return tp;
+}
+
+Test(shim_keepalive, three_requests_on_one_connection_give_three_linked_pairs, .timeout = 30)
+{
+    char dir[ITEST_PATH_MAX], out[ITEST_PATH_MAX + 16], url[3][64], port_s[16];
+    cr_assert_eq(itest_mkdtemp(dir), 0);
+    int port = itest_free_port();
+    snprintf(port_s, sizeof(port_s), "%d", port);
+    snprintf(out, sizeof(out), "%s.out", dir);
+    static const char *const paths[] = {"/a", "/b", "/c"};
+    for (int i = 0; i < 3; i++)
+        snprintf(url[i], sizeof(url[i]), "http://127.0.0.1:%d%s", port, paths[i]);
+    struct itest_env es, ec;
+    itest_env_init(&es);
+    itest_env_init(&ec);
+    cr_assert_eq(itest_env_trace(&es, dir, "backend"), 0, "libldtrace.so is not built");
+    cr_assert_eq(itest_env_trace(&ec, dir, "curl"), 0, "libldtrace.so is not built");
+    char *sargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), port_s, NULL};
+    pid_t srv = itest_start_server(&es, sargv, port, NULL);
+    cr_assert_gt(srv, 0);
+    char *cargv[] = {ITEST_CURL, "-s", "-S", "--max-time", "10", url[0], url[1], url[2], NULL};
+    int rc = itest_run(&ec, cargv, out, 15000);
+    itest_stop(srv);
+    cr_assert_eq(rc, 0, "curl exited with %d", rc);
+    char *text = itest_slurp(out, NULL);
+    cr_assert_not_null(text);
+    struct itest_spans *sp = itest_drain_load(dir);
+    cr_assert_not_null(sp);
+    cr_assert_eq(itest_duplicates(sp), 0);
+    if (sp->n != 6)
+        itest_dump(sp);
+    cr_expect_eq(sp->n, 6, "expected 6 spans, got %zu", sp->n);
+    cr_assert_eq(itest_count(sp, ITEST_SERVER, "backend", NULL, NULL), 3);
+    cr_assert_eq(itest_count(sp, ITEST_CLIENT, "curl", NULL, NULL), 3);
+    long long first_port = -1;
+    for (int i = 0; i < 3; i++) {
+        json_t *ans = nth_line(text, i);
+        cr_assert_str_eq(json_string_value(json_object_get(ans, "path")), paths[i]);
+        long long cport = json_integer_value(json_object_get(ans, "client_port"));
+        if (i == 0)
+            first_port = cport;
+        cr_assert_eq(cport, first_port, "curl did not reuse the connection");
+        const struct itest_span *s = itest_find(sp, ITEST_SERVER, "backend", "url.path", paths[i]);
+        const struct itest_span *c = itest_find(sp, ITEST_CLIENT, "curl", "url.path", paths[i]);
+        cr_assert_not_null(s, "no SERVER span for %s", paths[i]);
+        cr_assert_not_null(c, "no CLIENT span for %s", paths[i]);
+        cr_assert_str_eq(s->parent_id, c->span_id, "%s: SERVER not a child of CLIENT", paths[i]);
+        cr_assert_str_eq(s->trace_id, c->trace_id);
+        cr_assert_str_eq(c->parent_id, "", "curl's request %s is a root", paths[i]);
+        char want[64];
+        snprintf(want, sizeof(want), "00-%s-%s-", c->trace_id, c->span_id);
+        const char *tp = received_tp(ans);
+        cr_assert(strncmp(tp, want, 53) == 0 && strlen(tp) == 55, "%s: got %s", paths[i], tp);
+        cr_assert(strcmp(tp + 53, "01") == 0 || strcmp(tp + 53, "03") == 0, "not sampled: %s", tp);
+        cr_expect_eq(itest_attr_int(c, "http.response.status_code", 0), 200);
+        cr_expect_eq(itest_attr_int(s, "http.response.status_code", 0), 200);
+        json_decref(ans);
+    }
+    const struct itest_span *c0 = itest_find(sp, ITEST_CLIENT, "curl", "url.path", "/a");
+    const struct itest_span *c1 = itest_find(sp, ITEST_CLIENT, "curl", "url.path", "/b");
+    cr_expect_str_neq(c0->trace_id, c1->trace_id, "each root request starts its own trace");
+    free(text);
+    itest_spans_free(sp);
+    itest_env_free(&es);
+    itest_env_free(&ec);
+    unlink(out);
+    itest_rmtree(dir);
+}

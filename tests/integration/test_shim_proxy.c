@@ -1,0 +1,307 @@
+/* test_shim_proxy.c - curl -> python proxy -> python backend under the shim: propagation and sampling. */
+#include <criterion/criterion.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "itest.h"
+
+#define TRACE "4bf92f3577b34da6a3ce929d0e0e4736"
+#define CURL_SPAN "00f067aa0ba902b7"
+#define TP_SAMPLED "00-" TRACE "-" CURL_SPAN "-01"
+#define TP_UNSAMPLED "00-" TRACE "-" CURL_SPAN "-00"
+#define TS "vendor1=abc,vendor2=xyz"
+#define OTHER_TP "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+/* backend.py and proxy.py on two ports, traced or not, with curl as the client. */
+struct chain {
+    char dir[ITEST_PATH_MAX];
+    int bport, pport;
+    pid_t backend, proxy;
+    struct itest_env env_b, env_p, env_c;
+};
+
+static void trace(struct itest_env *e, const char *dir, const char *service)
+{
+    cr_assert_eq(itest_env_trace(e, dir, service), 0, "libldtrace.so is not built");
+}
+
+/* extra: an environment variable "NAME=value" for the servers (may be NULL). */
+static void chain_start(struct chain *c, int traced, int bport, int pport, const char *extra)
+{
+    cr_assert_eq(itest_mkdtemp(c->dir), 0);
+    c->bport = bport ? bport : itest_free_port();
+    c->pport = pport ? pport : itest_free_port();
+    itest_env_init(&c->env_b);
+    itest_env_init(&c->env_p);
+    itest_env_init(&c->env_c);
+    if (traced) {
+        trace(&c->env_b, c->dir, "backend");
+        trace(&c->env_p, c->dir, "proxy");
+        trace(&c->env_c, c->dir, "curl");
+    }
+    if (extra) {
+        char name[64];
+        const char *eq = strchr(extra, '=');
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - extra), extra);
+        itest_env_set(&c->env_b, name, eq + 1);
+        itest_env_set(&c->env_p, name, eq + 1);
+    }
+    char bp[16], pp[16];
+    snprintf(bp, sizeof(bp), "%d", c->bport);
+    snprintf(pp, sizeof(pp), "%d", c->pport);
+    char *bargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), bp, NULL};
+    char *pargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/proxy.py"), pp, bp, NULL};
+    c->backend = itest_start_server(&c->env_b, bargv, c->bport, NULL);
+    c->proxy = itest_start_server(&c->env_p, pargv, c->pport, NULL);
+    cr_assert_gt(c->backend, 0, "backend.py did not start");
+    cr_assert_gt(c->proxy, 0, "proxy.py did not start");
+}
+
+static void chain_stop(struct chain *c)
+{
+    itest_stop(c->proxy);
+    itest_stop(c->backend);
+}
+
+static void chain_free(struct chain *c)
+{
+    itest_env_free(&c->env_b);
+    itest_env_free(&c->env_p);
+    itest_env_free(&c->env_c);
+    itest_rmtree(c->dir);
+}
+
+/* curl http://127.0.0.1:pport/path with optional traceparent/tracestate; the parsed JSON answer. */
+static json_t *chain_get(struct chain *c, const char *path, const char *tp, const char *ts,
+                         int curl_traced)
+{
+    char url[128], out[ITEST_PATH_MAX + 16], tph[128], tsh[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", c->pport, path);
+    snprintf(out, sizeof(out), "%s/curl.out", c->dir);
+    snprintf(tph, sizeof(tph), "traceparent: %s", tp ? tp : "");
+    snprintf(tsh, sizeof(tsh), "tracestate: %s", ts ? ts : "");
+    char *argv[16] = {ITEST_CURL, "-s", "-S", "--max-time", "10", "-o", out};
+    int n = 7;
+    if (tp) {
+        argv[n++] = "-H";
+        argv[n++] = tph;
+    }
+    if (ts) {
+        argv[n++] = "-H";
+        argv[n++] = tsh;
+    }
+    argv[n++] = url;
+    argv[n] = NULL;
+    struct itest_env plain;
+    itest_env_init(&plain);
+    int rc = itest_run(curl_traced ? &c->env_c : &plain, argv, out, 15000);
+    itest_env_free(&plain);
+    cr_assert_eq(rc, 0, "curl %s exited with %d", url, rc);
+    json_error_t err;
+    json_t *j = json_load_file(out, 0, &err);
+    cr_assert_not_null(j, "answer of %s is not JSON: %s", url, err.text);
+    unlink(out);
+    return j;
+}
+
+/* Headers in a [[name, value], ...] list: how many are called name, and the first one's value. */
+static int header_count(json_t *list, const char *name, const char **value)
+{
+    int n = 0;
+    size_t i;
+    json_t *h;
+    json_array_foreach(list, i, h) {
+        if (strcasecmp(json_string_value(json_array_get(h, 0)), name) != 0)
+            continue;
+        if (n++ == 0 && value)
+            *value = json_string_value(json_array_get(h, 1));
+    }
+    return n;
+}
+
+static json_t *backend_headers(json_t *answer)
+{
+    return json_object_get(json_object_get(answer, "backend"), "headers");
+}
+
+/* The answer without what may differ between runs: the backend's client port and the trace context
+ * lines the shim adds to the proxy's outbound request. */
+static char *canonical(json_t *answer)
+{
+    json_t *copy = json_deep_copy(answer);
+    json_t *backend = json_object_get(copy, "backend");
+    json_object_del(backend, "client_port");
+    json_t *hs = json_object_get(backend, "headers");
+    for (size_t i = json_array_size(hs); i-- > 0;) {
+        const char *name = json_string_value(json_array_get(json_array_get(hs, i), 0));
+        if (strcasecmp(name, "traceparent") == 0 || strcasecmp(name, "tracestate") == 0)
+            json_array_remove(hs, i);
+    }
+    char *s = json_dumps(copy, JSON_SORT_KEYS | JSON_COMPACT);
+    json_decref(copy);
+    return s;
+}
+
+static const struct itest_span *one_span(const struct itest_spans *sp, int kind, const char *svc)
+{
+    size_t n = itest_count(sp, kind, svc, NULL, NULL);
+    if (n != 1)
+        itest_dump(sp);
+    cr_assert_eq(n, 1, "expected one kind=%d span of %s, found %zu", kind, svc, n);
+    return itest_find(sp, kind, svc, NULL, NULL);
+}
+
+Test(shim_proxy, chain_is_one_trace_with_linked_spans_and_identical_bytes, .timeout = 40)
+{
+    struct chain u, t;
+    chain_start(&u, 0, 0, 0, NULL);
+    json_t *plain = chain_get(&u, "/x", TP_SAMPLED, TS, 0);
+    chain_stop(&u);
+    chain_start(&t, 1, u.bport, u.pport, NULL);
+    json_t *traced = chain_get(&t, "/x", TP_SAMPLED, TS, 1);
+    chain_stop(&t);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp, "ldtraced --once failed or wrote unparsable JSON");
+
+    /* What the backend saw: exactly one traceparent, the proxy CLIENT span's, and the tracestate. */
+    const char *tp = NULL, *ts = NULL, *ctp = NULL;
+    cr_assert_eq(header_count(backend_headers(plain), "traceparent", NULL), 0);
+    cr_assert_eq(header_count(backend_headers(traced), "traceparent", &tp), 1);
+    cr_assert_eq(header_count(backend_headers(traced), "tracestate", &ts), 1);
+    cr_assert_str_eq(ts, TS);
+    cr_assert_eq(header_count(json_object_get(traced, "received"), "traceparent", &ctp), 1);
+    cr_assert_str_eq(ctp, TP_SAMPLED, "curl's own traceparent must reach the proxy untouched");
+
+    /* The spans: curl CLIENT -> proxy SERVER -> proxy CLIENT -> backend SERVER, one trace. */
+    cr_assert_eq(itest_duplicates(sp), 0, "duplicate span ids");
+    for (size_t i = 0; i < sp->n; i++)
+        cr_expect_str_eq(sp->v[i].trace_id, TRACE, "span %zu left the trace", i);
+    const struct itest_span *cc = one_span(sp, ITEST_CLIENT, "curl");
+    const struct itest_span *ps = one_span(sp, ITEST_SERVER, "proxy");
+    const struct itest_span *pc = one_span(sp, ITEST_CLIENT, "proxy");
+    const struct itest_span *bs = one_span(sp, ITEST_SERVER, "backend");
+    cr_expect_eq(sp->n, 4, "expected exactly 4 spans, got %zu", sp->n);
+    cr_expect_str_eq(cc->span_id, CURL_SPAN, "curl's CLIENT span uses the ids curl sent");
+    cr_assert_str_eq(ps->parent_id, CURL_SPAN);
+    cr_assert_str_eq(pc->parent_id, ps->span_id);
+    cr_assert_str_eq(bs->parent_id, pc->span_id);
+    char want[64];
+    snprintf(want, sizeof(want), "00-%s-%s-01", TRACE, pc->span_id);
+    cr_assert_str_eq(tp, want, "the injected traceparent carries the CLIENT span id");
+
+    /* Attributes of the four spans. */
+    cr_expect_str_eq(ps->name, "GET");
+    cr_expect_str_eq(itest_attr_str(ps, "http.request.method") ?: "", "GET");
+    cr_expect_str_eq(itest_attr_str(ps, "url.path") ?: "", "/x");
+    cr_expect_str_eq(itest_attr_str(pc, "url.path") ?: "", "/y");
+    cr_expect_str_eq(itest_attr_str(bs, "url.path") ?: "", "/y");
+    cr_expect_eq(itest_attr_int(ps, "http.response.status_code", 0), 200);
+    cr_expect_eq(itest_attr_int(pc, "http.response.status_code", 0), 200);
+    cr_expect_eq(itest_attr_int(bs, "http.response.status_code", 0), 200);
+    cr_expect_eq(itest_attr_int(pc, "server.port", 0), t.bport);
+    cr_expect_eq(itest_attr_int(cc, "server.port", 0), t.pport);
+    cr_expect_str_eq(itest_attr_str(bs, "network.peer.address") ?: "", "127.0.0.1");
+    cr_expect_neq(ps->status, 2);
+    cr_expect_neq(pc->status, 2);
+
+    /* Bytes: identical between the runs once the injected lines are taken out. */
+    char *a = canonical(plain), *b = canonical(traced);
+    cr_expect_str_eq(a, b, "answers differ beyond the injected lines");
+    free(a);
+    free(b);
+    json_decref(plain);
+    json_decref(traced);
+    itest_spans_free(sp);
+    chain_free(&u);
+    chain_free(&t);
+}
+
+Test(shim_proxy, forwarded_traceparent_only_gets_its_parent_id_replaced, .timeout = 30)
+{
+    struct chain t;
+    chain_start(&t, 1, 0, 0, NULL);
+    json_t *ans = chain_get(&t, "/fwd", TP_SAMPLED, TS, 0);
+    chain_stop(&t);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    const char *tp = NULL, *ts = NULL;
+    cr_assert_eq(header_count(backend_headers(ans), "traceparent", &tp), 1, "two traceparent lines");
+    cr_assert_eq(header_count(backend_headers(ans), "tracestate", &ts), 1, "two tracestate lines");
+    cr_assert_str_eq(ts, TS);
+    const struct itest_span *ps = one_span(sp, ITEST_SERVER, "proxy");
+    const struct itest_span *pc = one_span(sp, ITEST_CLIENT, "proxy");
+    const struct itest_span *bs = one_span(sp, ITEST_SERVER, "backend");
+    char want[64];
+    snprintf(want, sizeof(want), "00-%s-%s-01", TRACE, pc->span_id);
+    cr_assert_str_eq(tp, want);
+    cr_assert_str_eq(ps->parent_id, CURL_SPAN);
+    cr_assert_str_eq(pc->parent_id, ps->span_id);
+    cr_assert_str_eq(bs->parent_id, pc->span_id);
+    cr_assert_str_eq(bs->trace_id, TRACE);
+    json_decref(ans);
+    itest_spans_free(sp);
+    chain_free(&t);
+}
+
+Test(shim_proxy, foreign_traceparent_is_left_as_the_app_wrote_it, .timeout = 30)
+{
+    struct chain t;
+    chain_start(&t, 1, 0, 0, NULL);
+    json_t *ans = chain_get(&t, "/other", TP_SAMPLED, TS, 0);
+    chain_stop(&t);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    const char *tp = NULL;
+    cr_assert_eq(header_count(backend_headers(ans), "traceparent", &tp), 1, "two traceparent lines");
+    cr_assert_str_eq(tp, OTHER_TP);
+    cr_assert_eq(header_count(backend_headers(ans), "tracestate", NULL), 0);
+    const struct itest_span *bs = one_span(sp, ITEST_SERVER, "backend");
+    cr_assert_str_eq(bs->trace_id, "0af7651916cd43dd8448eb211c80319c");
+    cr_assert_str_eq(bs->parent_id, "b7ad6b7169203331");
+    cr_assert_eq(itest_duplicates(sp), 0);
+    json_decref(ans);
+    itest_spans_free(sp);
+    chain_free(&t);
+}
+
+Test(shim_sampling, unsampled_parent_propagates_flags_00_and_exports_nothing, .timeout = 30)
+{
+    struct chain t;
+    chain_start(&t, 1, 0, 0, NULL);
+    json_t *ans = chain_get(&t, "/x", TP_UNSAMPLED, NULL, 0);
+    chain_stop(&t);
+    const char *tp = NULL;
+    cr_assert_eq(header_count(backend_headers(ans), "traceparent", &tp), 1);
+    cr_assert_eq(strlen(tp), 55, "bad traceparent %s", tp);
+    cr_assert(strncmp(tp, "00-" TRACE "-", 36) == 0, "trace id not propagated: %s", tp);
+    cr_assert_str_eq(tp + 53, "00", "flags must stay 00: %s", tp);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    if (sp->n)
+        itest_dump(sp);
+    cr_assert_eq(sp->n, 0, "unsampled requests exported %zu spans", sp->n);
+    json_decref(ans);
+    itest_spans_free(sp);
+    chain_free(&t);
+}
+
+Test(shim_sampling, sdk_disabled_creates_no_segment_and_injects_nothing, .timeout = 30)
+{
+    struct chain t;
+    chain_start(&t, 1, 0, 0, "OTEL_SDK_DISABLED=true");
+    json_t *ans = chain_get(&t, "/x", NULL, NULL, 0);
+    json_t *ans2 = chain_get(&t, "/x", TP_SAMPLED, TS, 0);
+    chain_stop(&t);
+    cr_assert_eq(json_integer_value(json_object_get(ans, "backend_status")), 200);
+    cr_assert_eq(header_count(backend_headers(ans), "traceparent", NULL), 0);
+    cr_assert_eq(header_count(backend_headers(ans2), "traceparent", NULL), 0);
+    cr_assert_eq(itest_count_files(t.dir, NULL), 0, "a disabled shim created a segment");
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    cr_assert_eq(sp->n, 0);
+    json_decref(ans);
+    json_decref(ans2);
+    itest_spans_free(sp);
+    chain_free(&t);
+}
