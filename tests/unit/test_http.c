@@ -410,3 +410,142 @@ ParameterizedTest(int *i, http_rules, table, .init = guard_init, .fini = guard_f
     cr_assert_str_eq(d.out, r->want, "%s (byte by byte)", r->label);
     check_splits(r->dir, r->methods, r->in, n, 0, n + 1, r->want, r->label);
 }
+
+/* ---- the recorded captures (tests/data/captures, see its README.md) ---- */
+
+struct blob {
+    char *data;
+    size_t len;
+};
+
+static struct blob load_capture(const char *name, const char *suffix)
+{
+    const char *root = getenv("LDT_SOURCE_ROOT");
+    char path[1024];
+    struct stat st;
+    struct blob b = {0};
+
+    snprintf(path, sizeof(path), "%s/tests/data/captures/%s.%s.bin", root ? root : ".", name,
+             suffix);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0, "open %s: %s (is LDT_SOURCE_ROOT set?)", path, strerror(errno));
+    cr_assert_eq(fstat(fd, &st), 0);
+    b.len = (size_t)st.st_size;
+    b.data = malloc(b.len + 1);
+    cr_assert_not_null(b.data);
+    cr_assert_eq(read(fd, b.data, b.len), (ssize_t)b.len);
+    close(fd);
+    return b;
+}
+
+struct capture {
+    const char *name;
+    const char *methods; /* request methods, for ldt_http_expect on the response side */
+    const char *req;     /* expected trace of the request stream */
+    const char *resp;    /* expected trace of the response stream */
+};
+
+#define NODE "h=127.0.0.1:19541"
+
+static const struct capture captures[] = {
+    {"curl-to-nginx-conn1", "GG",
+     "GET /via-nginx/1 h=127.0.0.1:19531;D;GET /chunked/via-nginx h=127.0.0.1:19531;D;E1",
+     "200 cl=31 [CL];D;200 [CH];D;E1"},
+    {"curl-to-node-conn1", "GG", "GET /keepalive/a " NODE ";D;GET /keepalive/b " NODE ";D;E1",
+     "200 cl=31 [CL];D;200 cl=31 [CL];D;E1"},
+    {"curl-to-node-conn2", "G", "POST /upload-expect-100 " NODE " cl=2000000 [CL,E100];D;E1",
+     "100;D;200 cl=43 [CL];D;E1"},
+    {"curl-to-node-conn3", "H", "HEAD /head " NODE ";D;E1", "200 cl=24 [CL];D;E1"},
+    {"curl-to-node-conn4", "G", "GET /chunked " NODE ";D;E1", "200 [CH];D;E1"},
+    {"curl-to-node-conn5", "G", "GET /notmod " NODE ";D;E1", "304;D;E1"},
+    {"curl-to-node-conn6", "G",
+     "GET /err " NODE " tp=" TP1 "@93 ts=congo=t61rcWkgMzE,rojo=00f067aa0ba902b7;D;E1",
+     "503 cl=23 [CL];D;E1"},
+    {"curl-to-node-conn7", "G", "POST /chunked-upload " NODE " [CH];D;E1", "200 [CH];D;E1"},
+    {"curl-to-python-httpserver-conn1", "G", "GET /text.txt h=127.0.0.1:19515;D;E1",
+     "200 cl=108894 [CL,CLOSE,10];D;E1"},
+    {"nginx-upstream-to-node-conn1", "GG",
+     "GET /via-nginx/1 h=back;D;GET /chunked/via-nginx h=back;D;E1",
+     "200 cl=31 [CL];D;200 [CH];D;E1"},
+    {"nodeclient-to-node-conn1", "GG",
+     "GET /node-ka-1 h=127.0.0.1:19514;D;GET /node-ka-2 h=127.0.0.1:19514;D;E1",
+     "200 cl=29 [CL];D;200 cl=29 [CL];D;E1"},
+    {"urllib-to-node-conn1", "G", "GET /urllib-get h=127.0.0.1:19513 [CLOSE];D;E1",
+     "200 cl=30 [CL,CLOSE];D;E1"},
+    {"urllib-to-node-conn2", "G", "POST /urllib-post h=127.0.0.1:19513 cl=7 [CL,CLOSE];D;E1",
+     "200 cl=31 [CL,CLOSE];D;E1"},
+    {"wget-to-node-conn1", "G", "GET /wget h=127.0.0.1:19512;D;E1", "200 cl=24 [CL];D;E1"},
+};
+
+/* Splits of one stream: every byte for streams under 64 KiB; for larger ones every byte of the
+ * first and last 4 KiB (the header parts and the end of the body) and 300 random points, or for the
+ * 2 MB upload the first 512 bytes and 300 random points (keeps the suite fast under ASan). */
+static void check_stream(enum ldt_http_dir dir, const char *methods, const struct blob *b,
+                         const char *want, const char *label)
+{
+    static struct drv d;
+
+    drv_init(&d, dir, methods);
+    run_whole(&d, b->data, b->len);
+    cr_assert_str_eq(d.out, want, "%s (whole)", label);
+    drv_init(&d, dir, methods);
+    run_bytes(&d, b->data, b->len);
+    cr_assert_str_eq(d.out, want, "%s (byte by byte)", label);
+    if (b->len < LDT_HTTP_HDR_CAP) {
+        check_splits(dir, methods, b->data, b->len, 0, b->len + 1, want, label);
+        return;
+    }
+    size_t head = b->len > (1u << 20) ? 512 : 4096;
+    check_splits(dir, methods, b->data, b->len, 0, head, want, label);
+    if (head == 4096)
+        check_splits(dir, methods, b->data, b->len, b->len - 4096, b->len + 1, want, label);
+    srand(42);
+    for (int i = 0; i < 300; i++) {
+        size_t k = (size_t)rand() % (b->len + 1);
+        check_splits(dir, methods, b->data, b->len, k, k + 1, want, label);
+    }
+}
+
+ParameterizedTestParameters(http_captures, every_split_same_messages)
+{
+    static int idx[sizeof(captures) / sizeof(captures[0])];
+    for (size_t i = 0; i < sizeof(idx) / sizeof(idx[0]); i++)
+        idx[i] = (int)i;
+    return cr_make_param_array(int, idx, sizeof(idx) / sizeof(idx[0]));
+}
+
+ParameterizedTest(int *i, http_captures, every_split_same_messages, .init = guard_init,
+                  .fini = guard_fini, .timeout = 60)
+{
+    const struct capture *c = &captures[*i];
+    struct blob req = load_capture(c->name, "request");
+    struct blob resp = load_capture(c->name, "response");
+
+    check_stream(LDT_HTTP_REQUEST, NULL, &req, c->req, c->name);
+    check_stream(LDT_HTTP_RESPONSE, c->methods, &resp, c->resp, c->name);
+    free(req.data);
+    free(resp.data);
+}
+
+/* The offsets the injector and the span code rely on, checked on a real request. */
+Test(http_captures, offsets_of_conn6, .init = guard_init, .fini = guard_fini)
+{
+    struct blob b = load_capture("curl-to-node-conn6", "request");
+    struct ldt_http_parser p;
+
+    ldt_http_init(&p, LDT_HTTP_REQUEST);
+    cr_assert_eq(ldt_http_feed(&p, guarded(b.data, b.len), b.len), (ssize_t)b.len);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_HEADERS);
+    cr_assert_eq(p.msg.reqline_len, strlen("GET /err HTTP/1.1\r\n"));
+    cr_assert_eq(p.msg.hdr_len, b.len - 2);
+    cr_assert_eq(memcmp(b.data + p.msg.tp_off, TP1, strlen(TP1)), 0);
+    cr_assert_eq(p.msg.method, LDT_HTTP_M_GET);
+    cr_assert_eq(p.msg.minor, 1);
+    cr_assert_eq(p.msg.content_length, -1);
+    cr_assert_eq(ldt_http_feed(&p, "", 0), 0);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_DONE);
+    cr_assert_eq(p.messages, 1);
+    cr_assert_eq(p.msg_bytes, b.len);
+    cr_assert_eq(p.state, LDT_HTTP_S_START);
+    free(b.data);
+}
