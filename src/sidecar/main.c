@@ -1,0 +1,208 @@
+/* main.c - ldtraced, the sidecar: parse the command line, open the exporter, run the drain loop until
+ * SIGTERM/SIGINT (or once with --once), report statistics; also the --bench-encode measurement. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/common.h"
+#include "sidecar/sidecar.h"
+
+#define DEFAULT_OUT "./ldtrace.otlp.jsonl"
+#define STATS_EVERY_NS 10000000000ull
+
+struct opts {
+    char dir[512];
+    const char *out;
+    const char *otlp;
+    int once;
+    int stats;
+    unsigned poll_ms;
+    unsigned long long bench;
+};
+
+static volatile sig_atomic_t stop_flag;
+static volatile sig_atomic_t stats_flag;
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    stats_flag = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: ldtraced [--dir DIR] [--out FILE | --otlp URL] [--once] [--stats] "
+               "[--poll-ms N]\n"
+               "       ldtraced --bench-encode N [--out FILE]\n"
+               "Drains the ldtrace span rings in DIR (default $LDTRACE_DIR, else "
+               "/dev/shm/ldtrace-<uid>)\n"
+               "into OTLP JSON lines in FILE (default " DEFAULT_OUT ").\n"
+               "--once: drain what is committed and exit. --stats: print counters every 10 s.\n"
+               "SIGTERM/SIGINT: drain, flush and exit 0. SIGUSR1: print counters to stderr.\n");
+}
+
+static int parse_uint(const char *s, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-')
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Returns 0, 1 for --help (exit 0), or -1 after printing the error (exit 1). */
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+    static const struct option longopts[] = {
+        {"dir", required_argument, 0, 'd'},   {"out", required_argument, 0, 'o'},
+        {"otlp", required_argument, 0, 'u'},  {"once", no_argument, 0, '1'},
+        {"stats", no_argument, 0, 's'},       {"poll-ms", required_argument, 0, 'p'},
+        {"bench-encode", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    unsigned long long v;
+    int c;
+    o->poll_ms = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd': snprintf(o->dir, sizeof(o->dir), "%s", optarg); break;
+        case 'o': o->out = optarg; break;
+        case 'u': o->otlp = optarg; break;
+        case '1': o->once = 1; break;
+        case 's': o->stats = 1; break;
+        case 'h': usage(stdout); return 1;
+        case 'p':
+        case 'b':
+            if (parse_uint(optarg, &v) < 0 || (c == 'p' && v > 60000)) {
+                fprintf(stderr, "ldtraced: --%s %s: Invalid argument\n",
+                        c == 'p' ? "poll-ms" : "bench-encode", optarg);
+                return -1;
+            }
+            if (c == 'p')
+                o->poll_ms = (unsigned)v;
+            else
+                o->bench = v;
+            break;
+        default: usage(stderr); return -1;
+        }
+    }
+    if (optind < argc || (o->out && o->otlp)) {
+        fprintf(stderr, "ldtraced: %s\n",
+                optind < argc ? "unexpected argument" : "--out and --otlp are exclusive");
+        return -1;
+    }
+    if (!o->dir[0]) {
+        const char *env = getenv("LDTRACE_DIR");
+        if (env && env[0])
+            snprintf(o->dir, sizeof(o->dir), "%s", env);
+        else
+            ldt_config_default_dir(o->dir, sizeof(o->dir));
+    }
+    return 0;
+}
+
+static void print_stats(struct ldt__drain *d)
+{
+    struct ldt__stats st;
+    ldt__drain_stats(d, &st);
+    fprintf(stderr,
+            "ldtraced: spans=%llu dropped_by_producers=%llu bad_records=%llu bad_segments=%llu "
+            "segments=%llu\n",
+            (unsigned long long)st.spans, (unsigned long long)st.dropped,
+            (unsigned long long)st.bad_records, (unsigned long long)st.bad_segments,
+            (unsigned long long)st.segments);
+}
+
+static void set_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop; /* no SA_RESTART: let nanosleep return early */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Report an exporter or directory error once per distinct errno, not once per pass. */
+static void report(const struct opts *o, struct ldt__exporter *e, int rc, int *last)
+{
+    if (rc >= 0 || rc == *last)
+        return;
+    *last = rc;
+    if (rc == -ENOMEM)
+        fprintf(stderr, "ldtraced: malloc: %s\n", strerror(-rc));
+    else
+        fprintf(stderr, "ldtraced: drain %s -> %s: %s\n", o->dir, e->target, strerror(-rc));
+}
+
+static int run(const struct opts *o, struct ldt__exporter *e)
+{
+    struct ldt__drain_opts dopts = {.dir = o->dir, .exp = e, .poll_ms = o->poll_ms};
+    struct ldt__drain *d = ldt__drain_new(&dopts);
+    if (!d) {
+        fprintf(stderr, "ldtraced: malloc: %s\n", strerror(ENOMEM));
+        return 1;
+    }
+    int last = 0;
+    uint64_t next_stats = ldt_clock_mono_ns() + STATS_EVERY_NS;
+    while (!o->once && !stop_flag) {
+        int rc = ldt__drain_pass(d);
+        report(o, e, rc, &last);
+        if (stats_flag || (o->stats && ldt_clock_mono_ns() >= next_stats)) {
+            stats_flag = 0;
+            next_stats = ldt_clock_mono_ns() + STATS_EVERY_NS;
+            print_stats(d);
+        }
+        if (rc <= 0)
+            sleep_ms(o->poll_ms);
+    }
+    int rc = ldt__drain_all(d);
+    report(o, e, rc, &last);
+    print_stats(d);
+    ldt__drain_free(d);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {0};
+    int rc = parse_args(argc, argv, &o);
+    if (rc != 0)
+        return rc > 0 ? 0 : 1;
+    struct ldt__exporter e;
+    const char *target = o.otlp ? o.otlp : o.out ? o.out : o.bench ? "/dev/null" : DEFAULT_OUT;
+    rc = o.otlp ? ldt__export_http_open(&e, o.otlp) : ldt__export_file_open(&e, target);
+    if (rc == -ENOTSUP) {
+        fprintf(stderr, "ldtraced: --otlp %s: OTLP/HTTP export is not yet supported\n", o.otlp);
+        return 1;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "ldtraced: open %s: %s\n", target, strerror(-rc));
+        return 1;
+    }
+    set_signals();
+    int status = o.bench ? ldt__bench_encode(o.bench, &e) : run(&o, &e);
+    e.ops->close(&e);
+    return status;
+}

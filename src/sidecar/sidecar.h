@@ -1,0 +1,214 @@
+/* sidecar.h - private interfaces of ldtraced: JSON buffer, OTLP encoder, exporters, drain loop.
+ *
+ * Rules for everything in src/sidecar:
+ *   - the segment contents are hostile: every string is bounded by its field and escaped on output;
+ *   - the per-span encoding path does no snprintf and no per-span allocation: a batch buffer grows
+ *     geometrically and every span reserves its worst case once, then writes unchecked;
+ *   - errors are negative errno values passed up to main, which prints one line naming the call;
+ *   - functions here are not thread-safe (ldtraced is single-threaded) and not signal-safe, except
+ *     where stated.
+ */
+#ifndef LDTRACE_SIDECAR_H
+#define LDTRACE_SIDECAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ldtrace/record.h"
+#include "ldtrace/ring.h"
+
+/* ---- growable byte buffer (jsonbuf.c) ---- */
+
+struct ldt__buf {
+    char *p;
+    size_t len;
+    size_t cap;
+};
+
+/* Make room for n more bytes. Returns 0 or -ENOMEM (the buffer is unchanged then). */
+int ldt__buf_reserve(struct ldt__buf *b, size_t n);
+
+/* Free the storage and zero the struct. */
+void ldt__buf_free(struct ldt__buf *b);
+
+/* Worst-case output size of ldt__json_str for n input bytes (quotes included). */
+#define LDT__JSON_STR_MAX(n) (6 * (size_t)(n) + 2)
+
+/* The unchecked writers below need the room already reserved; each returns the new write position. */
+
+/* Write s[0..n) as a JSON string literal with its quotes: '"' and '\\' escaped, \n \r \t as short
+ * escapes, every other byte below 0x20 as \u00XX, and every byte that is not part of a well-formed
+ * UTF-8 sequence (overlong, surrogate, above U+10FFFF, truncated) replaced by U+FFFD. */
+char *ldt__json_str(char *out, const char *s, size_t n);
+
+/* Unsigned decimal, no quotes. At most 20 bytes. */
+char *ldt__fmt_u64(char *out, uint64_t v);
+
+/* Signed decimal, no quotes. At most 20 bytes. */
+char *ldt__fmt_i64(char *out, int64_t v);
+
+/* Lowercase hex of n bytes (2n bytes). */
+char *ldt__fmt_hex(char *out, const uint8_t *in, size_t n);
+
+/* A stored address as text: dotted quad for LDT_AF_INET, RFC 5952 form for LDT_AF_INET6 (longest zero
+ * run compressed, IPv4-mapped in dotted form). At most 45 bytes. Other families write nothing. */
+char *ldt__fmt_addr(char *out, uint8_t family, const uint8_t addr[16]);
+
+/* ---- resource (resource.c) ---- */
+
+struct ldt__kv {
+    char *key;
+    char *val;
+};
+
+/* Parse OTEL_RESOURCE_ATTRIBUTES (s[0..n), "k=v,k=v"): members split on ',', key and value split at
+ * the first '=', spaces and tabs around both trimmed, %XX sequences decoded in both. Empty members are
+ * skipped. A member without '=', an empty key or a bad %-escape makes the whole value invalid (as the
+ * OpenTelemetry specification asks: the entire variable is then discarded). Returns the number of
+ * pairs stored in a new array *out (free it with ldt__kv_free), or -EINVAL, or -ENOMEM. */
+int ldt__res_parse(const char *s, size_t n, struct ldt__kv **out);
+
+void ldt__kv_free(struct ldt__kv *kv, int n);
+
+/* Encode the OTLP Resource object {"attributes":[...]} for a segment header into b: service.name,
+ * service.instance.id ("<pid>-<nonce as 16 hex>"), process.pid, process.executable.name,
+ * process.command_args, host.name, telemetry.sdk.name/version, then the header's
+ * OTEL_RESOURCE_ATTRIBUTES, which override the defaults of the same key except service.name (the
+ * segment's service name always wins). Returns 0, -ENOMEM, or 1 when the resource string was invalid
+ * and was discarded (the output is still complete). */
+int ldt__res_encode(struct ldt__buf *b, const struct ldt_seg_hdr *h);
+
+/* ---- OTLP JSON encoder (export_otlp_json.c) ---- */
+
+#define LDT__STACK_TEXT_CAP (LDT_STACK_TEXT_MAX * LDT_STACK_MAX_PARTS)
+
+/* A span's error stack assembled from its stack records. */
+struct ldt__stack {
+    uint8_t trace_id[16];
+    uint8_t span_id[8];
+    uint8_t nparts;           /* parts announced */
+    uint8_t next;             /* parts received so far (in order) */
+    uint32_t len;             /* bytes in text */
+    char text[LDT__STACK_TEXT_CAP];
+};
+
+/* One line of output in the making: an ExportTraceServiceRequest for one segment (one process). */
+struct ldt__batch {
+    struct ldt__buf buf;      /* prefix, then spans separated by ',' */
+    size_t prefix_len;        /* bytes up to and including "spans":[ */
+    uint32_t nspans;
+    uint64_t first_ns;        /* monotonic time of the first span added since the last reset */
+};
+
+/* Start a batch for a segment: encodes the resource and scope prefix once. Returns 0, -ENOMEM, or 1
+ * when the header's resource attributes were invalid (discarded; the batch is usable). */
+int ldt__batch_init(struct ldt__batch *bt, const struct ldt_seg_hdr *h);
+
+/* Append one span (and, when st is not NULL, an "exception" event built from it). Returns 0 or
+ * -ENOMEM (nothing appended). */
+int ldt__batch_add(struct ldt__batch *bt, const struct ldt_span_rec *s, const struct ldt__stack *st);
+
+/* Close the JSON document and its line: returns a pointer to the whole line (ending in '\n') and its
+ * length in *len, or NULL when the batch holds no span or memory ran out. The batch must then be reset
+ * before adding more. */
+const char *ldt__batch_finish(struct ldt__batch *bt, size_t *len);
+
+/* Drop the spans (keep the prefix) so the batch can be filled again. */
+void ldt__batch_reset(struct ldt__batch *bt);
+
+void ldt__batch_free(struct ldt__batch *bt);
+
+/* The span name: the HTTP method for HTTP spans, "connect", "dns.lookup", "send", "recv", "accept"
+ * for INTERNAL ones, "internal" for an unknown op. Static storage. */
+const char *ldt__span_name(const struct ldt_span_rec *s);
+
+/* The OTLP error.type for a span, written into out[cap] (NUL-terminated), or "" when the span is not
+ * an error: the errno name ("ECONNREFUSED") when err is set, the status code ("503") for a status of
+ * 400 or more on an ERROR span, "_OTHER" for any other ERROR span. Returns the length. */
+size_t ldt__error_type(const struct ldt_span_rec *s, char *out, size_t cap);
+
+/* ---- stack assembly (drain.c) ---- */
+
+/* Feed a stack record into the assembly st. Returns 1 when it was accepted, 0 when it did not follow
+ * the previous part (the assembly restarts from it if it is a part 0, else is cleared; counted by
+ * the caller as a bad record). */
+int ldt__stack_feed(struct ldt__stack *st, const struct ldt_stack_rec *rec);
+
+/* The assembled stack for span s, or NULL: complete (all parts in order) and for the same trace and
+ * span id. Call with the span that follows the stack records; clears st either way. */
+const struct ldt__stack *ldt__stack_take(struct ldt__stack *st, const struct ldt_span_rec *s);
+
+/* ---- exporters ---- */
+
+struct ldt__exporter;
+
+/* A small vtable: the file exporter now, OTLP/HTTP later. */
+struct ldt__exporter_ops {
+    const char *name;
+    /* Send one complete line (an ExportTraceServiceRequest). Returns 0 or a negative errno. */
+    int (*export_line)(struct ldt__exporter *e, const char *line, size_t len);
+    /* Push anything buffered to its destination. Returns 0 or a negative errno. */
+    int (*flush)(struct ldt__exporter *e);
+    void (*close)(struct ldt__exporter *e);
+};
+
+struct ldt__exporter {
+    const struct ldt__exporter_ops *ops;
+    int fd;
+    char target[512];         /* file path or URL, for error messages */
+};
+
+/* Open the file exporter: append to path (created 0644). Returns 0 or a negative errno. */
+int ldt__export_file_open(struct ldt__exporter *e, const char *path);
+
+/* Open the OTLP/HTTP exporter for url: not implemented yet, returns -ENOTSUP. */
+int ldt__export_http_open(struct ldt__exporter *e, const char *url);
+
+/* ---- the drain loop (drain.c) ---- */
+
+struct ldt__stats {
+    uint64_t spans;           /* spans exported */
+    uint64_t dropped;         /* producers' drop counters (closed segments + live ones) */
+    uint64_t bad_records;     /* records rejected by the reader or out of place (stack parts) */
+    uint64_t bad_segments;    /* segment files rejected (each counted once while unchanged) */
+    uint64_t segments;        /* segments opened */
+    uint64_t torn;            /* uncommitted slots skipped after their producer died */
+    uint64_t write_errors;    /* lines the exporter failed to take */
+};
+
+struct ldt__drain;
+
+struct ldt__drain_opts {
+    const char *dir;
+    struct ldt__exporter *exp;
+    unsigned poll_ms;         /* sleep when idle */
+    unsigned rescan_ms;       /* directory rescan and liveness check period */
+    unsigned flush_ms;        /* longest time a span waits in a batch */
+    uint32_t batch_max;       /* flush a batch when it reaches this many spans */
+};
+
+/* Create the drain state. Returns NULL when out of memory. */
+struct ldt__drain *ldt__drain_new(const struct ldt__drain_opts *o);
+
+/* One pass: rescan the directory when due, read every ring of every segment, finish the segments of
+ * producers that are gone, flush batches that are due. Returns the number of records read (> 0 means
+ * more may be waiting), or a negative errno from the exporter or the directory. */
+int ldt__drain_pass(struct ldt__drain *d);
+
+/* Drain everything committed right now in every segment (after a fresh rescan), finish gone producers,
+ * and flush every batch. Used by --once and at SIGTERM. Returns 0 or a negative errno. */
+int ldt__drain_all(struct ldt__drain *d);
+
+/* Current counters (dropped includes the live segments' counters). */
+void ldt__drain_stats(struct ldt__drain *d, struct ldt__stats *out);
+
+/* Flush and close every segment (without unlinking live ones) and free the state. */
+void ldt__drain_free(struct ldt__drain *d);
+
+/* ---- measurement (bench.c) ---- */
+
+/* Encode n synthetic spans (batches of 4096, varied ids, addresses and paths) through exporter e and
+ * print the rate to stdout. Returns the process exit status. */
+int ldt__bench_encode(unsigned long long n, struct ldt__exporter *e);
+
+#endif
