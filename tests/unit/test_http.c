@@ -549,3 +549,306 @@ Test(http_captures, offsets_of_conn6, .init = guard_init, .fini = guard_fini)
     cr_assert_eq(p.state, LDT_HTTP_S_START);
     free(b.data);
 }
+
+/* ---- bounds: the header cap and the kept fields ---- */
+
+/* A request whose header block is exactly total bytes long (start line to the blank line's LF),
+ * padded with one Cookie header, with a traceparent after the cookie. */
+static char *big_request(size_t total, size_t *len)
+{
+    const char *head = "GET /big HTTP/1.1\r\nCookie: ";
+    const char *tail = "\r\ntraceparent: " TP1 "\r\n\r\n";
+    size_t fixed = strlen(head) + strlen(tail);
+    cr_assert_gt(total, fixed);
+    char *s = malloc(total + 1);
+    cr_assert_not_null(s);
+    strcpy(s, head);
+    memset(s + strlen(head), 'c', total - fixed);
+    strcpy(s + total - strlen(tail), tail);
+    *len = total;
+    return s;
+}
+
+Test(http_request, cookie_before_traceparent_up_to_the_cap, .init = guard_init,
+     .fini = guard_fini)
+{
+    static struct drv d;
+    size_t n;
+    char *s = big_request(LDT_HTTP_HDR_CAP, &n);
+    char want[256];
+
+    snprintf(want, sizeof(want), "GET /big tp=" TP1 "@%zu;D;E1", n - 4 - strlen(TP1));
+    drv_init(&d, LDT_HTTP_REQUEST, NULL);
+    run_whole(&d, s, n);
+    cr_assert_str_eq(d.out, want);
+    drv_init(&d, LDT_HTTP_REQUEST, NULL);
+    run_bytes(&d, s, n);
+    cr_assert_str_eq(d.out, want);
+    check_splits(LDT_HTTP_REQUEST, NULL, s, n, n - 200, n + 1, want, "cap");
+    free(s);
+}
+
+Test(http_request, over_the_cap_is_passed_through, .init = guard_init, .fini = guard_fini)
+{
+    static struct drv d;
+    size_t n;
+    char *s = big_request(LDT_HTTP_HDR_CAP + 1, &n);
+
+    drv_init(&d, LDT_HTTP_REQUEST, NULL);
+    run_whole(&d, s, n);
+    cr_assert_str_eq(d.out, "X2;E1");
+    cr_assert_eq(d.p.passthrough, 2);
+    drv_init(&d, LDT_HTTP_REQUEST, NULL);
+    run_bytes(&d, s, n);
+    cr_assert_str_eq(d.out, "X2;E1");
+    free(s);
+}
+
+Test(http_request, long_fields_are_truncated_and_flagged, .init = guard_init, .fini = guard_fini)
+{
+    char s[4096], path[300], host[100], tp[200], ts[400];
+    struct ldt_http_parser p;
+
+    memset(path, 'p', sizeof(path));
+    path[0] = '/';
+    memset(host, 'h', sizeof(host));
+    memset(tp, 't', sizeof(tp));
+    memset(ts, 's', sizeof(ts));
+    int n = snprintf(s, sizeof(s),
+                     "GET %.*s HTTP/1.1\r\nHost: %.*s\r\ntraceparent: %.*s\r\n"
+                     "tracestate: %.*s\r\ntracestate: %.*s\r\n\r\n",
+                     (int)sizeof(path), path, (int)sizeof(host), host, (int)sizeof(tp), tp,
+                     (int)sizeof(ts), ts, (int)sizeof(ts), ts);
+    ldt_http_init(&p, LDT_HTTP_REQUEST);
+    cr_assert_eq(ldt_http_feed(&p, guarded(s, (size_t)n), (size_t)n), n);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_HEADERS);
+    cr_assert_eq(p.msg.path_len, LDT_HTTP_PATH_MAX);
+    cr_assert_eq(memcmp(p.msg.path, path, LDT_HTTP_PATH_MAX), 0);
+    cr_assert_eq(p.msg.host_len, LDT_HTTP_HOST_MAX);
+    cr_assert_eq(p.msg.tp_len, LDT_HTTP_TP_MAX);
+    cr_assert_eq(p.msg.ts_len, LDT_HTTP_TS_MAX);
+    cr_assert_eq(p.msg.ts[sizeof(ts)], ',', "tracestate lines joined with ','");
+    unsigned want = LDT_HTTP_F_PATH_TRUNC | LDT_HTTP_F_HOST_TRUNC | LDT_HTTP_F_TP_TRUNC |
+                    LDT_HTTP_F_TS_TRUNC;
+    cr_assert_eq(p.msg.flags, want, "flags %#x", p.msg.flags);
+}
+
+Test(http_request, exact_fit_is_not_truncated, .init = guard_init, .fini = guard_fini)
+{
+    char s[1024], path[LDT_HTTP_PATH_MAX];
+    struct ldt_http_parser p;
+
+    memset(path, 'p', sizeof(path));
+    path[0] = '/';
+    int n = snprintf(s, sizeof(s), "GET %.*s HTTP/1.1\r\nHost: h  \t\r\n\r\n", (int)sizeof(path),
+                     path);
+    ldt_http_init(&p, LDT_HTTP_REQUEST);
+    cr_assert_eq(ldt_http_feed(&p, guarded(s, (size_t)n), (size_t)n), n);
+    cr_assert_eq(p.msg.path_len, LDT_HTTP_PATH_MAX);
+    cr_assert_eq(p.msg.flags, 0);
+    cr_assert_eq(p.msg.host_len, 1);
+    cr_assert_str_eq(p.msg.host, "h", "trailing OWS trimmed and not left in the buffer");
+}
+
+/* ---- O(1) bodies: a Content-Length body is counted, never read ---- */
+
+Test(http_body, content_length_body_is_not_read, .init = guard_init, .fini = guard_fini)
+{
+    const char *h = "POST / HTTP/1.1\r\nContent-Length: 10000000000000\r\n\r\n";
+    struct ldt_http_parser p;
+
+    ldt_http_init(&p, LDT_HTTP_REQUEST);
+    cr_assert_eq(ldt_http_feed(&p, guarded(h, strlen(h)), strlen(h)), (ssize_t)strlen(h));
+    cr_assert_eq(p.ev, LDT_HTTP_EV_HEADERS);
+    /* One readable byte before the guard page, but a length of 1 GiB: any read past the first
+     * byte faults, so the parser must only count. */
+    const char *b = guarded("x", 1);
+    for (int i = 0; i < 1000; i++) {
+        ssize_t r = ldt_http_feed(&p, b, (size_t)1 << 30);
+        cr_assert_eq(r, (ssize_t)1 << 30, "%zd ev %d state %d", r, p.ev, p.state);
+        cr_assert_eq(p.ev, LDT_HTTP_EV_NONE);
+    }
+    cr_assert_eq(p.remaining, 10000000000000ull - 1000ull * (1u << 30));
+    cr_assert_eq(p.state, LDT_HTTP_S_BODY);
+}
+
+Test(http_body, chunk_data_is_not_read, .init = guard_init, .fini = guard_fini)
+{
+    const char *h = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n40000000\r\n";
+    struct ldt_http_parser p;
+
+    ldt_http_init(&p, LDT_HTTP_REQUEST);
+    cr_assert_eq(ldt_http_feed(&p, guarded(h, strlen(h)), strlen(h)), (ssize_t)strlen(h) - 10);
+    cr_assert_eq(ldt_http_feed(&p, guarded(h + strlen(h) - 10, 10), 10), 10);
+    cr_assert_eq(p.remaining, 0x40000000u);
+    cr_assert_eq(ldt_http_feed(&p, guarded("x", 1), 0x40000000u), 0x40000000);
+    cr_assert_eq(ldt_http_feed(&p, guarded("\r\n0\r\n\r\n", 7), 7), 7);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_DONE);
+}
+
+/* ---- ldt_http_skip: body bytes sent with sendfile ---- */
+
+static void feed_all(struct ldt_http_parser *p, const char *s)
+{
+    size_t n = strlen(s), off = 0;
+    const char *b = guarded(s, n);
+    while (off < n) {
+        ssize_t r = ldt_http_feed(p, b + off, n - off);
+        cr_assert_geq(r, 0);
+        off += (size_t)r;
+    }
+}
+
+Test(http_skip, inside_content_length_body, .init = guard_init, .fini = guard_fini)
+{
+    struct ldt_http_parser p;
+
+    ldt_http_init(&p, LDT_HTTP_RESPONSE);
+    feed_all(&p, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+    cr_assert_eq(ldt_http_skip(&p, 600), 600);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_NONE);
+    cr_assert_eq(ldt_http_skip(&p, 0), 0);
+    cr_assert_eq(ldt_http_skip(&p, 500), 400, "stops where the body ends");
+    cr_assert_eq(p.ev, LDT_HTTP_EV_DONE);
+    cr_assert_eq(p.messages, 1);
+    cr_assert_eq(p.msg_bytes, strlen("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n") + 1000);
+    feed_all(&p, "HTTP/1.1 204 No Content\r\n\r\n");
+    cr_assert_eq(p.msg.status, 204);
+}
+
+Test(http_skip, until_close_body, .init = guard_init, .fini = guard_fini)
+{
+    struct ldt_http_parser p;
+
+    ldt_http_init(&p, LDT_HTTP_RESPONSE);
+    feed_all(&p, "HTTP/1.0 200 OK\r\n\r\n");
+    cr_assert_eq(ldt_http_skip(&p, 1u << 20), 1 << 20);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_NONE);
+    cr_assert_eq(ldt_http_eof(&p), 1);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_DONE);
+}
+
+Test(http_skip, chunk_data_then_framing, .init = guard_init, .fini = guard_fini)
+{
+    struct ldt_http_parser p;
+
+    ldt_http_init(&p, LDT_HTTP_RESPONSE);
+    feed_all(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    feed_all(&p, "100\r\n");
+    cr_assert_eq(ldt_http_skip(&p, 0x100), 0x100);
+    feed_all(&p, "\r\n0\r\n\r\n");
+    cr_assert_eq(p.messages, 1);
+}
+
+Test(http_skip, in_headers_or_framing_passes_through, .init = guard_init, .fini = guard_fini)
+{
+    struct ldt_http_parser p;
+
+    ldt_http_init(&p, LDT_HTTP_RESPONSE);
+    feed_all(&p, "HTTP/1.1 200 OK\r\nContent-");
+    cr_assert_eq(ldt_http_skip(&p, 10), LDT_HTTP_INVALID);
+    cr_assert_eq(p.state, LDT_HTTP_S_PASS);
+    cr_assert_eq(ldt_http_feed(&p, "abc", 3), 3, "pass-through consumes everything");
+
+    ldt_http_init(&p, LDT_HTTP_RESPONSE);
+    feed_all(&p, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n");
+    cr_assert_eq(ldt_http_skip(&p, 20), LDT_HTTP_INVALID, "past the chunk: framing unseen");
+
+    ldt_http_init(&p, LDT_HTTP_REQUEST);
+    cr_assert_eq(ldt_http_skip(&p, 5), LDT_HTTP_INVALID, "between messages");
+    cr_assert_eq(p.passthrough, 1);
+}
+
+/* ---- classify, method names, eof, counters ---- */
+
+struct cls_case {
+    char in[32];
+    int len;
+    int want;
+};
+
+ParameterizedTestParameters(http_classify, first_bytes)
+{
+    static struct cls_case cases[] = {
+        {"GET / HTTP/1.1", 14, LDT_HTTP_REQUEST},
+        {"PROPFIND /x", 11, LDT_HTTP_REQUEST},
+        {"M-SEARCH *", 10, LDT_HTTP_REQUEST},
+        {"HTTP/1.1 200 OK", 15, LDT_HTTP_RESPONSE},
+        {"HTTP/1.0 200", 12, LDT_HTTP_RESPONSE},
+        {"HTTP/1.", 7, LDT_HTTP_RESPONSE},
+        {"", 0, LDT_HTTP_PARTIAL},
+        {"H", 1, LDT_HTTP_PARTIAL},
+        {"HTTP/", 5, LDT_HTTP_PARTIAL},
+        {"HEA", 3, LDT_HTTP_PARTIAL},
+        {"HEAD ", 5, LDT_HTTP_REQUEST},
+        {"HTTP/2 200", 10, 0},
+        {"PRI * HTTP/2.0", 14, 0},
+        {"\x16\x03\x01", 3, 0},
+        {"*1\r\n", 4, 0},
+        {"get /", 5, 0},
+        {" GET", 4, 0},
+        {"-GET /", 6, 0},
+        {"ABCDEFGHIJKLMNOPQRSTUVWX", 24, LDT_HTTP_PARTIAL},
+        {"ABCDEFGHIJKLMNOPQRSTUVWXY", 25, 0}, /* one more than the longest method */
+        {{0, 1, 2}, 3, 0},
+    };
+    return cr_make_param_array(struct cls_case, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(struct cls_case *c, http_classify, first_bytes, .init = guard_init,
+                  .fini = guard_fini)
+{
+    size_t n = (size_t)c->len;
+    cr_assert_eq(ldt_http_classify(guarded(c->in, n), n), c->want, "'%.*s'", c->len, c->in);
+}
+
+Test(http_method, names_round_trip)
+{
+    for (int m = LDT_HTTP_M_GET; m < LDT_HTTP_M_COUNT; m++) {
+        const char *s = ldt_http_method_name((enum ldt_http_method)m);
+        cr_assert_eq(ldt_http_method_from(s, strlen(s)), m, "%s", s);
+    }
+    cr_assert_str_eq(ldt_http_method_name(LDT_HTTP_M_OTHER), "_OTHER");
+    cr_assert_str_eq(ldt_http_method_name(LDT_HTTP_M_COUNT), "_OTHER");
+    cr_assert_eq(ldt_http_method_from("GETX", 4), LDT_HTTP_M_OTHER);
+    cr_assert_eq(ldt_http_method_from("GE", 2), LDT_HTTP_M_OTHER);
+    cr_assert_eq(ldt_http_method_from("get", 3), LDT_HTTP_M_OTHER, "methods are case-sensitive");
+}
+
+Test(http_response, no_body_message_gives_done_on_an_empty_call)
+{
+    struct ldt_http_parser p;
+    const char *s = "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n";
+
+    ldt_http_init(&p, LDT_HTTP_RESPONSE);
+    ssize_t n = ldt_http_feed(&p, s, strlen(s));
+    cr_assert_eq(n, (ssize_t)strlen("HTTP/1.1 204 No Content\r\n\r\n"));
+    cr_assert_eq(p.ev, LDT_HTTP_EV_HEADERS);
+    cr_assert_eq(p.state, LDT_HTTP_S_BODY);
+    cr_assert_eq(ldt_http_feed(&p, NULL, 0), 0);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_DONE);
+    cr_assert_eq(p.msg.status, 204, "the finished message stays readable at EV_DONE");
+    cr_assert_eq(ldt_http_feed(&p, s + n, strlen(s) - (size_t)n), (ssize_t)(strlen(s) - (size_t)n));
+    cr_assert_eq(p.ev, LDT_HTTP_EV_NONE);
+    cr_assert_eq(p.msg.status, 200);
+    cr_assert_eq(p.state, LDT_HTTP_S_HEAD);
+    cr_assert_eq(ldt_http_eof(&p), 0, "headers cut short");
+    cr_assert_eq(p.messages, 1);
+}
+
+Test(http_response, tunnel_after_connect_keeps_consuming)
+{
+    struct ldt_http_parser p;
+    const char *s = "HTTP/1.1 200 OK\r\n\r\n";
+
+    ldt_http_init(&p, LDT_HTTP_RESPONSE);
+    ldt_http_expect(&p, LDT_HTTP_M_CONNECT);
+    cr_assert_eq(ldt_http_feed(&p, s, strlen(s)), (ssize_t)strlen(s));
+    cr_assert_eq(ldt_http_feed(&p, NULL, 0), 0);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_DONE);
+    cr_assert_eq(p.state, LDT_HTTP_S_PASS);
+    cr_assert_eq(p.passthrough, 3);
+    cr_assert_eq(ldt_http_feed(&p, "HTTP/1.1 200 OK\r\n\r\n", 19), 19);
+    cr_assert_eq(p.ev, LDT_HTTP_EV_NONE, "no events inside the tunnel");
+    cr_assert_eq(ldt_http_eof(&p), 1);
+}
