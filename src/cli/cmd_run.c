@@ -314,9 +314,12 @@ static const char *out_path(struct run_args *a)
 {
     const char *out = a->out ? a->out : "ldtrace.otlp.jsonl";
     char cwd[PATH_MAX];
-    if (out[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+    if (out[0] == '/' || !getcwd(cwd, sizeof(cwd)) ||
+        strlen(cwd) + 1 + strlen(out) >= sizeof(a->outbuf))
         return out;
-    snprintf(a->outbuf, sizeof(a->outbuf), "%s/%s", cwd, out);
+    strcpy(a->outbuf, cwd);
+    strcat(a->outbuf, "/");
+    strcat(a->outbuf, out);
     return a->outbuf;
 }
 
