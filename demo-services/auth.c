@@ -6,7 +6,7 @@
 #include <string.h>
 
 struct auth_cfg {
-    const char *token;  /* the one accepted bearer token */
+    const char *token; /* the one accepted bearer token */
 };
 
 /* Answer 401: the caller's token is missing or not the accepted one. Kept out of line and named, so
@@ -48,8 +48,12 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     struct auth_cfg cfg = {.token = "demo-token"};
-    struct mh_server srv = {.name = "auth", .port = 8081, .latency_ms = 2, .jitter_ms = 2,
-                            .handler = handle, .ctx = &cfg};
+    struct mh_server srv = {.name = "auth",
+                            .port = 8081,
+                            .latency_ms = 2,
+                            .jitter_ms = 2,
+                            .handler = handle,
+                            .ctx = &cfg};
     for (int i = 1; i < argc; i++) {
         int rc = mh_common_opt(&srv, argc, argv, &i);
         if (rc < 0)

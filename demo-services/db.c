@@ -1,4 +1,4 @@
-/* db.c - demo "database" service: GET /query?order=N[&slow=1] returns the order's items. No tracing code. */
+/* db.c - demo "database" service: GET /query?order=N[&slow=1] prices an order. No tracing code. */
 #include "common/minihttp.h"
 
 #include <stdio.h>
@@ -7,8 +7,8 @@
 #include <time.h>
 
 struct db_cfg {
-    int slow_every;  /* orders whose id is a multiple of this take the slow path (0: never) */
-    int slow_ms;     /* how long the slow path takes */
+    int slow_every; /* orders whose id is a multiple of this take the slow path (0: never) */
+    int slow_ms;    /* how long the slow path takes */
 };
 
 /* The slow path: a query that misses its index and scans. Named and out of line so that a profile
@@ -34,9 +34,10 @@ static void query(const struct db_cfg *cfg, const struct mh_request *req, struct
         db_slow_query(cfg->slow_ms);
     long items = 1 + id % 5;
     long total = items * (499 + (id * 37) % 1000);
-    mh_respond(resp, 200,
-               "{\"order\":%ld,\"items\":%ld,\"total_cents\":%ld,\"sku\":\"SKU-%05ld\",\"plan\":\"%s\"}",
-               id, items, total, id % 100000, slow ? "full-scan" : "index");
+    mh_respond(
+        resp, 200,
+        "{\"order\":%ld,\"items\":%ld,\"total_cents\":%ld,\"sku\":\"SKU-%05ld\",\"plan\":\"%s\"}",
+        id, items, total, id % 100000, slow ? "full-scan" : "index");
 }
 
 static void handle(const struct mh_request *req, struct mh_response *resp, void *ctx)
@@ -70,8 +71,12 @@ static int int_opt(int argc, char **argv, int *i, const char *name, int *out)
 int main(int argc, char **argv)
 {
     struct db_cfg cfg = {.slow_every = 0, .slow_ms = 150};
-    struct mh_server srv = {.name = "db", .port = 8084, .latency_ms = 2, .jitter_ms = 2,
-                            .handler = handle, .ctx = &cfg};
+    struct mh_server srv = {.name = "db",
+                            .port = 8084,
+                            .latency_ms = 2,
+                            .jitter_ms = 2,
+                            .handler = handle,
+                            .ctx = &cfg};
     for (int i = 1; i < argc; i++) {
         int rc = mh_common_opt(&srv, argc, argv, &i);
         if (rc == 0)

@@ -1,5 +1,6 @@
-/* gateway.c - demo edge service: GET /checkout?order=N asks auth to verify the caller, then asks order
- * to place the order, and answers with JSON. No tracing code. */
+/* gateway.c - demo edge service: GET /checkout?order=N calls auth, then order. No tracing code.
+ *
+ * auth verifies the caller's token, order places the order; the answer is JSON. */
 #include "common/minihttp.h"
 
 #include <stdio.h>
@@ -11,8 +12,8 @@ struct gateway_cfg {
     struct mh_peer order;
 };
 
-/* Answer 502: an upstream failed (payment's 503 surfaces here, through order). Named and out of line
- * so an error stack shows where the failure was turned into the caller's answer. */
+/* Answer 502: an upstream failed (payment's 503 surfaces here, through order). Named and out of
+ * line so an error stack shows where the failure was turned into the caller's answer. */
 __attribute__((noinline)) void gateway_upstream_failed(struct mh_response *resp, long order,
                                                        const char *stage, int rc,
                                                        const struct mh_reply *reply)
@@ -22,19 +23,21 @@ __attribute__((noinline)) void gateway_upstream_failed(struct mh_response *resp,
         snprintf(err, sizeof(err), "unexpected status");
     mh_respond(resp, 502,
                "{\"checkout\":\"failed\",\"order\":%ld,\"stage\":\"%s\",\"upstream_status\":%d,"
-               "\"error\":\"%s\"}", order, stage, rc > 0 ? rc : 0, err);
+               "\"error\":\"%s\"}",
+               order, stage, rc > 0 ? rc : 0, err);
 }
 
 /* Answer 401: auth refused the caller's token. */
 __attribute__((noinline)) void gateway_auth_denied(struct mh_response *resp, long order)
 {
-    mh_respond(resp, 401, "{\"checkout\":\"denied\",\"order\":%ld,\"error\":\"invalid token\"}", order);
+    mh_respond(resp, 401, "{\"checkout\":\"denied\",\"order\":%ld,\"error\":\"invalid token\"}",
+               order);
 }
 
 /* Ask auth about the caller's token (or the demo token when the caller sent none). Returns auth's
  * status or a negative errno; fills user on 200. */
-static int verify(const struct gateway_cfg *cfg, const struct mh_request *req, struct mh_reply *reply,
-                  char *user, size_t size)
+static int verify(const struct gateway_cfg *cfg, const struct mh_request *req,
+                  struct mh_reply *reply, char *user, size_t size)
 {
     char value[256] = "Bearer demo-token";
     char header[300];
@@ -53,7 +56,8 @@ static void checkout(const struct gateway_cfg *cfg, const struct mh_request *req
     struct mh_reply reply;
     long id = mh_query_get(req->query, "order", v, sizeof(v)) > 0 ? mh_parse_id(v) : -1;
     if (id < 0) {
-        mh_respond(resp, 400, "{\"checkout\":\"rejected\",\"error\":\"order must be 1..999999999\"}");
+        mh_respond(resp, 400,
+                   "{\"checkout\":\"rejected\",\"error\":\"order must be 1..999999999\"}");
         return;
     }
     int slow = mh_query_get(req->query, "slow", v, sizeof(v)) >= 0 && strcmp(v, "1") == 0;
@@ -88,15 +92,20 @@ static void handle(const struct mh_request *req, struct mh_response *resp, void 
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: gateway [--port N] [--port-file FILE] [--bind ADDR] [--auth HOST:PORT]\n"
-                    "               [--order HOST:PORT] [--latency MS] [--jitter MS] [--verbose]\n");
+    fprintf(stderr,
+            "usage: gateway [--port N] [--port-file FILE] [--bind ADDR] [--auth HOST:PORT]\n"
+            "               [--order HOST:PORT] [--latency MS] [--jitter MS] [--verbose]\n");
 }
 
 int main(int argc, char **argv)
 {
     struct gateway_cfg cfg;
-    struct mh_server srv = {.name = "gateway", .port = 8080, .latency_ms = 1, .jitter_ms = 2,
-                            .handler = handle, .ctx = &cfg};
+    struct mh_server srv = {.name = "gateway",
+                            .port = 8080,
+                            .latency_ms = 1,
+                            .jitter_ms = 2,
+                            .handler = handle,
+                            .ctx = &cfg};
     mh_peer_parse("127.0.0.1:8081", &cfg.auth);
     mh_peer_parse("127.0.0.1:8082", &cfg.order);
     for (int i = 1; i < argc; i++) {

@@ -1,5 +1,6 @@
-/* order.c - demo order service: POST /orders looks the order up in db, then charges payment (with
- * retries on 5xx). No tracing code. */
+/* order.c - demo order service: POST /orders queries db, then charges payment. No tracing code.
+ *
+ * A 5xx or failed exchange with payment is retried (3 retries by default). */
 #include "common/minihttp.h"
 
 #include <errno.h>
@@ -11,8 +12,8 @@
 struct order_cfg {
     struct mh_peer payment;
     struct mh_peer db;
-    int retries;     /* extra payment attempts after a 5xx or a failed exchange */
-    int backoff_ms;  /* pause before retry k: k * backoff_ms */
+    int retries;    /* extra payment attempts after a 5xx or a failed exchange */
+    int backoff_ms; /* pause before retry k: k * backoff_ms */
 };
 
 struct order_info {
@@ -25,8 +26,9 @@ struct order_info {
 /* Answer 502: the inventory query failed, so the order cannot be priced. */
 __attribute__((noinline)) void order_db_failed(struct mh_response *resp, long id, int rc)
 {
-    mh_respond(resp, 502, "{\"error\":\"inventory query failed\",\"order\":%ld,\"upstream_status\":%d}",
-               id, rc > 0 ? rc : 0);
+    mh_respond(resp, 502,
+               "{\"error\":\"inventory query failed\",\"order\":%ld,\"upstream_status\":%d}", id,
+               rc > 0 ? rc : 0);
 }
 
 /* Answer 503: every payment attempt failed; the error came from payment and is passed upstream. */
@@ -35,7 +37,8 @@ __attribute__((noinline)) void order_payment_failed(struct mh_response *resp, lo
 {
     mh_respond(resp, 503,
                "{\"error\":\"payment unavailable\",\"order\":%ld,\"payment_attempts\":%d,"
-               "\"upstream_status\":%d}", id, attempts, rc > 0 ? rc : 0);
+               "\"upstream_status\":%d}",
+               id, attempts, rc > 0 ? rc : 0);
 }
 
 /* Wait before the next payment attempt: a short linear backoff (the retry storm is the point). */
@@ -125,9 +128,10 @@ static void handle(const struct mh_request *req, struct mh_response *resp, void 
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: order [--port N] [--port-file FILE] [--bind ADDR] [--payment HOST:PORT]\n"
-                    "             [--db HOST:PORT] [--retries N] [--backoff MS] [--latency MS]\n"
-                    "             [--jitter MS] [--verbose]\n");
+    fprintf(stderr,
+            "usage: order [--port N] [--port-file FILE] [--bind ADDR] [--payment HOST:PORT]\n"
+            "             [--db HOST:PORT] [--retries N] [--backoff MS] [--latency MS]\n"
+            "             [--jitter MS] [--verbose]\n");
 }
 
 /* Parse the options only order has. Returns 1 when consumed, 0 when unknown, -1 on a bad value. */
@@ -152,8 +156,12 @@ static int order_opt(struct order_cfg *cfg, int argc, char **argv, int *i)
 int main(int argc, char **argv)
 {
     struct order_cfg cfg = {.retries = 3, .backoff_ms = 2};
-    struct mh_server srv = {.name = "order", .port = 8082, .latency_ms = 3, .jitter_ms = 2,
-                            .handler = handle, .ctx = &cfg};
+    struct mh_server srv = {.name = "order",
+                            .port = 8082,
+                            .latency_ms = 3,
+                            .jitter_ms = 2,
+                            .handler = handle,
+                            .ctx = &cfg};
     mh_peer_parse("127.0.0.1:8083", &cfg.payment);
     mh_peer_parse("127.0.0.1:8084", &cfg.db);
     for (int i = 1; i < argc; i++) {

@@ -1,4 +1,4 @@
-/* payment.c - demo payment service: POST /charge, with switches that make it fail. No tracing code. */
+/* payment.c - demo payment service: POST /charge, with switches that make it fail. No tracing. */
 #include "common/minihttp.h"
 
 #include <stdio.h>
@@ -6,9 +6,10 @@
 #include <string.h>
 
 struct payment_cfg {
-    int down;         /* every charge fails */
-    int fail_every;   /* orders whose id is a multiple of this always fail (0: none) */
-    int flaky_every;  /* orders whose id is a multiple of this fail on their first attempt (0: none) */
+    int down;        /* every charge fails */
+    int fail_every;  /* orders whose id is a multiple of this always fail (0: none) */
+    int flaky_every; /* orders whose id is a multiple of this fail on their first attempt (0: none)
+                      */
 };
 
 /* Answer 503: the charge was refused. This is where the demo's errors originate; it is kept out of
@@ -16,11 +17,13 @@ struct payment_cfg {
 __attribute__((noinline)) void payment_reject_charge(struct mh_response *resp, long order,
                                                      const char *reason)
 {
-    mh_respond(resp, 503, "{\"error\":\"payment processor unavailable\",\"order\":%ld,\"reason\":\"%s\"}",
+    mh_respond(resp, 503,
+               "{\"error\":\"payment processor unavailable\",\"order\":%ld,\"reason\":\"%s\"}",
                order, reason);
 }
 
-/* Decide whether this attempt fails, and why (NULL when it succeeds). Deterministic in its inputs. */
+/* Decide whether this attempt fails, and why (NULL when it succeeds). Deterministic in its inputs.
+ */
 static const char *failure_reason(const struct payment_cfg *cfg, long order, long attempt)
 {
     if (cfg->down)
@@ -64,9 +67,10 @@ static void handle(const struct mh_request *req, struct mh_response *resp, void 
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: payment [--port N] [--port-file FILE] [--bind ADDR] [--down]\n"
-                    "               [--fail-every N] [--flaky-every N] [--latency MS] [--jitter MS]\n"
-                    "               [--verbose]\n");
+    fprintf(stderr,
+            "usage: payment [--port N] [--port-file FILE] [--bind ADDR] [--down]\n"
+            "               [--fail-every N] [--flaky-every N] [--latency MS] [--jitter MS]\n"
+            "               [--verbose]\n");
 }
 
 static int int_opt(int argc, char **argv, int *i, const char *name, int *out)
@@ -84,8 +88,12 @@ static int int_opt(int argc, char **argv, int *i, const char *name, int *out)
 int main(int argc, char **argv)
 {
     struct payment_cfg cfg = {0};
-    struct mh_server srv = {.name = "payment", .port = 8083, .latency_ms = 4, .jitter_ms = 3,
-                            .handler = handle, .ctx = &cfg};
+    struct mh_server srv = {.name = "payment",
+                            .port = 8083,
+                            .latency_ms = 4,
+                            .jitter_ms = 3,
+                            .handler = handle,
+                            .ctx = &cfg};
     for (int i = 1; i < argc; i++) {
         int rc = mh_common_opt(&srv, argc, argv, &i);
         if (rc == 0 && strcmp(argv[i], "--down") == 0)

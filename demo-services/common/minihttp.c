@@ -1,4 +1,4 @@
-/* minihttp.c - thread-per-connection HTTP/1.1 server, keep-alive client and tiny parsers for the demo. */
+/* minihttp.c - thread-per-connection HTTP/1.1 server, keep-alive client, parsers for the demo. */
 #include "minihttp.h"
 
 #include <arpa/inet.h>
@@ -16,10 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CONN_BUF 16384   /* bytes buffered per server connection: headers plus body */
-#define MAX_CONNS 1024   /* open server connections at once; more are refused */
-#define CLIENT_SLOTS 8   /* cached upstream connections per thread */
-#define IO_TIMEOUT_S 10  /* client socket send/receive timeout */
+#define CONN_BUF 16384  /* bytes buffered per server connection: headers plus body */
+#define MAX_CONNS 1024  /* open server connections at once; more are refused */
+#define CLIENT_SLOTS 8  /* cached upstream connections per thread */
+#define IO_TIMEOUT_S 10 /* client socket send/receive timeout */
 #define STOP_WAIT_MS 5000
 
 /* ---- small helpers shared by both sides ---- */
@@ -73,7 +73,7 @@ static size_t head_end(const char *buf, size_t len)
 static int find_header(const char *headers, const char *name, char *out, size_t out_size)
 {
     size_t nlen = strlen(name);
-    for (const char *line = headers; line && *line; ) {
+    for (const char *line = headers; line && *line;) {
         const char *eol = strstr(line, "\r\n");
         size_t llen = eol ? (size_t)(eol - line) : strlen(line);
         if (llen > nlen && line[nlen] == ':' && strncasecmp(line, name, nlen) == 0) {
@@ -112,7 +112,7 @@ static long content_length(const char *headers)
 int mh_query_get(const char *query, const char *key, char *out, size_t out_size)
 {
     size_t klen = strlen(key);
-    for (const char *p = query; p && *p; ) {
+    for (const char *p = query; p && *p;) {
         const char *amp = strchr(p, '&');
         size_t plen = amp ? (size_t)(amp - p) : strlen(p);
         if (plen >= klen && strncmp(p, key, klen) == 0 && (plen == klen || p[klen] == '=')) {
@@ -219,7 +219,9 @@ void mh_respond(struct mh_response *resp, int status, const char *fmt, ...)
     int n = vsnprintf(resp->body, sizeof(resp->body), fmt, ap);
     va_end(ap);
     resp->status = status;
-    resp->body_len = n < 0 ? 0 : (size_t)n >= sizeof(resp->body) ? sizeof(resp->body) - 1 : (size_t)n;
+    resp->body_len = n < 0                             ? 0
+                     : (size_t)n >= sizeof(resp->body) ? sizeof(resp->body) - 1
+                                                       : (size_t)n;
 }
 
 void mh_work(int base_ms, int jitter_ms)
@@ -237,7 +239,7 @@ void mh_work(int base_ms, int jitter_ms)
 struct conn {
     int fd;
     int slot;
-    size_t len;                /* bytes buffered in buf */
+    size_t len; /* bytes buffered in buf */
     char buf[CONN_BUF];
     struct mh_request req;
     struct mh_response resp;
@@ -250,26 +252,40 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t idle;
     int active;
-    int fds[MAX_CONNS];        /* open connection fds, -1 for a free slot */
+    int fds[MAX_CONNS]; /* open connection fds, -1 for a free slot */
 } g = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
 
 static const char *reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Content Too Large";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Content Too Large";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Status";
     }
 }
 
@@ -277,10 +293,11 @@ static const char *reason(int status)
 static int send_response(int fd, const struct mh_response *resp, int keep_alive)
 {
     char out[MH_BODY_MAX + 256];
-    int n = snprintf(out, sizeof(out),
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n",
-                     resp->status, reason(resp->status), resp->body_len,
-                     keep_alive ? "" : "Connection: close\r\n");
+    int n = snprintf(
+        out, sizeof(out),
+        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n",
+        resp->status, reason(resp->status), resp->body_len,
+        keep_alive ? "" : "Connection: close\r\n");
     memcpy(out + n, resp->body, resp->body_len);
     return write_all(fd, out, (size_t)n + resp->body_len);
 }
@@ -303,8 +320,8 @@ static int parse_head(const char *head, size_t head_len, struct mh_request *req)
     req->headers[hlen] = '\0';
     char conn[32] = "";
     find_header(req->headers, "Connection", conn, sizeof(conn));
-    req->keep_alive = version[7] == '1' ? strcasecmp(conn, "close") != 0
-                                        : strcasecmp(conn, "keep-alive") == 0;
+    req->keep_alive =
+        version[7] == '1' ? strcasecmp(conn, "close") != 0 : strcasecmp(conn, "keep-alive") == 0;
     const char *q = strchr(req->target, '?');
     size_t plen = q ? (size_t)(q - req->target) : strlen(req->target);
     memcpy(req->path, req->target, plen);
@@ -605,7 +622,7 @@ int mh_common_opt(struct mh_server *srv, int argc, char **argv, int *i)
 
 struct client_slot {
     struct sockaddr_in addr;
-    int fd;                    /* 0 when the slot is free: we never cache fd 0 */
+    int fd; /* 0 when the slot is free: we never cache fd 0 */
 };
 
 static __thread struct client_slot t_slots[CLIENT_SLOTS];
@@ -706,7 +723,8 @@ static int read_at_least(int fd, char *buf, size_t *have, size_t cap, size_t wan
     return 0;
 }
 
-/* Read one response. Returns its status, or a negative errno; *close_after when the server closes. */
+/* Read one response. Returns its status, or a negative errno; *close_after when the server closes.
+ */
 static int read_reply(int fd, struct mh_reply *reply, int *close_after)
 {
     char buf[MH_BODY_MAX + 4096];

@@ -1,12 +1,12 @@
-/* minihttp.h - a tiny HTTP/1.1 server and keep-alive client on plain libc sockets, for the demo services.
+/* minihttp.h - a tiny HTTP/1.1 server and keep-alive client on plain libc sockets, for the demo.
  *
- * The demo services know nothing about tracing: they are ordinary programs that accept(), read() and
- * write() on sockets, which is exactly what a preloaded tracer sees. Nothing here allocates on the
- * request path except one small struct per accepted connection.
+ * The demo services know nothing about tracing: they are ordinary programs that accept(), read()
+ * and write() on sockets, which is exactly what a preloaded tracer sees. Nothing here allocates on
+ * the request path except one small struct per accepted connection.
  *
- * Server: one thread per connection, keep-alive, requests framed by Content-Length (no chunked bodies).
- * The handler runs on the connection's thread, so upstream calls made from it happen on that thread.
- * Client: a per-thread cache of keep-alive connections, one per upstream peer.
+ * Server: one thread per connection, keep-alive, requests framed by Content-Length (no chunked
+ * bodies). The handler runs on the connection's thread, so upstream calls made from it happen on
+ * that thread. Client: a per-thread cache of keep-alive connections, one per upstream peer.
  */
 #ifndef DEMO_MINIHTTP_H
 #define DEMO_MINIHTTP_H
@@ -14,9 +14,9 @@
 #include <netinet/in.h>
 #include <stddef.h>
 
-#define MH_BODY_MAX 8192     /* largest request or response body we handle */
-#define MH_TARGET_MAX 1024   /* largest request target (path and query) */
-#define MH_HEADERS_MAX 4096  /* largest header block we keep for a request */
+#define MH_BODY_MAX 8192    /* largest request or response body we handle */
+#define MH_TARGET_MAX 1024  /* largest request target (path and query) */
+#define MH_HEADERS_MAX 4096 /* largest header block we keep for a request */
 
 struct mh_request {
     char method[16];
@@ -51,14 +51,14 @@ struct mh_peer {
 typedef void (*mh_handler_fn)(const struct mh_request *req, struct mh_response *resp, void *ctx);
 
 struct mh_server {
-    const char *name;       /* service name, used in /health and the verbose log */
-    const char *bind_host;  /* default 127.0.0.1 */
-    int port;               /* 0 picks a free port */
-    const char *port_file;  /* when set, the bound port is written there once listening */
-    int verbose;            /* one line per request on stderr */
-    int latency_ms;         /* simulated work per request: latency_ms plus up to jitter_ms */
+    const char *name;      /* service name, used in /health and the verbose log */
+    const char *bind_host; /* default 127.0.0.1 */
+    int port;              /* 0 picks a free port */
+    const char *port_file; /* when set, the bound port is written there once listening */
+    int verbose;           /* one line per request on stderr */
+    int latency_ms;        /* simulated work per request: latency_ms plus up to jitter_ms */
     int jitter_ms;
-    mh_handler_fn handler;  /* called for every request except GET /health */
+    mh_handler_fn handler; /* called for every request except GET /health */
     void *ctx;
 };
 
@@ -92,7 +92,8 @@ int mh_peer_parse(const char *text, struct mh_peer *peer);
 int mh_call(const struct mh_peer *peer, const char *method, const char *target,
             const char *extra_headers, const char *body, struct mh_reply *reply);
 
-/* Close this thread's cached client connections (the server does this when a connection thread ends). */
+/* Close this thread's cached client connections (the server does this when a connection thread
+ * ends). */
 void mh_client_close_all(void);
 
 /* Find query parameter key in a query string ("a=1&b=2") and copy its value (not decoded) to out.
@@ -106,7 +107,8 @@ int mh_header_get(const struct mh_request *req, const char *name, char *out, siz
 /* Read the integer member "key" of a flat JSON object. Returns 0 and sets *out, or -1. */
 int mh_json_int(const char *json, const char *key, long *out);
 
-/* Read the string member "key" of a flat JSON object (no escapes) into out. Returns its length or -1. */
+/* Read the string member "key" of a flat JSON object (no escapes) into out. Returns its length or
+ * -1. */
 int mh_json_str(const char *json, const char *key, char *out, size_t out_size);
 
 /* Parse a decimal id in 1..999999999 from text. Returns the id, or -1 when text is not one. */
