@@ -46,7 +46,8 @@ enum sub_state {
 /* p->hdr_id: the header whose value is being read. */
 enum hdr_id { H_NONE = 0, H_HOST, H_TP, H_TS, H_CL, H_TE, H_CONN, H_UPGRADE, H_EXPECT };
 
-/* Internal per-message flags, kept in msg._pad (reset with the message; callers ignore them). */
+/* Internal flags of the header block being read, kept in msg._pad: set while the headers stream
+ * past, used to decide the framing, and cleared before EV_HEADERS so callers always see zero. */
 #define X_TE 0x0001u        /* a Transfer-Encoding line was seen */
 #define X_KEEPALIVE 0x0002u /* Connection: keep-alive */
 #define X_HOST 0x0004u      /* a Host line was seen (only the first is kept) */
@@ -537,6 +538,7 @@ static int headers_done(struct ldt_http_parser *p)
     sub = p->dir == LDT_HTTP_REQUEST ? frame_request(p) : frame_response(p);
     if (sub < 0)
         return -1;
+    m->_pad = 0; /* the internal flags are not needed past the header block */
     p->state = LDT_HTTP_S_BODY;
     p->sub = (uint8_t)sub;
     p->tok = 0;

@@ -124,9 +124,29 @@ static void out_headers(struct drv *d)
     out(d, ";");
 }
 
+/* What every EV_HEADERS must satisfy, whatever the input. */
+static void check_msg(const struct drv *d)
+{
+    const struct ldt_http_msg *m = &d->p.msg;
+
+    cr_assert_eq(m->_pad, 0, "internal flags leaked");
+    cr_assert_leq(m->path_len, LDT_HTTP_PATH_MAX);
+    cr_assert_leq(m->host_len, LDT_HTTP_HOST_MAX);
+    cr_assert_leq(m->tp_len, LDT_HTTP_TP_MAX);
+    cr_assert_leq(m->ts_len, LDT_HTTP_TS_MAX);
+    cr_assert_leq(m->reqline_len, m->hdr_len);
+    cr_assert_lt(m->hdr_len, d->p.pos);
+    cr_assert_leq(d->p.pos, LDT_HTTP_HDR_CAP);
+    if (m->tp_len) {
+        cr_assert_geq(m->tp_off, m->reqline_len);
+        cr_assert_leq(m->tp_off + m->tp_len, m->hdr_len);
+    }
+}
+
 static void on_event(struct drv *d)
 {
     if (d->p.ev == LDT_HTTP_EV_HEADERS) {
+        check_msg(d);
         out_headers(d);
     } else if (d->p.ev == LDT_HTTP_EV_DONE) {
         out(d, "D;");
