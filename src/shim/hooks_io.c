@@ -1,0 +1,223 @@
+/* hooks_io.c - interposed byte-moving calls: send*, write*, recv*, read*, sendfile, __*_chk.
+ *
+ * On an fd that is not a traced socket each hook costs one table lookup. On a traced socket the real
+ * call is timed and its bytes go to the sniffer after it returned; a send on a client-role HTTP
+ * connection goes through the injector instead (inject.c), as one real writev/sendmsg.
+ */
+/* Meson builds with _FILE_OFFSET_BITS=64, which renames sendfile to sendfile64 in the headers; we
+ * define both names ourselves (on LP64 off_t is 64 bits either way). */
+#undef _FILE_OFFSET_BITS
+#include <errno.h>
+#include <string.h>
+#include <sys/sendfile.h>
+
+#include "shim/shim.h"
+
+#define LDT_HOOK __attribute__((visibility("default")))
+
+/* ---- receive side ---------------------------------------------------------------------------- */
+
+/* After a receive on a traced socket: bytes peeked (MSG_PEEK) will be read again, and MSG_TRUNC
+ * on a stream discards them unseen, so neither is sniffed. Preserves errno. */
+static void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
+                    int flags, uint64_t t0)
+{
+    int err = errno;
+    uint64_t dt = ldt_clock_mono_ns() - t0;
+    if (!(flags & (MSG_PEEK | MSG_TRUNC)))
+        ldt__sniff_io(fd, e, LDT__IN, iov, cnt, n, err, dt);
+    ldt__leave();
+    errno = err;
+}
+
+#define IN_HOOK(call, fd, buf, len, flags) \
+    do { \
+        struct ldt__fd *e = ldt__enter(fd); \
+        if (!e) \
+            return call; \
+        struct iovec v = {(void *)(buf), (len)}; \
+        uint64_t t0 = ldt_clock_mono_ns(); \
+        ssize_t n = call; \
+        in_done(fd, e, &v, 1, n, flags, t0); \
+        return n; \
+    } while (0)
+
+LDT_HOOK ssize_t read(int fd, void *buf, size_t len)
+{
+    IN_HOOK(ldt_real.read(fd, buf, len), fd, buf, len, 0);
+}
+
+LDT_HOOK ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+    IN_HOOK(ldt_real.__read_chk(fd, buf, len, buflen), fd, buf, len, 0);
+}
+
+LDT_HOOK ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    IN_HOOK(ldt_real.recv(fd, buf, len, flags), fd, buf, len, flags);
+}
+
+LDT_HOOK ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+    IN_HOOK(ldt_real.__recv_chk(fd, buf, len, buflen, flags), fd, buf, len, flags);
+}
+
+LDT_HOOK ssize_t recvfrom(int fd, void *buf, size_t len, int flags, __SOCKADDR_ARG a, socklen_t *l)
+{
+    IN_HOOK(ldt_real.recvfrom(fd, buf, len, flags, a, l), fd, buf, len, flags);
+}
+
+LDT_HOOK ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+                                __SOCKADDR_ARG a, socklen_t *l)
+{
+    IN_HOOK(ldt_real.__recvfrom_chk(fd, buf, len, buflen, flags, a, l), fd, buf, len, flags);
+}
+
+LDT_HOOK ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+    struct ldt__fd *e = ldt__enter(fd);
+    if (!e)
+        return ldt_real.readv(fd, iov, cnt);
+    uint64_t t0 = ldt_clock_mono_ns();
+    ssize_t n = ldt_real.readv(fd, iov, cnt);
+    in_done(fd, e, iov, cnt, n, 0, t0);
+    return n;
+}
+
+LDT_HOOK ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    struct ldt__fd *e = ldt__enter(fd);
+    if (!e)
+        return ldt_real.recvmsg(fd, msg, flags);
+    uint64_t t0 = ldt_clock_mono_ns();
+    ssize_t n = ldt_real.recvmsg(fd, msg, flags);
+    in_done(fd, e, msg->msg_iov, (int)msg->msg_iovlen, n, flags, t0);
+    return n;
+}
+
+/* ---- send side -------------------------------------------------------------------------------- */
+
+/* How the app asked to send: the injector's real call keeps the app's flags and address. */
+struct out_call {
+    int fd;
+    int use_msg;                /* sendmsg(flags) for send/sendto/sendmsg, writev for write/writev */
+    int flags;
+    const void *name;
+    socklen_t namelen;
+    const struct msghdr *msg;   /* sendmsg: its control data goes with the first real call */
+};
+
+static ssize_t real_sendv(void *ctx, const struct iovec *iov, int cnt)
+{
+    struct out_call *o = ctx;
+    if (!o->use_msg)
+        return ldt_real.writev(o->fd, iov, cnt);
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = (void *)o->name;
+    m.msg_namelen = o->namelen;
+    m.msg_iov = (struct iovec *)iov;
+    m.msg_iovlen = (size_t)cnt;
+    if (o->msg) {
+        m.msg_control = o->msg->msg_control;
+        m.msg_controllen = o->msg->msg_controllen;
+        o->msg = NULL;
+    }
+    return ldt_real.sendmsg(o->fd, &m, o->flags);
+}
+
+/* A send through the injector; the out-parser was fed there. Preserves errno; leaves the guard. */
+static ssize_t out_inject(struct ldt__fd *e, struct out_call *o, const struct iovec *iov, int cnt)
+{
+    uint64_t t0 = ldt_clock_mono_ns();
+    ssize_t n = ldt__client_send(e->conn, iov, cnt, real_sendv, o);
+    int err = errno;
+    ldt__sniff_io(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt_clock_mono_ns() - t0);
+    ldt__leave();
+    errno = err;
+    return n;
+}
+
+static void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
+                     uint64_t t0)
+{
+    int err = errno;
+    ldt__sniff_io(fd, e, LDT__OUT, iov, cnt, n, err, ldt_clock_mono_ns() - t0);
+    ldt__leave();
+    errno = err;
+}
+
+#define OUT_HOOK(call, fd, iov, cnt, ...) \
+    do { \
+        struct ldt__fd *e = ldt__enter(fd); \
+        if (!e) \
+            return call; \
+        struct out_call o = {fd, __VA_ARGS__}; \
+        if (ldt__sniff_wants_inject(fd, e, iov, cnt)) \
+            return out_inject(e, &o, iov, cnt); \
+        uint64_t t0 = ldt_clock_mono_ns(); \
+        ssize_t n = call; \
+        out_done(fd, e, iov, cnt, n, t0); \
+        return n; \
+    } while (0)
+
+LDT_HOOK ssize_t write(int fd, const void *buf, size_t len)
+{
+    struct iovec v = {(void *)buf, len};
+    OUT_HOOK(ldt_real.write(fd, buf, len), fd, &v, 1, 0, 0, NULL, 0, NULL);
+}
+
+LDT_HOOK ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    OUT_HOOK(ldt_real.writev(fd, iov, cnt), fd, iov, cnt, 0, 0, NULL, 0, NULL);
+}
+
+LDT_HOOK ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    struct iovec v = {(void *)buf, len};
+    OUT_HOOK(ldt_real.send(fd, buf, len, flags), fd, &v, 1, 1, flags, NULL, 0, NULL);
+}
+
+LDT_HOOK ssize_t sendto(int fd, const void *buf, size_t len, int flags, __CONST_SOCKADDR_ARG a,
+                        socklen_t alen)
+{
+    struct iovec v = {(void *)buf, len};
+    OUT_HOOK(ldt_real.sendto(fd, buf, len, flags, a, alen), fd, &v, 1, 1, flags,
+             a.__sockaddr__, alen, NULL);
+}
+
+LDT_HOOK ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    OUT_HOOK(ldt_real.sendmsg(fd, msg, flags), fd, msg->msg_iov, (int)msg->msg_iovlen, 1, flags,
+             msg->msg_name, msg->msg_namelen, msg);
+}
+
+/* sendfile moves body bytes we never see: the out-parser skips them (Content-Length or until-close
+ * bodies; anything else makes the connection pass-through). */
+LDT_HOOK ssize_t sendfile(int out, int in, off_t *off, size_t count)
+{
+    struct ldt__fd *e = ldt__enter(out);
+    if (!e)
+        return ldt_real.sendfile(out, in, off, count);
+    uint64_t t0 = ldt_clock_mono_ns();
+    ssize_t n = ldt_real.sendfile(out, in, off, count);
+    int err = errno;
+    ldt__sniff_sendfile(out, e, n, err, ldt_clock_mono_ns() - t0);
+    ldt__leave();
+    errno = err;
+    return n;
+}
+
+LDT_HOOK ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
+{
+    struct ldt__fd *e = ldt__enter(out);
+    if (!e)
+        return ldt_real.sendfile64(out, in, off, count);
+    uint64_t t0 = ldt_clock_mono_ns();
+    ssize_t n = ldt_real.sendfile64(out, in, off, count);
+    int err = errno;
+    ldt__sniff_sendfile(out, e, n, err, ldt_clock_mono_ns() - t0);
+    ldt__leave();
+    errno = err;
+    return n;
+}

@@ -1,0 +1,387 @@
+/* shim.h - private header of libldtrace.so: real-symbol table, fd table, connection state, spans.
+ *
+ * Rules for everything in src/shim (they follow from the shim living inside someone else's process):
+ *   - Every hook has one shape: guard (ldt__enter), real call, save errno, record, restore errno, return
+ *     the real result. Recording may fail; it never changes what the app sees.
+ *   - No malloc and no stdio on any hook path: the fd table and the connection pool are mmapped chunks.
+ *   - No lock is held across a real call. The per-connection spin lock only covers sniffing.
+ *   - Code that runs inside the shim does so with ldt__depth > 0, so libc calls we make ourselves (the
+ *     segment's open/close, getpeername ...) pass straight through our own hooks.
+ *   - Names shared between files of this folder use ldt__; ldt_real is the one table of libc symbols.
+ */
+#ifndef LDTRACE_SHIM_H
+#define LDTRACE_SHIM_H
+
+#include <netdb.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "common/common.h"
+#include "ldtrace/http.h"
+#include "ldtrace/record.h"
+#include "ldtrace/tracecontext.h"
+
+/* ------------------------------------------------------------------------------------------------
+ * Real libc symbols (real.c). Every entry always points at something callable: a lazy trampoline
+ * until resolved, the libc function once resolved, or a stub failing with ENOSYS when dlsym found
+ * nothing (or found our own hook).
+ * ---------------------------------------------------------------------------------------------- */
+
+#define LDT_REAL_SYMS(X) \
+    X(int, socket, (int d, int t, int p), (d, t, p)) \
+    X(int, connect, (int fd, __CONST_SOCKADDR_ARG a, socklen_t l), (fd, a, l)) \
+    X(int, accept, (int fd, __SOCKADDR_ARG a, socklen_t *l), (fd, a, l)) \
+    X(int, accept4, (int fd, __SOCKADDR_ARG a, socklen_t *l, int f), (fd, a, l, f)) \
+    X(int, shutdown, (int fd, int how), (fd, how)) \
+    X(int, close, (int fd), (fd)) \
+    X(int, dup2, (int o, int n), (o, n)) \
+    X(int, dup3, (int o, int n, int f), (o, n, f)) \
+    X(ssize_t, send, (int fd, const void *b, size_t n, int f), (fd, b, n, f)) \
+    X(ssize_t, sendto, (int fd, const void *b, size_t n, int f, __CONST_SOCKADDR_ARG a, \
+                        socklen_t l), (fd, b, n, f, a, l)) \
+    X(ssize_t, sendmsg, (int fd, const struct msghdr *m, int f), (fd, m, f)) \
+    X(ssize_t, write, (int fd, const void *b, size_t n), (fd, b, n)) \
+    X(ssize_t, writev, (int fd, const struct iovec *v, int c), (fd, v, c)) \
+    X(ssize_t, recv, (int fd, void *b, size_t n, int f), (fd, b, n, f)) \
+    X(ssize_t, recvfrom, (int fd, void *b, size_t n, int f, __SOCKADDR_ARG a, socklen_t *l), \
+      (fd, b, n, f, a, l)) \
+    X(ssize_t, recvmsg, (int fd, struct msghdr *m, int f), (fd, m, f)) \
+    X(ssize_t, read, (int fd, void *b, size_t n), (fd, b, n)) \
+    X(ssize_t, readv, (int fd, const struct iovec *v, int c), (fd, v, c)) \
+    X(ssize_t, sendfile, (int o, int i, off_t *off, size_t n), (o, i, off, n)) \
+    X(ssize_t, sendfile64, (int o, int i, off64_t *off, size_t n), (o, i, off, n)) \
+    X(ssize_t, __read_chk, (int fd, void *b, size_t n, size_t bl), (fd, b, n, bl)) \
+    X(ssize_t, __recv_chk, (int fd, void *b, size_t n, size_t bl, int f), (fd, b, n, bl, f)) \
+    X(ssize_t, __recvfrom_chk, (int fd, void *b, size_t n, size_t bl, int f, __SOCKADDR_ARG a, \
+                                socklen_t *l), (fd, b, n, bl, f, a, l)) \
+    X(int, getaddrinfo, (const char *n, const char *s, const struct addrinfo *h, \
+                         struct addrinfo **r), (n, s, h, r)) \
+    X(int, getpeername, (int fd, __SOCKADDR_ARG a, socklen_t *l), (fd, a, l)) \
+    X(int, getsockname, (int fd, __SOCKADDR_ARG a, socklen_t *l), (fd, a, l))
+
+struct ldt_real_syms {
+#define LDT__X(ret, name, params, args) ret (*name) params;
+    LDT_REAL_SYMS(LDT__X)
+#undef LDT__X
+};
+
+/* The table. Thread-safe to call at any time, even before our constructor ran. */
+extern struct ldt_real_syms ldt_real;
+
+/* Resolve every entry with dlsym(RTLD_NEXT) now (the constructor calls it; the trampolines call it
+ * lazily). Idempotent and safe to race: each entry is one aligned pointer store. */
+void ldt__real_resolve(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Process state (state.c)
+ * ---------------------------------------------------------------------------------------------- */
+
+enum ldt__mode {
+    LDT__MODE_INIT = 0,     /* constructor not done: every hook passes through */
+    LDT__MODE_ON = 1,
+    LDT__MODE_OFF = 2,      /* OTEL_SDK_DISABLED=true */
+};
+
+extern int ldt__mode;                   /* enum ldt__mode */
+extern struct ldt_config ldt__cfg;      /* read once by the constructor; tests fill it directly */
+extern _Atomic uint32_t ldt__fork_epoch; /* bumped in the parent at every fork */
+extern __thread int ldt__depth __attribute__((tls_model("initial-exec")));
+
+/* ------------------------------------------------------------------------------------------------
+ * The fd table (fdtab.c): one small entry per fd, in mmapped chunks of LDT__FD_CHUNK entries.
+ * ---------------------------------------------------------------------------------------------- */
+
+#define LDT__FD_CHUNK_SHIFT 12
+#define LDT__FD_CHUNK (1u << LDT__FD_CHUNK_SHIFT)
+#define LDT__FD_MAX_CHUNKS 1024u                    /* fds up to 4M are tracked */
+
+enum ldt__fd_kind {
+    LDT__FD_UNKNOWN = 0,    /* never seen (or closed): probe on first use */
+    LDT__FD_OTHER = 1,      /* not a traced socket: pass through, nothing else */
+    LDT__FD_SOCK = 2,       /* a stream socket of AF_INET, AF_INET6 or AF_UNIX */
+};
+
+enum ldt__fd_cls {
+    LDT__CLS_NONE = 0,      /* no byte seen yet */
+    LDT__CLS_HTTP = 1,      /* conn attached, sniffed */
+    LDT__CLS_PASS = 2,      /* anything else: byte counts only */
+};
+
+enum ldt__fd_origin { LDT__ORIG_PROBED = 0, LDT__ORIG_SOCKET, LDT__ORIG_CONNECTED, LDT__ORIG_ACCEPTED };
+
+struct ldt__conn;
+
+/* 32 bytes. Written by the thread doing I/O on the fd; kind is read by every hook. */
+struct ldt__fd {
+    _Atomic uint8_t kind;   /* enum ldt__fd_kind */
+    uint8_t cls;            /* enum ldt__fd_cls */
+    uint8_t origin;         /* enum ldt__fd_origin */
+    uint8_t _pad;
+    uint32_t calls;         /* intercepted calls on this socket */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    struct ldt__conn *conn; /* HTTP or pending-connect state, from the conn pool */
+};
+
+/* The entry of fd, probing an unknown fd once (fstat + SO_TYPE + SO_DOMAIN); NULL when fd is negative
+ * or past the table. Lock-free; a chunk is mmapped on first use of its range. Preserves errno. */
+struct ldt__fd *ldt__fd_get(int fd);
+
+/* The entry of fd without probing (close, dup2): NULL when its chunk was never mapped. */
+struct ldt__fd *ldt__fd_peek(int fd);
+
+/* Set fd's entry for a new socket of (domain, type) or one accepted from a traced listener.
+ * Releases any state left from an earlier use of the number. */
+void ldt__fd_set(int fd, enum ldt__fd_kind kind, enum ldt__fd_origin origin);
+
+/* Forget fd (close, dup2 target): ends its spans as a closed connection would, releases the conn,
+ * and returns the entry to UNKNOWN. Preserves errno. */
+void ldt__fd_reset(int fd);
+
+/* Probe fd with fstat/getsockopt: LDT__FD_SOCK or LDT__FD_OTHER. Preserves errno. */
+enum ldt__fd_kind ldt__fd_probe(int fd);
+
+/* ------------------------------------------------------------------------------------------------
+ * Connection state (fdtab.c pool; sniff.c, span.c, inject.c use it)
+ * ---------------------------------------------------------------------------------------------- */
+
+#define LDT__SRV_MAX 8          /* pipelined inbound requests waiting for their response */
+#define LDT__CLI_MAX 4          /* outbound requests written and waiting for their response */
+#define LDT__INJ_MAX 640        /* "traceparent: ...\r\n" + "tracestate: <512>\r\n" */
+
+enum ldt__role { LDT__ROLE_NONE = 0, LDT__ROLE_SERVER, LDT__ROLE_CLIENT };
+
+/* A span in progress: the record is filled as things become known and pushed when it ends. */
+struct ldt__span {
+    struct ldt_span_rec rec;
+    uint64_t start_mono;
+    uint64_t serial;        /* server spans: the serving-registry serial (0: not registered) */
+    int16_t reg;            /* serving-registry slot, -1 none */
+    uint8_t sampled;
+    uint8_t started;        /* server: response bytes written; client: request bytes written */
+    uint8_t done_req;       /* client: request fully written */
+    uint8_t injected;       /* client: our lines are placed (or decided not to be) */
+    uint16_t blk_len;       /* client: bytes of blk */
+    char blk[LDT__INJ_MAX]; /* client: the header lines we add */
+};
+
+struct ldt__conn {
+    atomic_flag lock;
+    uint8_t role;               /* enum ldt__role */
+    uint8_t dead;               /* the sniffer gave up: pass-through from now on */
+    uint8_t addrs;              /* addresses fetched */
+    uint8_t connecting;         /* a non-blocking connect span is open */
+    uint32_t epoch;             /* ldt__fork_epoch when attached */
+    int32_t err;                /* last failing call's errno */
+    struct ldt_http_parser in;  /* bytes the app receives */
+    struct ldt_http_parser out; /* bytes the app sends */
+    uint64_t out_sent;          /* bytes of the current outbound message written so far */
+    uint64_t in_hdr_bytes;      /* bytes of the current inbound message before its span exists */
+    struct ldt__span *in_cur;   /* server role: the span of the request being read, NULL if none */
+    /* server role: FIFO of inbound requests (head = oldest, waiting for its response) */
+    uint8_t srv_head, srv_n;
+    /* client role: FIFO of outbound requests; cli_out = index (from head) being written */
+    uint8_t cli_head, cli_n, cli_out;
+    uint16_t pend_off, pend_len;    /* injected bytes the kernel has not taken yet */
+    struct ldt__span srv[LDT__SRV_MAX];
+    struct ldt__span cli[LDT__CLI_MAX];
+    struct ldt__span conn_span;     /* an open non-blocking CONNECT span */
+    char pend[LDT__INJ_MAX];
+    /* addresses, copied into every record */
+    uint8_t peer_family, local_family;
+    uint16_t peer_port, local_port;
+    uint8_t peer_addr[16], local_addr[16];
+    uint8_t unix_len;
+    char unix_path[LDT_SPAN_HOST_MAX];
+    struct ldt__conn *next_free;
+};
+
+/* Take a zeroed conn from the pool (mmapped chunks, never unmapped, so a stale pointer stays
+ * readable). NULL when mmap fails (counted as an untracked connection). Thread-safe. */
+struct ldt__conn *ldt__conn_alloc(void);
+void ldt__conn_free(struct ldt__conn *c);
+
+static inline void ldt__conn_lock(struct ldt__conn *c)
+{
+    while (atomic_flag_test_and_set_explicit(&c->lock, memory_order_acquire))
+        __builtin_ia32_pause();
+}
+
+static inline void ldt__conn_unlock(struct ldt__conn *c)
+{
+    atomic_flag_clear_explicit(&c->lock, memory_order_release);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Sniffing (sniff.c): the bytes the app moved on a traced socket, after the real call.
+ * ---------------------------------------------------------------------------------------------- */
+
+enum ldt__dir { LDT__IN = 0, LDT__OUT = 1 };
+
+/* The app received (dir IN) or sent (dir OUT) on fd: n is the real result (bytes, 0 for EOF on IN,
+ * -1 with err), iov the buffers holding the bytes, io_ns the time spent in the real call.
+ * Classifies the socket on its first bytes, feeds the parsers and opens/ends spans. Preserves errno. */
+void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov, int cnt,
+                   ssize_t n, int err, uint64_t io_ns);
+/* iov == NULL: the bytes were already fed (the injector did it); count, account and check errors. */
+
+/* Before a send on fd: classify on the bytes about to be sent if the socket has not been, and say
+ * whether the send must go through the injector (a client-role HTTP connection). */
+int ldt__sniff_wants_inject(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt);
+
+/* sendfile moved n body bytes out of fd without us seeing them. */
+void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t io_ns);
+
+/* The connection's last fd is going away: end what is open (see the rules in sniff.c). */
+void ldt__sniff_close(struct ldt__conn *c, struct ldt__fd *e);
+
+/* Before the fd goes away: end a non-blocking CONNECT span still open on it (needs the fd). */
+void ldt__sniff_close_fd(int fd, struct ldt__fd *e);
+
+/* Attach a conn to an fd in the given role, fetching addresses; NULL when the pool is empty. */
+struct ldt__conn *ldt__sniff_attach(int fd, struct ldt__fd *e, enum ldt__role role);
+
+/* Feed n bytes the app sent on a client-role conn (called by the injector after the real call, with
+ * the app's own bytes only). Caller holds the conn lock. */
+void ldt__sniff_feed_out(struct ldt__conn *c, const struct iovec *iov, int cnt, size_t n);
+
+/* ------------------------------------------------------------------------------------------------
+ * Injection (inject.c)
+ * ---------------------------------------------------------------------------------------------- */
+
+/* The real vectored send: returns bytes taken or -1 with errno, like writev(2). */
+typedef ssize_t (*ldt__sendv_fn)(void *ctx, const struct iovec *iov, int cnt);
+
+/* One change to the app's byte stream: at app offset off, drop del app bytes and send ins[ins_len]
+ * in their place (an insertion has del 0; a parent-id replacement has del == ins_len == 16). */
+struct ldt__edit {
+    size_t off;
+    uint32_t del;
+    uint32_t ins_len;
+    const char *ins;
+};
+
+#define LDT__EDITS_MAX 8
+#define LDT__IOV_MAX 1024
+
+/* Send the app's bytes (iov, cnt) with the edits applied (sorted by off, within the app's bytes),
+ * preceded by the injected bytes left over from an earlier partial send (pend[*pend_off ..
+ * *pend_len]); make the real calls through fn(ctx). Returns how many of the APP's bytes went out
+ * (a replaced range counts as the app's), or -1 with errno from the real call. Injected bytes the
+ * kernel did not take are kept in pend to go before the app's next bytes; when a call took only
+ * injected bytes it calls again, so the app never sees 0 for a non-zero write. *placed says how
+ * many edits (a prefix of ed) are now on the wire or in pend, even when -1 is returned: those must
+ * never be planned again. Pure apart from fn. */
+ssize_t ldt__inject_sendv(char *pend, uint16_t *pend_off, uint16_t *pend_len,
+                          const struct iovec *iov, int cnt, const struct ldt__edit *ed, int ned,
+                          ldt__sendv_fn fn, void *ctx, int *placed);
+
+/* A send on a client-role conn: plan where our header lines go in these bytes, send through fn
+ * with ldt__inject_sendv, then feed what went out to the out-parser. Same returns as
+ * ldt__inject_sendv. Takes the conn lock around planning and around the accounting, not around fn. */
+ssize_t ldt__client_send(struct ldt__conn *c, const struct iovec *iov, int cnt,
+                         ldt__sendv_fn fn, void *ctx);
+
+/* Requests whose traceparent could not be placed or replaced because the spot was already sent. */
+extern _Atomic uint64_t ldt__inject_missed;
+
+/* ------------------------------------------------------------------------------------------------
+ * Spans (span.c)
+ * ---------------------------------------------------------------------------------------------- */
+
+/* What a child span needs from its parent. */
+struct ldt__ctx {
+    uint8_t trace_id[16];
+    uint8_t span_id[8];
+    uint8_t flags;          /* W3C flags to propagate */
+    uint8_t sampled;
+    uint8_t valid;
+    uint8_t remote;
+    uint16_t ts_len;
+    char ts[LDT_TS_MAX + 1];
+};
+
+/* When set (tests), finished records go to this function instead of the ring. */
+extern void (*ldt__span_sink)(const void *rec, size_t len);
+
+/* Sampling decision for a span with this parent (NULL or !valid: a root with this trace id). */
+int ldt__sample(const struct ldt__ctx *parent, const uint8_t trace_id[16]);
+
+/* Fill s as a new span of kind under parent (NULL: root): ids, flags, sampling, start clocks. */
+void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct ldt__ctx *parent);
+
+/* Server span for an inbound request whose headers are complete (m): parent from its traceparent,
+ * method/path rules, registry entry and thread stack push. */
+void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const struct ldt_http_msg *m);
+
+/* Client span for a request about to be written: parent = this thread's innermost open server span
+ * (or *fwd when the app forwards a served traceparent); fills blk with the lines to inject. */
+void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c);
+
+/* The request headers of a client span are known: method, path, host; adopt the app's own
+ * traceparent (F_APP_TP) or the forwarded one (F_REPLACED, parent = that served request). */
+void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m);
+
+/* End s now: duration, status rules for its kind, push if sampled, registry release. */
+void ldt__span_end(struct ldt__span *s, struct ldt__conn *c);
+
+/* Innermost open server span of this thread (or most recent inbound request read on it): 1 and *out
+ * filled, or 0. */
+int ldt__ctx_current(struct ldt__ctx *out);
+
+/* The open server span whose inbound traceparent is exactly tp[len]: 1 and *out, or 0. */
+int ldt__ctx_served(const char *tp, size_t len, struct ldt__ctx *out);
+
+/* Push a finished record (span or stack) to this thread's ring, creating the segment on first use. */
+void ldt__emit(const void *rec, size_t len);
+
+/* A one-shot INTERNAL span (connect, DNS, one syscall) under parent, already ended. */
+void ldt__span_internal(const struct ldt__ctx *parent, enum ldt_span_op op, uint64_t start_wall,
+                        uint64_t dur, int err, const char *host, size_t host_len);
+
+/* Counters in the segment header (no-ops before the segment exists). */
+void ldt__count_reject(void);
+void ldt__count_untracked(void);
+
+/* Fork: child side (new segment lazily, ids reseeded, thread rings forgotten). */
+void ldt__span_atfork_child(void);
+/* Exit: mark the segment exited. */
+void ldt__span_atexit(void);
+/* Thread-exit ring release key (created by the constructor). */
+void ldt__span_init(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * The guard
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Enter the shim for an fd hook: the entry of a traced socket (depth taken), or NULL to pass
+ * through (nested, not initialised, disabled, not a traced socket). */
+static inline struct ldt__fd *ldt__enter(int fd)
+{
+    if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON) || ldt__depth)
+        return NULL;
+    struct ldt__fd *e = ldt__fd_get(fd);
+    if (!e || atomic_load_explicit(&e->kind, memory_order_relaxed) != LDT__FD_SOCK)
+        return NULL;
+    ldt__depth++;
+    return e;
+}
+
+/* Enter for a hook that is not about one fd (getaddrinfo): 1 when recording is allowed. */
+static inline int ldt__enter_any(void)
+{
+    if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON) || ldt__depth)
+        return 0;
+    ldt__depth++;
+    return 1;
+}
+
+static inline void ldt__leave(void)
+{
+    ldt__depth--;
+}
+
+#endif

@@ -1,0 +1,504 @@
+/* sniff.c - classify traced sockets on their first bytes and turn HTTP parser events into spans.
+ *
+ * hooks_*.c -> here -> span.c. One ldt_http_parser per direction per connection: a server-role
+ * connection reads requests and writes responses, a client-role one the reverse. Anything that is not
+ * HTTP/1.x, or stops being parseable, is passed through with byte counts only (never broken).
+ * All functions preserve errno.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "shim/shim.h"
+
+/* ---- attach ---------------------------------------------------------------------------------- */
+
+static void addr_from(const struct sockaddr_storage *ss, socklen_t len, uint8_t *fam,
+                      uint8_t addr[16], uint16_t *port)
+{
+    if (ss->ss_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
+        *fam = LDT_AF_INET;
+        memcpy(addr, &s->sin_addr, 4);
+        *port = ntohs(s->sin_port);
+    } else if (ss->ss_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
+        *fam = LDT_AF_INET6;
+        memcpy(addr, &s->sin6_addr, 16);
+        *port = ntohs(s->sin6_port);
+    } else if (ss->ss_family == AF_UNIX) {
+        *fam = LDT_AF_UNIX;
+    }
+}
+
+/* The unix socket path: the peer's for a client, our own (the listening path) for a server. */
+static void unix_path_from(struct ldt__conn *c, const struct sockaddr_storage *ss, socklen_t len)
+{
+    const struct sockaddr_un *u = (const struct sockaddr_un *)ss;
+    size_t off = offsetof(struct sockaddr_un, sun_path);
+    if (ss->ss_family != AF_UNIX || len <= off || c->unix_len)
+        return;
+    size_t n = strnlen(u->sun_path, len - off);
+    if (n > sizeof c->unix_path)
+        n = sizeof c->unix_path;
+    memcpy(c->unix_path, u->sun_path, n);
+    c->unix_len = (uint8_t)n;
+}
+
+static void fetch_addrs(int fd, struct ldt__conn *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    if (ldt_real.getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+        addr_from(&ss, len, &c->peer_family, c->peer_addr, &c->peer_port);
+        unix_path_from(c, &ss, len);
+    }
+    len = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    if (ldt_real.getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+        addr_from(&ss, len, &c->local_family, c->local_addr, &c->local_port);
+        unix_path_from(c, &ss, len);
+    }
+    c->addrs = 1;
+}
+
+struct ldt__conn *ldt__sniff_attach(int fd, struct ldt__fd *e, enum ldt__role role)
+{
+    int saved = errno;
+    struct ldt__conn *c = e->conn ? e->conn : ldt__conn_alloc();
+    if (!c) {
+        e->cls = LDT__CLS_PASS;
+        ldt__count_untracked();
+        errno = saved;
+        return NULL;
+    }
+    c->role = (uint8_t)role;
+    ldt_http_init(&c->in, role == LDT__ROLE_SERVER ? LDT_HTTP_REQUEST : LDT_HTTP_RESPONSE);
+    ldt_http_init(&c->out, role == LDT__ROLE_SERVER ? LDT_HTTP_RESPONSE : LDT_HTTP_REQUEST);
+    if (!c->addrs)
+        fetch_addrs(fd, c);
+    e->conn = c;
+    e->cls = LDT__CLS_HTTP;
+    errno = saved;
+    return c;
+}
+
+/* Decide the socket's class on its first bytes in direction dir. */
+static void classify(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov, int cnt,
+                     size_t n)
+{
+    char buf[16];
+    size_t got = 0;
+    for (int i = 0; i < cnt && got < sizeof buf && got < n; i++) {
+        size_t k = iov[i].iov_len;
+        if (k > sizeof buf - got)
+            k = sizeof buf - got;
+        if (k > n - got)
+            k = n - got;
+        memcpy(buf + got, iov[i].iov_base, k);
+        got += k;
+    }
+    int r = ldt_http_classify(buf, got);
+    if (r == LDT_HTTP_REQUEST || r == LDT_HTTP_PARTIAL)
+        ldt__sniff_attach(fd, e, dir == LDT__IN ? LDT__ROLE_SERVER : LDT__ROLE_CLIENT);
+    else
+        e->cls = LDT__CLS_PASS;
+}
+
+/* ---- span bookkeeping -------------------------------------------------------------------------- */
+
+static struct ldt__span *srv_at(struct ldt__conn *c, unsigned i)
+{
+    return i < c->srv_n ? &c->srv[(c->srv_head + i) % LDT__SRV_MAX] : NULL;
+}
+
+static struct ldt__span *cli_at(struct ldt__conn *c, unsigned i)
+{
+    return i < c->cli_n ? &c->cli[(c->cli_head + i) % LDT__CLI_MAX] : NULL;
+}
+
+static void srv_pop(struct ldt__conn *c)
+{
+    struct ldt__span *s = srv_at(c, 0);
+    if (s == c->in_cur)
+        c->in_cur = NULL;
+    c->srv_head = (uint8_t)((c->srv_head + 1) % LDT__SRV_MAX);
+    c->srv_n--;
+}
+
+static void cli_pop(struct ldt__conn *c)
+{
+    c->cli_head = (uint8_t)((c->cli_head + 1) % LDT__CLI_MAX);
+    c->cli_n--;
+    if (c->cli_out > 0)
+        c->cli_out--;
+}
+
+/* End every client span whose request went out: the connection failed or ended under them. */
+static void cli_fail_all(struct ldt__conn *c, int err)
+{
+    struct ldt__span *s;
+    while ((s = cli_at(c, 0)) != NULL && s->started) {
+        s->rec.flags |= LDT_SPAN_F_CONN_DIED;
+        if (err && !s->rec.err)
+            s->rec.err = err;
+        ldt__span_end(s, c);
+        cli_pop(c);
+    }
+}
+
+/* Drop every open span without a record (the sniffer lost the stream, or the socket now belongs to
+ * a forked child that serves it). */
+static void drop_all(struct ldt__conn *c)
+{
+    struct ldt__span *s;
+    while ((s = srv_at(c, 0)) != NULL) {
+        s->sampled = 0;
+        ldt__span_end(s, c);
+        srv_pop(c);
+    }
+    c->cli_n = c->cli_out = 0;
+    c->in_cur = NULL;
+}
+
+static void give_up(struct ldt__conn *c)
+{
+    c->dead = 1;
+    ldt__count_reject();
+    drop_all(c);
+}
+
+/* The span a call on this connection is accounted to. */
+static struct ldt__span *io_span(struct ldt__conn *c, enum ldt__dir dir)
+{
+    if (c->role == LDT__ROLE_SERVER)
+        return srv_at(c, 0);
+    return dir == LDT__OUT ? cli_at(c, c->cli_out) : cli_at(c, 0);
+}
+
+/* ---- parser events ------------------------------------------------------------------------------ */
+
+static void on_bytes(struct ldt__conn *c, enum ldt__dir dir, size_t r)
+{
+    struct ldt__span *s;
+    if (c->role == LDT__ROLE_SERVER && dir == LDT__IN) {
+        if (c->in_cur)
+            c->in_cur->rec.bytes_in += r;
+        else
+            c->in_hdr_bytes += r;
+    } else if (c->role == LDT__ROLE_SERVER) {
+        if ((s = srv_at(c, 0)) != NULL && r) {
+            s->rec.bytes_out += r;
+            s->started = 1;
+        }
+    } else if (dir == LDT__OUT) {
+        c->out_sent += r;
+        if ((s = cli_at(c, c->cli_out)) != NULL && r) {
+            s->rec.bytes_out += r;
+            s->started = 1;
+        }
+    } else if ((s = cli_at(c, 0)) != NULL) {
+        s->rec.bytes_in += r;
+    }
+}
+
+static void server_in_event(struct ldt__conn *c, int ev)
+{
+    if (ev == LDT_HTTP_EV_DONE) {
+        c->in_cur = NULL;
+        return;
+    }
+    ldt_http_expect(&c->out, (enum ldt_http_method)c->in.msg.method);
+    if (c->srv_n == LDT__SRV_MAX) {
+        ldt__count_untracked();
+        c->in_cur = NULL;
+        return;
+    }
+    struct ldt__span *s = &c->srv[(c->srv_head + c->srv_n) % LDT__SRV_MAX];
+    c->srv_n++;
+    ldt__span_server_begin(s, c, &c->in.msg);
+    s->started = 0;
+    s->rec.bytes_in = c->in_hdr_bytes;
+    c->in_hdr_bytes = 0;
+    c->in_cur = s;
+}
+
+static void server_out_event(struct ldt__conn *c, int ev)
+{
+    struct ldt__span *s = srv_at(c, 0);
+    uint16_t st = c->out.msg.status;
+    if (!s)
+        return;
+    if (ev == LDT_HTTP_EV_HEADERS) {
+        s->rec.status_code = st;
+        if (st != 101)
+            return;
+    } else if (st >= 100 && st < 200 && st != 101) {
+        return;     /* an interim response: the final one is still to come (RFC 9110 15.2) */
+    }
+    ldt__span_end(s, c);
+    srv_pop(c);
+}
+
+static void client_out_event(struct ldt__conn *c, int ev)
+{
+    struct ldt__span *s = cli_at(c, c->cli_out);
+    if (ev == LDT_HTTP_EV_HEADERS) {
+        ldt_http_expect(&c->in, (enum ldt_http_method)c->out.msg.method);
+        if (s)
+            ldt__span_client_headers(s, &c->out.msg);
+        return;
+    }
+    c->out_sent = 0;
+    if (s) {
+        s->done_req = 1;
+        c->cli_out++;
+    }
+}
+
+static void client_in_event(struct ldt__conn *c, int ev)
+{
+    struct ldt__span *s = cli_at(c, 0);
+    uint16_t st = c->in.msg.status;
+    if (!s)
+        return;
+    if (ev == LDT_HTTP_EV_HEADERS) {
+        s->rec.status_code = st;
+        if (st != 101)
+            return;
+    } else if (st >= 100 && st < 200 && st != 101) {
+        return;
+    }
+    ldt__span_end(s, c);
+    cli_pop(c);
+}
+
+static void on_event(struct ldt__conn *c, enum ldt__dir dir, int ev)
+{
+    if (c->role == LDT__ROLE_SERVER)
+        (dir == LDT__IN ? server_in_event : server_out_event)(c, ev);
+    else
+        (dir == LDT__IN ? client_in_event : client_out_event)(c, ev);
+}
+
+/* Feed n bytes spread over iov to the parser of direction dir, event by event. */
+static void feed(struct ldt__conn *c, enum ldt__dir dir, const struct iovec *iov, int cnt, size_t n)
+{
+    struct ldt_http_parser *p = dir == LDT__IN ? &c->in : &c->out;
+    for (int i = 0; i < cnt && n > 0; i++) {
+        const char *b = iov[i].iov_base;
+        size_t l = iov[i].iov_len < n ? iov[i].iov_len : n;
+        n -= l;
+        do {
+            if (c->dead)
+                return;
+            ssize_t r = ldt_http_feed(p, b, l);
+            if (r < 0) {
+                give_up(c);
+                return;
+            }
+            on_bytes(c, dir, (size_t)r);
+            b += r;
+            l -= (size_t)r;
+            if (p->ev != LDT_HTTP_EV_NONE)
+                on_event(c, dir, p->ev);
+            else if (r == 0)
+                break;
+        } while (l > 0 || p->ev == LDT_HTTP_EV_HEADERS);
+    }
+}
+
+void ldt__sniff_feed_out(struct ldt__conn *c, const struct iovec *iov, int cnt, size_t n)
+{
+    feed(c, LDT__OUT, iov, cnt, n);
+}
+
+/* ---- end of stream, errors, connect ----------------------------------------------------------- */
+
+static void on_eof(struct ldt__conn *c)
+{
+    if (c->role != LDT__ROLE_CLIENT)
+        return;     /* a client's half-close: the response may still be written */
+    struct ldt__span *s = cli_at(c, 0);
+    if (s && s->started && ldt_http_eof(&c->in) == 1 && c->in.msg.status >= 200) {
+        ldt__span_end(s, c);    /* a response delimited by the close (RFC 9112 6.3 item 8) */
+        cli_pop(c);
+    }
+    cli_fail_all(c, 0);
+}
+
+static int is_blocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && !(fl & O_NONBLOCK);
+}
+
+static void on_error(int fd, struct ldt__conn *c, int err)
+{
+    c->err = err;
+    if (c->role != LDT__ROLE_CLIENT)
+        return;
+    if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT) {
+        cli_fail_all(c, err);
+    } else if ((err == EAGAIN || err == EWOULDBLOCK) && is_blocking(fd)) {
+        struct ldt__span *s = cli_at(c, 0);     /* SO_RCVTIMEO/SO_SNDTIMEO ran out */
+        if (s) {
+            s->rec.flags |= LDT_SPAN_F_TIMEOUT;
+            s->rec.err = err;
+        }
+    }
+}
+
+/* A non-blocking connect's span ends at the first use of the socket (or its close): SO_ERROR says
+ * how the handshake went. */
+static void connect_finish(int fd, struct ldt__conn *c)
+{
+    int soerr = 0;
+    socklen_t l = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0)
+        soerr = 0;
+    c->connecting = 0;
+    c->conn_span.rec.err = soerr;
+    c->conn_span.rec.op = LDT_OP_CONNECT;
+    if (!c->addrs)
+        fetch_addrs(fd, c);
+    ldt__span_end(&c->conn_span, c);
+}
+
+static void account(struct ldt__conn *c, enum ldt__dir dir, ssize_t n, int err, uint64_t io_ns)
+{
+    struct ldt__span *s = io_span(c, dir);
+    if (!s)
+        return;
+    s->rec.io_ns += io_ns;
+    s->rec.io_calls++;
+    if (ldt__cfg.syscall_spans && s->sampled) {
+        struct ldt__ctx p;
+        memcpy(p.trace_id, s->rec.trace_id, 16);
+        memcpy(p.span_id, s->rec.span_id, 8);
+        p.flags = s->rec.trace_flags;
+        p.valid = 1;
+        p.ts_len = 0;
+        uint64_t now = ldt_clock_wall_ns();
+        ldt__span_internal(&p, dir == LDT__IN ? LDT_OP_RECV : LDT_OP_SEND, now - io_ns, io_ns,
+                           n < 0 ? err : 0, NULL, 0);
+    }
+}
+
+/* ---- entry points ------------------------------------------------------------------------------ */
+
+static size_t iov_total(const struct iovec *iov, int cnt)
+{
+    size_t t = 0;
+    for (int i = 0; i < cnt; i++)
+        t += iov[i].iov_len;
+    return t;
+}
+
+void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov, int cnt,
+                   ssize_t n, int err, uint64_t io_ns)
+{
+    int saved = errno;
+    e->calls++;
+    if (n > 0)
+        *(dir == LDT__IN ? &e->bytes_in : &e->bytes_out) += (uint64_t)n;
+    if (e->conn && e->conn->connecting)
+        connect_finish(fd, e->conn);
+    if (e->cls == LDT__CLS_NONE && n > 0 && iov)
+        classify(fd, e, dir, iov, cnt, (size_t)n);
+    struct ldt__conn *c = e->conn;
+    if (e->cls != LDT__CLS_HTTP || !c || c->dead) {
+        errno = saved;
+        return;
+    }
+    ldt__conn_lock(c);
+    if (n > 0 && iov)
+        feed(c, dir, iov, cnt, (size_t)n);
+    else if (n == 0 && dir == LDT__IN && iov && iov_total(iov, cnt) > 0)
+        on_eof(c);
+    else if (n < 0)
+        on_error(fd, c, err);
+    account(c, dir, n, err, io_ns);
+    ldt__conn_unlock(c);
+    errno = saved;
+}
+
+int ldt__sniff_wants_inject(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt)
+{
+    int saved = errno;
+    if (e->conn && e->conn->connecting)
+        connect_finish(fd, e->conn);
+    if (e->cls == LDT__CLS_NONE) {
+        size_t t = iov_total(iov, cnt);
+        if (t > 0)
+            classify(fd, e, LDT__OUT, iov, cnt, t);
+    }
+    errno = saved;
+    return e->cls == LDT__CLS_HTTP && e->conn && e->conn->role == LDT__ROLE_CLIENT
+           && !e->conn->dead;
+}
+
+void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t io_ns)
+{
+    int saved = errno;
+    e->calls++;
+    if (n > 0)
+        e->bytes_out += (uint64_t)n;
+    struct ldt__conn *c = e->conn;
+    if (e->cls == LDT__CLS_HTTP && c && !c->dead) {
+        ldt__conn_lock(c);
+        if (n > 0) {
+            ssize_t r = ldt_http_skip(&c->out, (size_t)n);
+            if (r < 0)
+                give_up(c);
+            else {
+                on_bytes(c, LDT__OUT, (size_t)r);
+                if (c->out.ev == LDT_HTTP_EV_DONE)
+                    on_event(c, LDT__OUT, LDT_HTTP_EV_DONE);
+            }
+        } else if (n < 0) {
+            on_error(fd, c, err);
+        }
+        if (!c->dead)
+            account(c, LDT__OUT, n, err, io_ns);
+        ldt__conn_unlock(c);
+    }
+    (void)fd;
+    errno = saved;
+}
+
+void ldt__sniff_close(struct ldt__conn *c, struct ldt__fd *e)
+{
+    (void)e;
+    ldt__conn_lock(c);
+    if (c->connecting)
+        c->connecting = 0;  /* closed before use: the caller ends it (fd still valid there) */
+    if (c->epoch != atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed)) {
+        /* A forked child has this socket too and may be serving it: not our failure to report. */
+        drop_all(c);
+    } else if (c->role == LDT__ROLE_SERVER && !c->dead) {
+        struct ldt__span *s = srv_at(c, 0);
+        if (s && s->started && ldt_http_eof(&c->out) == 1 && c->out.msg.status >= 200) {
+            ldt__span_end(s, c);    /* a response delimited by our own close */
+            srv_pop(c);
+        }
+        while ((s = srv_at(c, 0)) != NULL) {
+            s->rec.flags |= LDT_SPAN_F_CONN_DIED;
+            ldt__span_end(s, c);
+            srv_pop(c);
+        }
+    } else if (c->role == LDT__ROLE_CLIENT && !c->dead) {
+        cli_fail_all(c, c->err);
+    }
+    ldt__conn_unlock(c);
+}
+
+/* Close of a socket with a non-blocking connect still open: end that span first. */
+void ldt__sniff_close_fd(int fd, struct ldt__fd *e)
+{
+    if (e->conn && e->conn->connecting)
+        connect_finish(fd, e->conn);
+}

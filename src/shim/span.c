@@ -1,0 +1,513 @@
+/* span.c - span lifecycle: ids, parents, sampling, status rules, and the push into this thread's ring.
+ *
+ * Sits between the sniffer (which says when a request starts and ends) and ring/ring.c. Also keeps
+ * the in-process context: a registry of the server spans this process is serving (so a client span
+ * written on another thread, or a forwarded traceparent, can find its parent) and a small per-thread
+ * stack of the server spans opened on that thread.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "ldtrace/ring.h"
+#include "shim/shim.h"
+
+void (*ldt__span_sink)(const void *rec, size_t len);
+
+/* ---- the serving registry ------------------------------------------------------------------- */
+
+#define REG_SLOTS 512
+#define REG_BUSY UINT64_MAX     /* a slot being filled */
+
+struct reg_slot {
+    _Atomic uint64_t serial;    /* 0 free, REG_BUSY being written, else the owner's serial */
+    struct ldt__ctx ctx;        /* the server span as a parent */
+    uint8_t tp_len;
+    char tp[LDT_TP_LEN];        /* the inbound traceparent exactly as received (v00, 55 chars) */
+};
+
+static struct reg_slot reg[REG_SLOTS];
+static _Atomic uint64_t reg_serial;
+static _Atomic uint32_t reg_hint;
+
+/* Claim a slot and publish ctx in it. Returns the slot or -1 when the registry is full. */
+static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len, uint64_t *serial)
+{
+    uint32_t start = atomic_fetch_add_explicit(&reg_hint, 1, memory_order_relaxed);
+    for (uint32_t i = 0; i < REG_SLOTS; i++) {
+        struct reg_slot *r = &reg[(start + i) % REG_SLOTS];
+        uint64_t expect = 0;
+        if (!atomic_compare_exchange_strong_explicit(&r->serial, &expect, REG_BUSY,
+                                                     memory_order_acquire, memory_order_relaxed))
+            continue;
+        memcpy(&r->ctx, ctx, offsetof(struct ldt__ctx, ts) + ctx->ts_len);
+        r->ctx.ts[ctx->ts_len] = '\0';
+        r->tp_len = tp_len == LDT_TP_LEN ? LDT_TP_LEN : 0;
+        if (r->tp_len)
+            memcpy(r->tp, tp, LDT_TP_LEN);
+        *serial = atomic_fetch_add_explicit(&reg_serial, 1, memory_order_relaxed) + 1;
+        /* Release pairs with the acquire in reg_copy: the contents before the serial. */
+        atomic_store_explicit(&r->serial, *serial, memory_order_release);
+        return (int)((start + i) % REG_SLOTS);
+    }
+    return -1;
+}
+
+static void reg_del(int slot, uint64_t serial)
+{
+    uint64_t expect = serial;
+    if (slot >= 0 && slot < REG_SLOTS)
+        atomic_compare_exchange_strong_explicit(&reg[slot].serial, &expect, 0,
+                                                memory_order_release, memory_order_relaxed);
+}
+
+/* Copy slot's context if it still belongs to serial (a seqlock on the serial: a slot reused while we
+ * copied shows a different serial afterwards, since serials never repeat). */
+static int reg_copy(int slot, uint64_t serial, struct ldt__ctx *out)
+{
+    struct reg_slot *r = &reg[slot];
+    if (atomic_load_explicit(&r->serial, memory_order_acquire) != serial)
+        return 0;
+    memcpy(out, &r->ctx, sizeof *out);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&r->serial, memory_order_relaxed) != serial)
+        return 0;
+    out->ts_len = out->ts_len > LDT_TS_MAX ? 0 : out->ts_len;
+    return 1;
+}
+
+int ldt__ctx_served(const char *tp, size_t len, struct ldt__ctx *out)
+{
+    if (len != LDT_TP_LEN)
+        return 0;
+    for (int i = 0; i < REG_SLOTS; i++) {
+        uint64_t s = atomic_load_explicit(&reg[i].serial, memory_order_acquire);
+        if (s == 0 || s == REG_BUSY || reg[i].tp_len != LDT_TP_LEN)
+            continue;
+        if (memcmp(reg[i].tp, tp, LDT_TP_LEN) == 0 && reg_copy(i, s, out))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- the per-thread stack of open server spans ---------------------------------------------- */
+
+#define STACK_MAX 8
+
+struct stack_ent {
+    int slot;
+    uint64_t serial;
+};
+
+static __thread struct stack_ent tstack[STACK_MAX] __attribute__((tls_model("initial-exec")));
+static __thread int tstack_n __attribute__((tls_model("initial-exec")));
+
+/* The newest entry is the innermost span (thread-per-request) or the most recent inbound request read
+ * on this thread (event loops). Full: the oldest entry is forgotten. */
+static void stack_push(int slot, uint64_t serial)
+{
+    if (tstack_n == STACK_MAX) {
+        memmove(&tstack[0], &tstack[1], (STACK_MAX - 1) * sizeof tstack[0]);
+        tstack_n--;
+    }
+    tstack[tstack_n++] = (struct stack_ent){slot, serial};
+}
+
+int ldt__ctx_current(struct ldt__ctx *out)
+{
+    /* Entries whose span ended (on any thread) fail reg_copy and are popped on the way down. */
+    while (tstack_n > 0) {
+        struct stack_ent *t = &tstack[tstack_n - 1];
+        if (reg_copy(t->slot, t->serial, out))
+            return 1;
+        tstack_n--;
+    }
+    return 0;
+}
+
+/* ---- sampling --------------------------------------------------------------------------------- */
+
+/* The trace id's right-most 7 bytes as a number: random for our own ids (W3C Level 2). */
+static uint64_t low56(const uint8_t id[16])
+{
+    uint64_t v = 0;
+    for (int i = 9; i < 16; i++)
+        v = (v << 8) | id[i];
+    return v;
+}
+
+static int ratio_says(const uint8_t trace_id[16])
+{
+    if (ldt__cfg.ratio >= 1.0)
+        return 1;
+    if (ldt__cfg.ratio <= 0.0)
+        return 0;
+    return low56(trace_id) < ldt__cfg.ratio_bound;
+}
+
+int ldt__sample(const struct ldt__ctx *parent, const uint8_t trace_id[16])
+{
+    int has = parent && parent->valid;
+    switch (ldt__cfg.sampler) {
+    case LDT_SAMPLER_ALWAYS_ON:
+        return 1;
+    case LDT_SAMPLER_ALWAYS_OFF:
+        return 0;
+    case LDT_SAMPLER_RATIO:
+        return ratio_says(trace_id);
+    case LDT_SAMPLER_PARENT_OFF:
+        return has ? (parent->flags & LDT_TC_FLAG_SAMPLED) != 0 : 0;
+    case LDT_SAMPLER_PARENT_RATIO:
+    default:
+        return has ? (parent->flags & LDT_TC_FLAG_SAMPLED) != 0 : ratio_says(trace_id);
+    }
+}
+
+/* ---- span construction ------------------------------------------------------------------------ */
+
+void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct ldt__ctx *parent)
+{
+    memset(&s->rec, 0, sizeof s->rec);
+    s->rec.type = LDT_REC_SPAN;
+    s->rec.kind = (uint8_t)kind;
+    s->rec.op = LDT_OP_HTTP;
+    s->reg = -1;
+    s->serial = 0;
+    if (parent && parent->valid) {
+        memcpy(s->rec.trace_id, parent->trace_id, 16);
+        memcpy(s->rec.parent_id, parent->span_id, 8);
+        s->rec.trace_flags = parent->flags & LDT_TC_FLAGS_KNOWN;
+    } else {
+        ldt_id_trace(s->rec.trace_id);
+        s->rec.trace_flags = LDT_TC_FLAG_RANDOM;
+    }
+    ldt_id_span(s->rec.span_id);
+    s->sampled = (uint8_t)ldt__sample(parent, s->rec.trace_id);
+    s->rec.trace_flags = (uint8_t)((s->rec.trace_flags & ~LDT_TC_FLAG_SAMPLED)
+                                   | (s->sampled ? LDT_TC_FLAG_SAMPLED : 0));
+    s->rec.start_ns = ldt_clock_wall_ns();
+    s->start_mono = ldt_clock_mono_ns();
+}
+
+/* url.path: the target without its query unless LDTRACE_CAPTURE_QUERY, bounded. */
+static void set_path(struct ldt_span_rec *r, const struct ldt_http_msg *m)
+{
+    size_t n = m->path_len;
+    const char *q = memchr(m->path, '?', n);
+    if (q && !ldt__cfg.capture_query)
+        n = (size_t)(q - m->path);
+    else if (q)
+        r->flags |= LDT_SPAN_F_QUERY;
+    if ((m->flags & LDT_HTTP_F_PATH_TRUNC) && !(q && !ldt__cfg.capture_query))
+        r->flags |= LDT_SPAN_F_PATH_TRUNC;
+    if (n > LDT_SPAN_PATH_MAX) {
+        n = LDT_SPAN_PATH_MAX;
+        r->flags |= LDT_SPAN_F_PATH_TRUNC;
+    }
+    memcpy(r->path, m->path, n);
+    r->path_len = (uint8_t)n;
+}
+
+static void set_host(struct ldt_span_rec *r, const char *h, size_t n, int trunc)
+{
+    if (n > LDT_SPAN_HOST_MAX) {
+        n = LDT_SPAN_HOST_MAX;
+        trunc = 1;
+    }
+    memcpy(r->host, h, n);
+    r->host_len = (uint8_t)n;
+    if (trunc)
+        r->flags |= LDT_SPAN_F_HOST_TRUNC;
+}
+
+static void set_request(struct ldt_span_rec *r, const struct ldt_http_msg *m)
+{
+    r->method = m->method;
+    set_path(r, m);
+    if (m->flags & LDT_HTTP_F_HTTP10)
+        r->flags |= LDT_SPAN_F_HTTP10;
+}
+
+/* Parent of an inbound request: its valid traceparent (tracestate kept only if valid). */
+static void inbound_parent(const struct ldt_http_msg *m, struct ldt__ctx *p)
+{
+    struct ldt_tc tc;
+    memset(p, 0, offsetof(struct ldt__ctx, ts));
+    p->ts[0] = '\0';
+    if (!m->tp_len || (m->flags & (LDT_HTTP_F_TP_MULTI | LDT_HTTP_F_TP_TRUNC))
+        || ldt_tc_parse(m->tp, m->tp_len, &tc) != 0)
+        return;
+    memcpy(p->trace_id, tc.trace_id, 16);
+    memcpy(p->span_id, tc.span_id, 8);
+    p->flags = tc.flags;
+    p->valid = 1;
+    p->remote = 1;
+    if (m->ts_len && !(m->flags & LDT_HTTP_F_TS_TRUNC)) {
+        int n = ldt_ts_normalize(m->ts, m->ts_len, p->ts, sizeof p->ts);
+        p->ts_len = n > 0 ? (uint16_t)n : 0;
+    }
+}
+
+void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const struct ldt_http_msg *m)
+{
+    struct ldt__ctx p, me;
+    (void)c;
+    inbound_parent(m, &p);
+    ldt__span_begin(s, LDT_SPAN_SERVER, &p);
+    if (p.valid)
+        s->rec.flags |= LDT_SPAN_F_PARENT_REMOTE;
+    set_request(&s->rec, m);
+    memcpy(me.trace_id, s->rec.trace_id, 16);
+    memcpy(me.span_id, s->rec.span_id, 8);
+    me.flags = s->rec.trace_flags;
+    me.sampled = s->sampled;
+    me.valid = 1;
+    me.remote = 0;
+    me.ts_len = p.ts_len;
+    memcpy(me.ts, p.ts, p.ts_len);
+    me.ts[p.ts_len] = '\0';
+    /* Only an exact v00 value can be matched by a forwarding proxy (the value is re-sent verbatim). */
+    s->reg = (int16_t)reg_add(&me, m->tp, p.valid ? m->tp_len : 0, &s->serial);
+    if (s->reg >= 0)
+        stack_push(s->reg, s->serial);
+}
+
+/* "traceparent: 00-<trace>-<span>-<flags>\r\n" and "tracestate: <ts>\r\n" when the parent had one. */
+static void build_block(struct ldt__span *s, const struct ldt__ctx *parent)
+{
+    struct ldt_tc tc;
+    char tp[LDT_TP_LEN + 1];
+    memcpy(tc.trace_id, s->rec.trace_id, 16);
+    memcpy(tc.span_id, s->rec.span_id, 8);
+    tc.flags = s->rec.trace_flags;
+    tc.version = 0;
+    ldt_tc_format(&tc, tp);
+    size_t n = 0;
+    memcpy(s->blk + n, "traceparent: ", 13);
+    n += 13;
+    memcpy(s->blk + n, tp, LDT_TP_LEN);
+    n += LDT_TP_LEN;
+    memcpy(s->blk + n, "\r\n", 2);
+    n += 2;
+    if (parent && parent->valid && parent->ts_len && parent->ts_len <= LDT_TS_MAX) {
+        memcpy(s->blk + n, "tracestate: ", 12);
+        n += 12;
+        memcpy(s->blk + n, parent->ts, parent->ts_len);
+        n += parent->ts_len;
+        memcpy(s->blk + n, "\r\n", 2);
+        n += 2;
+    }
+    s->blk_len = (uint16_t)n;
+}
+
+void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c)
+{
+    struct ldt__ctx p;
+    (void)c;
+    int have = ldt__ctx_current(&p);
+    ldt__span_begin(s, LDT_SPAN_CLIENT, have ? &p : NULL);
+    build_block(s, have ? &p : NULL);
+    s->injected = 0;
+    s->started = 0;
+    s->done_req = 0;
+}
+
+void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m)
+{
+    struct ldt__ctx p;
+    struct ldt_tc tc;
+    set_request(&s->rec, m);
+    set_host(&s->rec, m->host, m->host_len, (m->flags & LDT_HTTP_F_HOST_TRUNC) != 0);
+    if (!m->tp_len || s->injected)
+        return;
+    if (ldt__ctx_served(m->tp, m->tp_len, &p)) {
+        /* A proxy forwarding the inbound header: that request is the parent, our id replaces its
+         * parent-id on the wire; trace id and flags are the forwarded ones. */
+        memcpy(s->rec.trace_id, p.trace_id, 16);
+        memcpy(s->rec.parent_id, p.span_id, 8);
+        s->rec.trace_flags = p.flags;
+        s->sampled = p.sampled;
+        s->rec.flags &= (uint16_t)~LDT_SPAN_F_APP_TP;
+        return;
+    }
+    s->rec.flags |= LDT_SPAN_F_APP_TP;
+    if (ldt_tc_parse(m->tp, m->tp_len, &tc) == 0) {
+        /* The app (an SDK) made this context: our span is its client span, same ids. */
+        if (memcmp(s->rec.trace_id, tc.trace_id, 16) != 0)
+            memset(s->rec.parent_id, 0, 8);
+        memcpy(s->rec.trace_id, tc.trace_id, 16);
+        memcpy(s->rec.span_id, tc.span_id, 8);
+        s->rec.trace_flags = tc.flags;
+        s->sampled = (tc.flags & LDT_TC_FLAG_SAMPLED) != 0;
+    }
+}
+
+static void fill_addrs(struct ldt_span_rec *r, const struct ldt__conn *c)
+{
+    r->peer_family = c->peer_family;
+    r->local_family = c->local_family;
+    r->peer_port = c->peer_port;
+    r->local_port = c->local_port;
+    memcpy(r->peer_addr, c->peer_addr, 16);
+    memcpy(r->local_addr, c->local_addr, 16);
+    if (r->kind == LDT_SPAN_SERVER && c->unix_len && !r->host_len)
+        set_host(r, c->unix_path, c->unix_len, 0);
+}
+
+/* Status: server ERROR on 5xx or a response cut short; client ERROR on 4xx/5xx or a failed call. */
+static void set_status(const struct ldt__span *s, struct ldt_span_rec *r)
+{
+    int bad = r->kind == LDT_SPAN_SERVER ? r->status_code >= 500 : r->status_code >= 400;
+    if (r->kind == LDT_SPAN_SERVER && (r->flags & LDT_SPAN_F_CONN_DIED) && s->started)
+        bad = 1;
+    if (r->kind != LDT_SPAN_SERVER && (r->err || (r->flags & LDT_SPAN_F_CONN_DIED)))
+        bad = 1;
+    r->status = bad ? LDT_STATUS_ERROR : LDT_STATUS_UNSET;
+}
+
+void ldt__span_end(struct ldt__span *s, struct ldt__conn *c)
+{
+    s->rec.dur_ns = ldt_clock_mono_ns() - s->start_mono;
+    if (c)
+        fill_addrs(&s->rec, c);
+    set_status(s, &s->rec);
+    if (s->reg >= 0) {
+        reg_del(s->reg, s->serial);
+        s->reg = -1;
+    }
+    if (s->sampled)
+        ldt__emit(&s->rec, sizeof s->rec);
+}
+
+void ldt__span_internal(const struct ldt__ctx *parent, enum ldt_span_op op, uint64_t start_wall,
+                        uint64_t dur, int err, const char *host, size_t host_len)
+{
+    struct ldt__span s;
+    ldt__span_begin(&s, LDT_SPAN_INTERNAL, parent);
+    s.rec.op = (uint8_t)op;
+    s.rec.start_ns = start_wall;
+    s.rec.dur_ns = dur;
+    s.rec.err = err;
+    if (host && host_len)
+        set_host(&s.rec, host, host_len, 0);
+    s.rec.status = err ? LDT_STATUS_ERROR : LDT_STATUS_UNSET;
+    if (s.sampled)
+        ldt__emit(&s.rec, sizeof s.rec);
+}
+
+/* ---- the segment and this thread's ring -------------------------------------------------------- */
+
+enum { SEG_NONE = 0, SEG_CREATING, SEG_READY, SEG_FAILED };
+
+static struct ldt_seg seg;
+static _Atomic int seg_state;
+static _Atomic uint32_t seg_gen = 1;     /* bumped in a fork child: thread rings belong to a gen */
+static pthread_key_t ring_key;
+static int ring_key_ok;
+
+static __thread int tring __attribute__((tls_model("initial-exec"))) = -1;
+static __thread uint32_t tring_gen __attribute__((tls_model("initial-exec")));
+
+static void seg_create(void)
+{
+    struct utsname u;
+    struct ldt_seg_params p = {0};
+    p.nrings = ldt__cfg.rings;
+    p.ring_cap = ldt__cfg.ring_slots;
+    p.service_name = ldt__cfg.service_name;
+    p.exe_name = ldt__cfg.exe_name;
+    p.host_name = uname(&u) == 0 ? u.nodename : "";
+    p.command_args = ldt__cfg.args;
+    p.args_len = ldt__cfg.args_len;
+    p.resource = ldt__cfg.resource;
+    int rc = ldt_seg_create(ldt__cfg.dir, &p, &seg);
+    if (rc < 0)
+        ldt_log("segment in %s: %s", ldt__cfg.dir, strerror(-rc));
+    atomic_store_explicit(&seg_state, rc < 0 ? SEG_FAILED : SEG_READY, memory_order_release);
+}
+
+/* Create the segment once; a thread racing the creator waits for it (a few syscalls, once). */
+static int seg_ready(void)
+{
+    int st = atomic_load_explicit(&seg_state, memory_order_acquire);
+    if (LDT_LIKELY(st == SEG_READY))
+        return 1;
+    if (st == SEG_FAILED)
+        return 0;
+    int expect = SEG_NONE;
+    if (atomic_compare_exchange_strong(&seg_state, &expect, SEG_CREATING))
+        seg_create();
+    while ((st = atomic_load_explicit(&seg_state, memory_order_acquire)) == SEG_CREATING)
+        sched_yield();
+    return st == SEG_READY;
+}
+
+static void ring_release(void *arg)
+{
+    (void)arg;
+    if (tring >= 0 && tring_gen == atomic_load(&seg_gen) && seg.hdr)
+        ldt_ring_release(&seg, (unsigned)tring);
+    tring = -1;
+}
+
+static int my_ring(void)
+{
+    uint32_t g = atomic_load_explicit(&seg_gen, memory_order_relaxed);
+    if (LDT_LIKELY(tring >= 0 && tring_gen == g))
+        return tring;
+    tring = (int)ldt_ring_claim(&seg, (uint32_t)syscall(SYS_gettid));
+    tring_gen = g;
+    if (ring_key_ok)
+        pthread_setspecific(ring_key, (void *)1);
+    return tring;
+}
+
+void ldt__emit(const void *rec, size_t len)
+{
+    if (ldt__span_sink) {
+        ldt__span_sink(rec, len);
+        return;
+    }
+    int saved = errno;
+    if (seg_ready())
+        ldt_ring_push(&seg, (unsigned)my_ring(), rec, len);
+    errno = saved;
+}
+
+void ldt__count_reject(void)
+{
+    if (atomic_load_explicit(&seg_state, memory_order_acquire) == SEG_READY)
+        __atomic_fetch_add(&seg.hdr->sniff_rejects, 1, __ATOMIC_RELAXED);
+}
+
+void ldt__count_untracked(void)
+{
+    if (atomic_load_explicit(&seg_state, memory_order_acquire) == SEG_READY)
+        __atomic_fetch_add(&seg.hdr->untracked_conns, 1, __ATOMIC_RELAXED);
+}
+
+void ldt__span_init(void)
+{
+    ring_key_ok = pthread_key_create(&ring_key, ring_release) == 0;
+}
+
+void ldt__span_atfork_child(void)
+{
+    /* The parent's segment stays the parent's: drop our view of it; a new one comes lazily. */
+    if (atomic_load(&seg_state) == SEG_READY)
+        ldt_seg_unmap(&seg);
+    memset(&seg, 0, sizeof seg);
+    atomic_store(&seg_state, SEG_NONE);
+    atomic_fetch_add(&seg_gen, 1);
+    tring = -1;
+    ldt_id_reseed();
+}
+
+void ldt__span_atexit(void)
+{
+    if (atomic_load(&seg_state) == SEG_READY)
+        ldt_seg_mark_exited(&seg);
+}
