@@ -124,7 +124,8 @@ size_t ldt__text_cols(const char *str);
 /* ---- launcher (cmd_run.c) ---- */
 
 /* Build the LD_PRELOAD value: shim first, then the existing value (if any and non-empty), with the
- * shim removed from the existing list when it was already there. Returns the length written, or
+ * shim removed from the existing list when it was already there. Sanitizer runtimes (libasan,
+ * libtsan, libclang_rt.*) stay in front of the shim, since they must be loaded first. Returns the length written, or
  * -ENAMETOOLONG when out[cap] is too small. */
 int ldt__run_preload_value(const char *shim, const char *existing, char *out, size_t cap);
 

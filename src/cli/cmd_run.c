@@ -115,25 +115,54 @@ static int same_lib(const char *p, size_t n, const char *shim)
     return strlen(shim) == n && memcmp(p, shim, n) == 0;
 }
 
-int ldt__run_preload_value(const char *shim, const char *existing, char *out, size_t cap)
+/* A sanitizer runtime must stay the first object in the link map, so it keeps its place in front. */
+static int is_sanitizer(const char *p, size_t n)
 {
-    size_t len = strlen(shim);
-    if (len + 1 > cap)
-        return -ENAMETOOLONG;
-    memcpy(out, shim, len + 1);
-    /* ld.so separates LD_PRELOAD entries by spaces or colons; keep the others in their order. */
-    for (const char *p = existing ? existing : ""; *p;) {
+    const char *base = p;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] == '/')
+            base = p + i + 1;
+    size_t bn = n - (size_t)(base - p);
+    return (bn >= 7 && (memcmp(base, "libasan", 7) == 0 || memcmp(base, "libtsan", 7) == 0)) ||
+           (bn >= 12 && memcmp(base, "libclang_rt.", 12) == 0);
+}
+
+/* Append the entries of `list` that are (sanitizers != 0) or are not (0) sanitizer runtimes. */
+static int append_entries(char *out, size_t cap, size_t *len, const char *list, const char *shim,
+                          int sanitizers)
+{
+    for (const char *p = list; *p;) {
         size_t n = strcspn(p, ": ");
-        if (n && !same_lib(p, n, shim)) {
-            if (len + 1 + n + 1 > cap)
+        if (n && !same_lib(p, n, shim) && is_sanitizer(p, n) == sanitizers) {
+            if (*len + 1 + n + 1 > cap)
                 return -ENAMETOOLONG;
-            out[len++] = ':';
-            memcpy(out + len, p, n);
-            len += n;
-            out[len] = '\0';
+            if (*len)
+                out[(*len)++] = ':';
+            memcpy(out + *len, p, n);
+            *len += n;
+            out[*len] = '\0';
         }
         p += n + (p[n] != '\0');
     }
+    return 0;
+}
+
+int ldt__run_preload_value(const char *shim, const char *existing, char *out, size_t cap)
+{
+    size_t len = 0, n = strlen(shim);
+    const char *list = existing ? existing : "";
+    if (cap == 0)
+        return -ENAMETOOLONG;
+    out[0] = '\0';
+    /* ld.so separates LD_PRELOAD entries by spaces or colons; the others keep their order. */
+    if (append_entries(out, cap, &len, list, shim, 1) < 0 || len + 1 + n + 1 > cap)
+        return -ENAMETOOLONG;
+    if (len)
+        out[len++] = ':';
+    memcpy(out + len, shim, n + 1);
+    len += n;
+    if (append_entries(out, cap, &len, list, shim, 0) < 0)
+        return -ENAMETOOLONG;
     return (int)len;
 }
 

@@ -458,6 +458,7 @@ ParameterizedTestParameters(run, preload_prepended)
         {1, "/x.so:/b/libldtrace.so", "/b/libldtrace.so:/x.so"},
         {1, "/b/libldtrace.so", "/b/libldtrace.so"},
         {1, " : /x.so::", "/b/libldtrace.so:/x.so"},
+        {1, "/x.so /usr/lib/libasan.so.8", "/usr/lib/libasan.so.8:/b/libldtrace.so:/x.so"},
     };
     return cr_make_param_array(struct preload_case, c, sizeof(c) / sizeof(c[0]));
 }

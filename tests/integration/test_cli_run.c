@@ -1,0 +1,230 @@
+/* test_cli_run.c - integration tests of `ldtrace run` / `ldtrace stop`: exit status, environment, sidecar life.
+ *
+ * Every test gets a private segment directory, so the sidecar that `ldtrace run` starts (one per
+ * directory) is this test's own; the shim is only ever preloaded into ldtrace's children.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "itest.h"
+
+struct ctx {
+    char dir[ITEST_PATH_MAX];
+    char out[ITEST_PATH_MAX];
+    struct itest_env env;
+};
+
+static void setup(struct ctx *c)
+{
+    cr_assert_eq(itest_mkdtemp(c->dir), 0);
+    cr_assert_lt(strlen(c->dir) + 11, sizeof(c->out));
+    strcpy(c->out, c->dir);
+    strcat(c->out, "/out.jsonl");
+    itest_env_init(&c->env);
+    /* ldtrace itself is not traced; an ASan-built shim in the children needs these. */
+    itest_env_set(&c->env, "ASAN_OPTIONS", "detect_leaks=0:verify_asan_link_order=0");
+}
+
+static void teardown(struct ctx *c)
+{
+    itest_env_free(&c->env);
+    itest_rmtree(c->dir);
+}
+
+/* Run `ldtrace run --dir DIR --out OUT [extra...] -- cmd...`; stdout to out_path. Exit status. */
+static int ldtrace_run(struct ctx *c, const char *const *extra, const char *const *cmd,
+                       const char *out_path)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = itest_build("src/cli/ldtrace");
+    argv[n++] = "run";
+    argv[n++] = "--dir";
+    argv[n++] = c->dir;
+    argv[n++] = "--out";
+    argv[n++] = c->out;
+    for (; extra && *extra; extra++)
+        argv[n++] = (char *)*extra;
+    argv[n++] = "--";
+    for (; *cmd; cmd++)
+        argv[n++] = (char *)*cmd;
+    argv[n] = NULL;
+    return itest_run(&c->env, argv, out_path, 20000);
+}
+
+static long sidecar_pid(const struct ctx *c)
+{
+    char path[ITEST_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/.ldtraced.pid", c->dir);
+    size_t len;
+    char *txt = itest_slurp(path, &len);
+    long pid = txt ? strtol(txt, NULL, 10) : -1;
+    free(txt);
+    return pid;
+}
+
+/* Poll until no process holds DIR/.ldtraced.lock (the sidecar exited), up to timeout_ms. */
+static int wait_sidecar_gone(const struct ctx *c, int timeout_ms)
+{
+    char path[ITEST_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/.ldtraced.lock", c->dir);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return 0; /* never started */
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            close(fd);
+            return 0;
+        }
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    close(fd);
+    return -ETIMEDOUT;
+}
+
+/* True when pid no longer runs (gone, or a zombie nobody has reaped yet). */
+static int process_gone(long pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
+static char *slurp_text(const char *path)
+{
+    size_t len;
+    char *s = itest_slurp(path, &len);
+    cr_assert_not_null(s, "read %s", path);
+    return s;
+}
+
+Test(cli_run, true_exits_zero_and_sidecar_goes_away, .timeout = 30)
+{
+    struct ctx c;
+    setup(&c);
+    const char *cmd[] = {"/bin/true", NULL};
+    cr_expect_eq(ldtrace_run(&c, NULL, cmd, NULL), 0);
+    long pid = sidecar_pid(&c);
+    cr_expect_gt(pid, 0, "ldtrace run started a sidecar and recorded its pid");
+    cr_expect_eq(wait_sidecar_gone(&c, 15000), 0, "the sidecar exits by itself when idle");
+    if (pid > 0)
+        cr_expect(process_gone(pid), "pid %ld is gone", pid);
+    teardown(&c);
+}
+
+Test(cli_run, exit_status_passed_back, .timeout = 30)
+{
+    struct ctx c;
+    setup(&c);
+    const char *seven[] = {"/bin/sh", "-c", "exit 7", NULL};
+    const char *killed[] = {"/bin/sh", "-c", "kill -TERM $$", NULL};
+    const char *missing[] = {"/nonexistent/cmd", NULL};
+    cr_expect_eq(ldtrace_run(&c, NULL, seven, NULL), 7);
+    cr_expect_eq(ldtrace_run(&c, NULL, killed, NULL), 128 + SIGTERM);
+    cr_expect_eq(ldtrace_run(&c, NULL, missing, NULL), 127);
+    cr_expect_eq(wait_sidecar_gone(&c, 15000), 0);
+    teardown(&c);
+}
+
+Test(cli_run, preload_prepended_and_environment_set, .timeout = 30)
+{
+    struct ctx c;
+    setup(&c);
+    char out[ITEST_PATH_MAX + 16], want[3 * ITEST_PATH_MAX];
+    snprintf(out, sizeof(out), "%s/stdout.txt", c.dir);
+    const char *first = getenv("ITEST_PRELOAD_FIRST");
+    char existing[2 * ITEST_PATH_MAX];
+    snprintf(existing, sizeof(existing), "%s%s/x.so", first && *first ? first : "",
+             first && *first ? " " : "");
+    itest_env_set(&c.env, "LD_PRELOAD", existing);
+    const char *cmd[] = {"/bin/sh", "-c", "echo \"$LD_PRELOAD|$OTEL_SERVICE_NAME|$LDTRACE_DIR\"",
+                         NULL};
+    cr_assert_eq(ldtrace_run(&c, NULL, cmd, out), 0);
+    char *got = slurp_text(out);
+    snprintf(want, sizeof(want), "%s%s%s:/x.so||%s\n", first && *first ? first : "",
+             first && *first ? ":" : "", itest_build("src/shim/libldtrace.so"), c.dir);
+    cr_expect_str_eq(got, want);
+    free(got);
+
+    const char *svc[] = {"--service", "checkout", NULL};
+    const char *cmd2[] = {"/bin/sh", "-c", "echo \"$OTEL_SERVICE_NAME\"", NULL};
+    cr_assert_eq(ldtrace_run(&c, svc, cmd2, out), 0);
+    got = slurp_text(out);
+    cr_expect_str_eq(got, "checkout\n");
+    free(got);
+    cr_expect_eq(wait_sidecar_gone(&c, 15000), 0);
+    teardown(&c);
+}
+
+Test(cli_run, stop_drains_a_lingering_sidecar, .timeout = 30)
+{
+    struct ctx c;
+    setup(&c);
+    const char *idle[] = {"--idle", "60", NULL};
+    const char *cmd[] = {"/bin/true", NULL};
+    cr_assert_eq(ldtrace_run(&c, idle, cmd, NULL), 0);
+    long pid = sidecar_pid(&c);
+    cr_assert_gt(pid, 0);
+    cr_expect(!process_gone(pid), "still lingering (idle timeout 60 s)");
+    char *argv[] = {itest_build("src/cli/ldtrace"), "stop", "--dir", c.dir, NULL};
+    cr_expect_eq(itest_run(&c.env, argv, NULL, 20000), 0);
+    cr_expect_eq(wait_sidecar_gone(&c, 1000), 0, "gone once stop returned");
+    cr_expect_eq(itest_run(&c.env, argv, NULL, 20000), 0, "stop with nothing running is fine");
+    teardown(&c);
+}
+
+Test(cli_run, client_spans_exported_and_viewable, .timeout = 60)
+{
+    struct ctx c;
+    setup(&c);
+    int port = itest_free_port();
+    char portstr[16], url[64], err[ITEST_PATH_MAX + 16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+    snprintf(err, sizeof(err), "%s/server.log", c.dir);
+    char *srv_argv[] = {ITEST_PYTHON, "-m", "http.server", "--bind", "127.0.0.1", portstr, NULL};
+    struct itest_env plain;
+    itest_env_init(&plain);
+    pid_t srv = itest_start_server(&plain, srv_argv, port, err);
+    cr_assert_gt(srv, 0, "python http.server on %d", port);
+    const char *svc[] = {"--service", "fetcher", NULL};
+    const char *cmd[] = {ITEST_CURL, "-s", "-o", "/dev/null", url, NULL};
+    cr_expect_eq(ldtrace_run(&c, svc, cmd, NULL), 0);
+    cr_expect_eq(wait_sidecar_gone(&c, 20000), 0);
+    itest_stop(srv);
+    itest_env_free(&plain);
+
+    struct itest_spans *sp = itest_load_spans(c.out);
+    cr_assert_not_null(sp);
+    const struct itest_span *s = itest_find(sp, ITEST_CLIENT, "fetcher", "url.path", "/");
+    if (!s)
+        itest_dump(sp);
+    cr_expect_not_null(s, "a CLIENT span of service fetcher for GET /");
+    itest_spans_free(sp);
+
+    char view[ITEST_PATH_MAX + 16];
+    snprintf(view, sizeof(view), "%s/view.txt", c.dir);
+    char *vargv[] = {itest_build("src/cli/ldtrace"), "view", c.out, "--last", "--width", "100",
+                     NULL};
+    cr_expect_eq(itest_run(&c.env, vargv, view, 10000), 0);
+    char *txt = slurp_text(view);
+    cr_expect_not_null(strstr(txt, "fetcher"), "%s", txt);
+    free(txt);
+    teardown(&c);
+}
