@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,26 +242,36 @@ struct resp {
     double ms;
 };
 
+/* Connect to 127.0.0.1:port with a 15 s receive timeout. Returns the fd or -1 (no assertion, so
+ * client threads may call it). */
 static int dial(int port)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert(fd >= 0);
     struct timeval tv = {15, 0};
+    if (fd < 0)
+        return -1;
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    cr_assert(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect :%d: %s", port,
-              strerror(errno));
-    return fd;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        return fd;
+    close(fd);
+    return -1;
 }
 
-/* Write req, read until the server closes; fill r. */
-static void exchange(int port, const char *req, struct resp *r)
+/* Write req, read until the server closes; fill r. Returns 0, or -1 with the reason in r->raw. */
+static int try_exchange(int port, const char *req, struct resp *r)
 {
     memset(r, 0, sizeof(*r));
+    r->body = r->raw;
     double t0 = now_ms();
     int fd = dial(port);
-    cr_assert(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    if (fd < 0 || write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+        snprintf(r->raw, sizeof(r->raw), "connect/write :%d: %s", port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
     ssize_t n;
     while (r->raw_len < RAW_MAX - 1 &&
            (n = read(fd, r->raw + r->raw_len, RAW_MAX - 1 - r->raw_len)) > 0)
@@ -268,10 +279,24 @@ static void exchange(int port, const char *req, struct resp *r)
     close(fd);
     r->ms = now_ms() - t0;
     r->raw[r->raw_len] = '\0';
-    cr_assert(sscanf(r->raw, "HTTP/1.1 %d ", &r->status) == 1, "no status line in: %s", r->raw);
     const char *sep = strstr(r->raw, "\r\n\r\n");
-    cr_assert(sep, "no end of headers in: %s", r->raw);
+    if (sscanf(r->raw, "HTTP/1.1 %d ", &r->status) != 1 || !sep)
+        return -1;
     r->body = sep + 4;
+    return 0;
+}
+
+static void exchange(int port, const char *req, struct resp *r)
+{
+    cr_assert(try_exchange(port, req, r) == 0, "no HTTP response: %s", r->raw);
+}
+
+static int try_get(int port, const char *target, struct resp *r)
+{
+    char req[2048];
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n",
+             target, port);
+    return try_exchange(port, req, r);
 }
 
 static void http_get(int port, const char *target, const char *headers, struct resp *r)
@@ -451,6 +476,83 @@ Test(demo, keep_alive_serves_pipelined_requests, .timeout = 60)
     cr_expect(strstr(second, "Connection: close\r\n"));
     cr_expect(strstr(second, "{\"service\":\"gateway\",\"status\":\"ok\"}"));
     chain_stop(&c);
+    remove_tree(c.dir);
+}
+
+/* An order that takes none of the fault paths set up by chain_start. */
+static int plain_order(int order)
+{
+    return order % 5 != 0 && order % 7 != 0 && order % 11 != 0;
+}
+
+struct load_arg {
+    int port;
+    int first_order;
+    int ok;
+};
+
+/* One client thread: 20 checkouts of orders that succeed on the first attempt, each compared. */
+static void *load_main(void *p)
+{
+    struct load_arg *a = p;
+    static __thread struct resp r;
+    for (int k = 0; k < 20; k++) {
+        int order = a->first_order + k * 7 + 1;
+        if (!plain_order(order))
+            continue;
+        char target[64], want[64];
+        snprintf(target, sizeof(target), "/checkout?order=%d", order);
+        snprintf(want, sizeof(want), "\"charge_id\":\"ch-%09d\",\"payment_attempts\":1}}", order);
+        a->ok += try_get(a->port, target, &r) == 0 && r.status == 200 && strstr(r.body, want);
+    }
+    return NULL;
+}
+
+Test(demo, concurrent_checkouts_all_answer, .timeout = 60)
+{
+    struct chain c;
+    struct load_arg args[8];
+    pthread_t t[8];
+    int expected = 0;
+    chain_start(&c, NULL, NULL);
+    for (int i = 0; i < 8; i++) {
+        args[i] = (struct load_arg){c.port, i * 1000, 0};
+        for (int k = 0; k < 20; k++) {
+            int order = i * 1000 + k * 7 + 1;
+            expected += plain_order(order);
+        }
+        cr_assert(pthread_create(&t[i], NULL, load_main, &args[i]) == 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ok += args[i].ok;
+    }
+    cr_expect_eq(ok, expected, "%d of %d concurrent checkouts answered correctly", ok, expected);
+    chain_stop(&c);
+    remove_tree(c.dir);
+}
+
+static void *slow_request_main(void *p)
+{
+    struct resp *r = p;
+    try_get(*(int *)p, "/checkout?order=3&slow=1", r);
+    return NULL;
+}
+
+Test(demo, sigterm_during_a_request_answers_it_and_exits_0, .timeout = 60)
+{
+    static struct resp r;
+    struct chain c;
+    pthread_t t;
+    chain_start(&c, NULL, NULL);
+    memcpy(&r, &c.port, sizeof(int));
+    cr_assert(pthread_create(&t, NULL, slow_request_main, &r) == 0);
+    sleep_ms(60); /* the request is now in db's 150 ms slow query */
+    chain_stop(&c);
+    pthread_join(t, NULL);
+    cr_expect(r.status == 200 || r.status == 502, "in-flight request got status %d", r.status);
+    cr_expect(strstr(r.body, "\"order\":3") != NULL, "in-flight request got: %s", r.raw);
     remove_tree(c.dir);
 }
 
