@@ -44,19 +44,28 @@ static const unsigned char cls[256] = {
 #undef K
 #undef V
 
-static const char hexdig[16] = "0123456789abcdef";
+/* "00" "01" ... "ff": one 2-byte copy per encoded byte. */
+static const char hexpairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
-void ldt_hex_encode(const uint8_t *in, size_t n, char *out)
+/* Inlined into the traceparent paths, where n is a constant and the loops unroll. */
+static inline __attribute__((always_inline)) void encode(const uint8_t *in, size_t n, char *out)
 {
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hexdig[in[i] >> 4];
-        out[2 * i + 1] = hexdig[in[i] & 0x0f];
-    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(out + 2 * i, hexpairs + 2 * in[i], 2);
 }
 
-int ldt_hex_decode(const char *in, size_t n, uint8_t *out)
+/* Branch-free over the digits: every class entry must carry C_HEX; returns that bit (0: bad). */
+static inline __attribute__((always_inline)) unsigned decode(const char *in, size_t n,
+                                                             uint8_t *out)
 {
-    /* Branch-free over the digits: every entry must carry C_HEX, checked once at the end. */
     unsigned ok = C_HEX;
     for (size_t i = 0; i < n; i++) {
         unsigned hi = cls[(unsigned char)in[2 * i]];
@@ -64,20 +73,22 @@ int ldt_hex_decode(const char *in, size_t n, uint8_t *out)
         ok &= hi & lo;
         out[i] = (uint8_t)(((hi & 0x0f) << 4) | (lo & 0x0f));
     }
-    return (ok & C_HEX) ? 0 : -EINVAL;
+    return ok & C_HEX;
+}
+
+void ldt_hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    encode(in, n, out);
+}
+
+int ldt_hex_decode(const char *in, size_t n, uint8_t *out)
+{
+    return decode(in, n, out) ? 0 : -EINVAL;
 }
 
 static int is_ows(char c)
 {
     return c == ' ' || c == '\t';
-}
-
-static int all_zero(const uint8_t *p, size_t n)
-{
-    uint8_t acc = 0;
-    for (size_t i = 0; i < n; i++)
-        acc |= p[i];
-    return acc == 0;
 }
 
 /* A future version may carry more fields after the flags; we drop them, but a control byte there
@@ -95,8 +106,8 @@ static int tail_ok(const char *s, size_t len)
 /* Section 3.2.2 / 3.2.4: size and separators, then the hex fields. */
 static int parse_trimmed(const char *s, size_t len, struct ldt_tc *out)
 {
-    uint8_t ver;
-    if (len < LDT_TP_LEN || ldt_hex_decode(s, 1, &ver) < 0 || ver == 0xff)
+    uint8_t ver, b[25]; /* trace-id, parent-id, flags */
+    if (len < LDT_TP_LEN || !decode(s, 1, &ver) || ver == 0xff)
         return -EINVAL;
     if (ver == 0 && len != LDT_TP_LEN)
         return -EINVAL;
@@ -104,13 +115,16 @@ static int parse_trimmed(const char *s, size_t len, struct ldt_tc *out)
         return -EINVAL;
     if (s[2] != '-' || s[35] != '-' || s[52] != '-')
         return -EINVAL;
-    uint8_t flags;
-    if (ldt_hex_decode(s + 3, 16, out->trace_id) < 0 || ldt_hex_decode(s + 36, 8, out->span_id) < 0 ||
-        ldt_hex_decode(s + 53, 1, &flags) < 0)
+    unsigned ok = decode(s + 3, 16, b) & decode(s + 36, 8, b + 16) & decode(s + 53, 1, b + 24);
+    uint64_t t0, t1, p;
+    memcpy(&t0, b, 8);
+    memcpy(&t1, b + 8, 8);
+    memcpy(&p, b + 16, 8);
+    if (!ok || (t0 | t1) == 0 || p == 0)
         return -EINVAL;
-    if (all_zero(out->trace_id, 16) || all_zero(out->span_id, 8))
-        return -EINVAL;
-    out->flags = flags & LDT_TC_FLAGS_KNOWN;
+    memcpy(out->trace_id, b, 16);
+    memcpy(out->span_id, b + 16, 8);
+    out->flags = b[24] & LDT_TC_FLAGS_KNOWN;
     out->version = ver;
     return 0;
 }
@@ -135,11 +149,11 @@ int ldt_tc_format(const struct ldt_tc *tc, char out[LDT_TP_LEN + 1])
     out[0] = '0';
     out[1] = '0';
     out[2] = '-';
-    ldt_hex_encode(tc->trace_id, 16, out + 3);
+    encode(tc->trace_id, 16, out + 3);
     out[35] = '-';
-    ldt_hex_encode(tc->span_id, 8, out + 36);
+    encode(tc->span_id, 8, out + 36);
     out[52] = '-';
-    ldt_hex_encode(&flags, 1, out + 53);
+    encode(&flags, 1, out + 53);
     out[LDT_TP_LEN] = '\0';
     return LDT_TP_LEN;
 }
