@@ -581,7 +581,8 @@ Test(demo, run_chain_runs_a_command_and_passes_its_status, .timeout = 60)
 struct span {
     char trace[33], id[17], parent[17];
     char service[64], path[256];
-    int kind, status, http_status;
+    int kind, status, http_status, server_port;
+    char method[16];
     unsigned long long start, end;
 };
 
@@ -634,6 +635,9 @@ static void add_span(struct spanset *set, json_t *js, const char *service)
     if (attr_text(attrs, "http.response.status_code", num, sizeof(num)))
         s->http_status = atoi(num);
     attr_text(attrs, "url.path", s->path, sizeof(s->path));
+    attr_text(attrs, "http.request.method", s->method, sizeof(s->method));
+    if (attr_text(attrs, "server.port", num, sizeof(num)))
+        s->server_port = atoi(num);
 }
 
 static void add_request(struct spanset *set, json_t *req)
@@ -733,15 +737,52 @@ static int edge_ok(const char *from, const char *to)
            (strcmp(from, "order") == 0 && (strcmp(to, "payment") == 0 || strcmp(to, "db") == 0));
 }
 
-/* Check the links of one trace: every CLIENT span is the parent of exactly one SERVER span in the
- * service it calls and the child of its own service's SERVER span; every SERVER span but the
- * gateway's is the child of a CLIENT span; the gateway's parent is the test's traceparent;
- * durations nest. */
+static const struct chain *traced_chain; /* for the ports CLIENT spans must name */
+
+static const struct span *server_child(const struct spanset *set, const char *trace,
+                                       const struct span *client, size_t *n)
+{
+    const struct span *child = NULL;
+    *n = 0;
+    for (size_t j = 0; j < set->n; j++) {
+        const struct span *c = &set->v[j];
+        if (strcmp(c->trace, trace) == 0 && strcmp(c->parent, client->id) == 0 && c->kind == 2) {
+            child = c;
+            (*n)++;
+        }
+    }
+    return child;
+}
+
+/* A CLIENT span: child of its own service's SERVER span, parent of exactly one SERVER span in the
+ * service it calls, whose port, method and path it names. */
+static void check_client(const struct spanset *set, const char *trace, const struct span *s,
+                         const struct span *p)
+{
+    size_t n;
+    const struct span *child = server_child(set, trace, s, &n);
+    cr_expect_eq(p->kind, 2, "%s CLIENT's parent is kind %d", s->service, p->kind);
+    cr_expect_str_eq(p->service, s->service, "a CLIENT span's parent is in its own service");
+    cr_expect_eq(n, 1, "%s CLIENT span %s has %zu SERVER children", s->service, s->id, n);
+    if (!child)
+        return;
+    cr_expect_eq(s->server_port, chain_port(traced_chain, child->service),
+                 "%s CLIENT span to %s names server.port %d", s->service, child->service,
+                 s->server_port);
+    cr_expect_str_eq(s->method, child->method, "CLIENT and SERVER method");
+    cr_expect_str_eq(s->path, child->path, "CLIENT and SERVER url.path");
+    cr_expect_eq(s->http_status, child->http_status, "CLIENT and SERVER status code");
+}
+
+/* Check the links of one trace: every CLIENT span as in check_client; every SERVER span but the
+ * gateway's is the child of a CLIENT span of its caller; the gateway's parent is the test's
+ * traceparent (or none); INTERNAL (connect) spans hang off their service's SERVER span; every span
+ * lies within its parent. */
 static void check_links(const struct spanset *set, const char *trace, const char *remote_parent)
 {
     for (size_t i = 0; i < set->n; i++) {
         const struct span *s = &set->v[i];
-        if (strcmp(s->trace, trace) != 0 || s->kind == 1)
+        if (strcmp(s->trace, trace) != 0)
             continue;
         const struct span *p = by_id(set, trace, s->parent);
         if (s->kind == 2 && strcmp(s->service, "gateway") == 0) {
@@ -753,16 +794,12 @@ static void check_links(const struct spanset *set, const char *trace, const char
         if (s->kind == 2) {
             cr_expect_eq(p->kind, 3, "%s SERVER's parent is kind %d", s->service, p->kind);
             cr_expect(edge_ok(p->service, s->service), "edge %s -> %s", p->service, s->service);
+        } else if (s->kind == 3) {
+            check_client(set, trace, s, p);
         } else {
-            cr_expect_eq(p->kind, 2, "%s CLIENT's parent is kind %d", s->service, p->kind);
-            cr_expect_str_eq(p->service, s->service,
-                             "a CLIENT span's parent is in its own service");
-            size_t children = 0;
-            for (size_t j = 0; j < set->n; j++)
-                children += strcmp(set->v[j].trace, trace) == 0 &&
-                            strcmp(set->v[j].parent, s->id) == 0 && set->v[j].kind == 2;
-            cr_expect_eq(children, 1, "%s CLIENT span %s has %zu SERVER children", s->service,
-                         s->id, children);
+            cr_expect(p->kind == 2 && strcmp(p->service, s->service) == 0,
+                      "%s INTERNAL span's parent is a %d span in %s", s->service, p->kind,
+                      p->service);
         }
         expect_nested(p, s);
     }
@@ -783,7 +820,7 @@ static void check_shape(const struct spanset *set, const char *trace, size_t att
     }
     cr_expect_eq(count(set, trace, 2, NULL, NULL), 4 + attempts, "SERVER spans");
     cr_expect_eq(count(set, trace, 3, NULL, NULL), 3 + attempts, "CLIENT spans");
-    if (bad) {
+    if (bad || getenv("LDT_DEMO_DUMP")) {
         fprintf(stderr, "trace %s as exported:\n", trace);
         dump_trace(set, trace);
     }
@@ -833,43 +870,77 @@ static void start_traced(struct chain *c, char *env_storage[8])
     chain_start(c, extra, env_storage);
 }
 
+/* The trace of the one /checkout sent without a traceparent: its gateway SERVER span is a root. */
+static const char *root_checkout_trace(const struct spanset *set)
+{
+    const char *trace = NULL;
+    for (size_t i = 0; i < set->n; i++) {
+        const struct span *s = &set->v[i];
+        if (s->kind == 2 && strcmp(s->service, "gateway") == 0 &&
+            strcmp(s->path, "/checkout") == 0 && s->parent[0] == '\0') {
+            cr_expect(!trace, "two root /checkout spans");
+            trace = s->trace;
+        }
+    }
+    cr_assert(trace, "no root gateway SERVER span for /checkout");
+    return trace;
+}
+
+/* Each checked trace: its shape, its links and its errors. cases[0] succeeds; cases[1] makes 4
+ * payment attempts, all 503; cases[2] gets a 503 then a 200; the root request succeeds. */
+static void check_traces(const struct spanset *set)
+{
+    static const size_t attempts[] = {1, 4, 2}, failed[] = {0, 4, 1};
+    for (size_t i = 0; i < 3; i++) {
+        char trace[33], parent[17];
+        case_trace_id(i, trace);
+        case_parent_id(i, parent);
+        check_shape(set, trace, attempts[i]);
+        check_links(set, trace, parent);
+        check_errors(set, trace, failed[i]);
+    }
+    const char *root_trace = root_checkout_trace(set);
+    check_shape(set, root_trace, 1);
+    check_links(set, root_trace, "");
+    check_errors(set, root_trace, 0);
+    const struct span *s = NULL;
+    char trace[33];
+    case_trace_id(1, trace);
+    count(set, trace, 2, "gateway", &s);
+    cr_expect(s && s->status == 2 && s->http_status == 502, "gateway SERVER span of the 502");
+    count(set, trace, 2, "order", &s);
+    cr_expect(s && s->status == 2 && s->http_status == 503, "order SERVER span of the 503");
+    case_trace_id(0, trace);
+    for (size_t i = 0; i < set->n; i++) {
+        s = &set->v[i];
+        cr_expect(strcmp(s->trace, trace) != 0 || s->status != 2,
+                  "error span in the success trace");
+    }
+}
+
 Test(demo_traced, checkout_traces_have_the_expected_tree, .timeout = 120)
 {
-    static struct resp plain[NCASES], traced[NCASES];
+    static struct resp plain[NCASES], traced[NCASES], extra;
     static struct spanset set;
+    static struct chain c;
     char shim[PATH_LEN], *env[8];
     snprintf(shim, sizeof(shim), "%s/src/shim/libldtrace.so", root("LDT_BUILD_ROOT"));
     if (access(shim, R_OK) != 0)
         cr_skip_test("%s is not built yet", shim);
-    struct chain c;
     chain_start(&c, NULL, NULL);
     run_cases(c.port, plain);
     chain_stop(&c);
     remove_tree(c.dir);
 
     start_traced(&c, env);
+    traced_chain = &c;
     run_cases(c.port, traced);
     expect_same_bytes(plain, traced, "under the shim");
+    http_get(c.port, "/checkout?order=1", NULL, &extra);
+    cr_expect_str_eq(extra.body, cases[0].body);
     chain_stop(&c);
     drain_spans(env[0] + strlen("LDTRACE_DIR="), &set);
-
-    /* cases[0]: success; cases[1]: 4 payment attempts, all 503; cases[2]: 503 then 200. */
-    static const size_t attempts[] = {1, 4, 2}, failed[] = {0, 4, 1};
-    for (size_t i = 0; i < 3; i++) {
-        char trace[33], parent[17];
-        case_trace_id(i, trace);
-        case_parent_id(i, parent);
-        check_shape(&set, trace, attempts[i]);
-        check_links(&set, trace, parent);
-        check_errors(&set, trace, failed[i]);
-    }
-    const struct span *gw = NULL;
-    char trace[33];
-    case_trace_id(1, trace);
-    count(&set, trace, 2, "gateway", &gw);
-    cr_expect(gw && gw->status == 2 && gw->http_status == 502, "gateway SERVER span of the 502");
-    count(&set, trace, 2, "order", &gw);
-    cr_expect(gw && gw->status == 2 && gw->http_status == 503, "order SERVER span of the 503");
+    check_traces(&set);
     remove_tree(env[0] + strlen("LDTRACE_DIR="));
     for (int i = 0; i < 3; i++)
         free(env[i]);
