@@ -234,12 +234,19 @@ static int run_parse(int argc, char **argv, struct run_args *a)
 
 /* ---- the sidecar ---- */
 
-/* mkdir DIR 0700 unless it exists. */
+/* mkdir DIR 0700 unless it exists; warn when an existing one is not private to us, because the shim
+ * and the sidecar only use a 0700 directory owned by the user. */
 static int ensure_dir(const char *dir)
 {
-    if (mkdir(dir, 0700) == 0 || errno == EEXIST)
+    struct stat st;
+    if (mkdir(dir, 0700) == 0)
         return 0;
-    return -errno;
+    if (errno != EEXIST)
+        return -errno;
+    if (stat(dir, &st) == 0 && (st.st_uid != getuid() || (st.st_mode & 077)))
+        fprintf(stderr, "ldtrace: run: %s is not a 0700 directory owned by uid %u: the shim may "
+                        "refuse it (chmod 700 %s)\n", dir, (unsigned)getuid(), dir);
+    return 0;
 }
 
 static int open_in(const char *dir, const char *name, int flags)
