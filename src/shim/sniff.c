@@ -176,7 +176,9 @@ static struct ldt__span *io_span(struct ldt__conn *c, enum ldt__dir dir)
 {
     if (c->role == LDT__ROLE_SERVER)
         return srv_at(c, 0);
-    return dir == LDT__OUT ? cli_at(c, c->cli_out) : cli_at(c, 0);
+    if (dir == LDT__IN)
+        return cli_at(c, 0);
+    return c->cli_out < c->cli_n ? cli_at(c, c->cli_out) : cli_at(c, c->cli_n - 1u);
 }
 
 /* ---- parser events ------------------------------------------------------------------------------ */
@@ -415,13 +417,19 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
         return;
     }
     ldt__conn_lock(c);
+    /* The call is accounted to the span it served: one a request read creates (server, in) exists
+     * only after feeding; one a response completes (everything else) only before. */
+    int late = c->role == LDT__ROLE_SERVER && dir == LDT__IN;
+    if (!late)
+        account(c, dir, n, err, io_ns);
     if (n > 0 && iov)
         feed(c, dir, iov, cnt, (size_t)n);
     else if (n == 0 && dir == LDT__IN && iov && iov_total(iov, cnt) > 0)
         on_eof(c);
     else if (n < 0)
         on_error(fd, c, err);
-    account(c, dir, n, err, io_ns);
+    if (late && !c->dead)
+        account(c, dir, n, err, io_ns);
     ldt__conn_unlock(c);
     errno = saved;
 }
@@ -450,6 +458,7 @@ void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t
     struct ldt__conn *c = e->conn;
     if (e->cls == LDT__CLS_HTTP && c && !c->dead) {
         ldt__conn_lock(c);
+        account(c, LDT__OUT, n, err, io_ns);
         if (n > 0) {
             ssize_t r = ldt_http_skip(&c->out, (size_t)n);
             if (r < 0)
@@ -462,8 +471,6 @@ void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t
         } else if (n < 0) {
             on_error(fd, c, err);
         }
-        if (!c->dead)
-            account(c, LDT__OUT, n, err, io_ns);
         ldt__conn_unlock(c);
     }
     (void)fd;
