@@ -42,7 +42,14 @@ struct ldt__drain {
     uint64_t last_scan;
     struct ldt__stats st;          /* totals of closed segments, plus the counters kept here */
     int scanned;
+    char errwhat[600];             /* "<call> <object>" of the last failure */
 };
+
+static int failed(struct ldt__drain *d, int err, const char *call, const char *obj)
+{
+    snprintf(d->errwhat, sizeof(d->errwhat), "%s %s", call, obj);
+    return err;
+}
 
 /* ---- stack assembly ---- */
 
@@ -97,7 +104,7 @@ static int flush_seg(struct ldt__drain *d, struct seg *s)
     ldt__batch_reset(&s->batch);
     if (rc < 0) {
         d->st.write_errors++;
-        return rc;
+        return failed(d, rc, "write", d->o.exp->target);
     }
     d->st.spans += n;
     return 0;
@@ -176,7 +183,7 @@ static int finish_seg(struct ldt__drain *d, struct seg *s)
     d->st.bad_records += s->r.bad_records;
     d->st.torn += s->r.torn;
     if (unlink(s->r.path) < 0 && errno != ENOENT)
-        err = -errno;
+        err = failed(d, -errno, "unlink", s->r.path);
     for (unsigned i = 0; i < s->r.nrings; i++)
         free(s->stacks[i]);
     free(s->stacks);
@@ -299,7 +306,7 @@ static int scan(struct ldt__drain *d)
 {
     DIR *dir = opendir(d->o.dir);
     if (!dir)
-        return errno == ENOENT ? 0 : -errno;
+        return errno == ENOENT ? 0 : failed(d, -errno, "opendir", d->o.dir);
     for (size_t i = 0; i < d->nrej; i++)
         d->rej[i].seen = 0;
     int rc = 0;
@@ -383,6 +390,11 @@ int ldt__drain_all(struct ldt__drain *d)
         if ((rc = flush_seg(d, d->segs[i])) < 0)
             err = rc;
     return err;
+}
+
+const char *ldt__drain_errwhat(const struct ldt__drain *d)
+{
+    return d->errwhat;
 }
 
 void ldt__drain_stats(struct ldt__drain *d, struct ldt__stats *out)

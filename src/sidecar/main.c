@@ -1,5 +1,6 @@
 /* main.c - ldtraced, the sidecar: parse the command line, open the exporter, run the drain loop until
  * SIGTERM/SIGINT (or once with --once), report statistics; also the --bench-encode measurement. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -144,20 +145,34 @@ static void sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
-/* Report an exporter or directory error once per distinct errno, not once per pass. */
-static void report(const struct opts *o, struct ldt__exporter *e, int rc, int *last)
+/* Report a drain error once per distinct errno, not once per pass, as "ldtraced: <call> <obj>: ...". */
+static void report(struct ldt__drain *d, int rc, int *last)
 {
     if (rc >= 0 || rc == *last)
         return;
     *last = rc;
-    if (rc == -ENOMEM)
-        fprintf(stderr, "ldtraced: malloc: %s\n", strerror(-rc));
-    else
-        fprintf(stderr, "ldtraced: drain %s -> %s: %s\n", o->dir, e->target, strerror(-rc));
+    const char *what = ldt__drain_errwhat(d);
+    fprintf(stderr, "ldtraced: %s: %s\n", rc == -ENOMEM || !what[0] ? "malloc" : what,
+            strerror(-rc));
+}
+
+/* The directory may not exist yet (no producer has started), but one we cannot read is an error. */
+static int check_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d && errno != ENOENT) {
+        fprintf(stderr, "ldtraced: opendir %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    if (d)
+        closedir(d);
+    return 0;
 }
 
 static int run(const struct opts *o, struct ldt__exporter *e)
 {
+    if (check_dir(o->dir) < 0)
+        return 1;
     struct ldt__drain_opts dopts = {.dir = o->dir, .exp = e, .poll_ms = o->poll_ms};
     struct ldt__drain *d = ldt__drain_new(&dopts);
     if (!d) {
@@ -168,7 +183,7 @@ static int run(const struct opts *o, struct ldt__exporter *e)
     uint64_t next_stats = ldt_clock_mono_ns() + STATS_EVERY_NS;
     while (!o->once && !stop_flag) {
         int rc = ldt__drain_pass(d);
-        report(o, e, rc, &last);
+        report(d, rc, &last);
         if (stats_flag || (o->stats && ldt_clock_mono_ns() >= next_stats)) {
             stats_flag = 0;
             next_stats = ldt_clock_mono_ns() + STATS_EVERY_NS;
@@ -178,10 +193,10 @@ static int run(const struct opts *o, struct ldt__exporter *e)
             sleep_ms(o->poll_ms);
     }
     int rc = ldt__drain_all(d);
-    report(o, e, rc, &last);
+    report(d, rc, &last);
     print_stats(d);
     ldt__drain_free(d);
-    return 0;
+    return o->once && rc < 0 ? 1 : 0;
 }
 
 int main(int argc, char **argv)

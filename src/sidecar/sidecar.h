@@ -199,6 +199,10 @@ int ldt__drain_pass(struct ldt__drain *d);
  * and flush every batch. Used by --once and at SIGTERM. Returns 0 or a negative errno. */
 int ldt__drain_all(struct ldt__drain *d);
 
+/* What failed last, as "<call> <object>" ("opendir /dev/shm/x", "write out.jsonl"), for the
+ * one-line error message of a negative return above; "" before any failure (and for -ENOMEM). */
+const char *ldt__drain_errwhat(const struct ldt__drain *d);
+
 /* Current counters (dropped includes the live segments' counters). */
 void ldt__drain_stats(struct ldt__drain *d, struct ldt__stats *out);
 

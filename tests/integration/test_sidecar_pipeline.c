@@ -445,4 +445,8 @@ Test(pipeline, errors_are_one_line_and_exit_1)
     char *a3[] = {ldtraced, "--poll-ms", "abc", NULL};
     cr_assert_eq(wait_exit(spawn(a3, err_path), 30), 1);
     cr_assert_str_eq(slurp(err_path), "ldtraced: --poll-ms abc: Invalid argument\n");
+    truncate(err_path, 0);
+    char *a4[] = {ldtraced, "--dir", "/etc/passwd", "--out", "/dev/null", NULL};
+    cr_assert_eq(wait_exit(spawn(a4, err_path), 30), 1);
+    cr_assert_str_eq(slurp(err_path), "ldtraced: opendir /etc/passwd: Not a directory\n");
 }
