@@ -429,6 +429,42 @@ Test(pipeline, running_sidecar_drains_then_sigterm_flushes)
     cr_assert_eq(ring_files(), 0);
 }
 
+static size_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+Test(pipeline, live_producer_flushed_by_timer_and_sigusr1_stats)
+{
+    char ldtraced[512], emit[512], side_log[256];
+    snprintf(side_log, sizeof(side_log), "%s.side", err_path);
+    char *sargv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)), "--dir", dir,
+                     "--out", out_path, NULL};
+    pid_t side = spawn(sargv, side_log);
+    /* One producer writing 100 spans a second for 3 s: it stays alive, so only the flush timer
+     * (200 ms) can bring its spans to the file while it runs. */
+    char *eargv[] = {(char *)tool("tests/tools/ldtrace-emit", emit, sizeof(emit)), "--dir", dir,
+                     "--spans", "300", "--threads", "1", "--procs", "1", "--rate", "100", NULL};
+    pid_t em = spawn(eargv, err_path);
+    usleep(1000000);
+    cr_assert_eq(waitpid(em, NULL, WNOHANG), 0, "the producer is still running");
+    cr_assert_gt(file_size(out_path), 0, "spans of a live producer reach the file within 1 s");
+    cr_assert_eq(kill(side, SIGUSR1), 0);
+    for (int i = 0; i < 100 && !strstr(slurp(side_log), "spans="); i++)
+        usleep(10000);
+    cr_assert_not_null(strstr(slurp(side_log), "ldtraced: spans="), "SIGUSR1 prints the counters");
+    cr_assert_eq(wait_exit(em, 30), 0);
+    cr_assert_eq(kill(side, SIGTERM), 0);
+    cr_assert_eq(wait_exit(side, 30), 0);
+    cr_assert_not_null(strstr(slurp(side_log), "ldtraced: spans=300 dropped_by_producers=0 "
+                                               "bad_records=0 bad_segments=0 segments=1\n"),
+                       "%s", slurp(side_log));
+    unlink(side_log);
+    cr_assert_eq(check_output(), 300);
+    cr_assert_eq(ring_files(), 0);
+}
+
 Test(pipeline, errors_are_one_line_and_exit_1)
 {
     char ldtraced[512];

@@ -818,6 +818,45 @@ Test(drain, bad_segment_reported_once)
     e.ops->close(&e);
 }
 
+Test(drain, torn_slot_of_exited_producer_is_skipped)
+{
+    struct ldt_seg_params p = {.nrings = 2, .ring_cap = 16, .service_name = "torn"};
+    struct ldt_seg seg;
+    cr_assert_eq(ldt_seg_create(tmpdir, &p, &seg), 0);
+    unsigned ring = 1; /* the shared ring: there a reservation moves head before the commit */
+    struct ldt_span_rec s;
+    server_span(&s);
+    cr_assert_eq(ldt_ring_push(&seg, ring, &s, sizeof(s)), 0);
+    uint64_t pos;
+    cr_assert_not_null(ldt_ring_reserve(&seg, ring, &pos)); /* the producer "dies" mid-write */
+    s.span_id[0] = 0x77;
+    cr_assert_eq(ldt_ring_push(&seg, ring, &s, sizeof(s)), 0);
+    char out[128];
+    snprintf(out, sizeof(out), "%s/out.jsonl", tmpdir);
+    struct ldt__exporter e;
+    cr_assert_eq(ldt__export_file_open(&e, out), 0);
+    struct ldt__drain_opts o = {.dir = tmpdir, .exp = &e, .poll_ms = 1};
+    struct ldt__drain *d = ldt__drain_new(&o);
+    struct ldt__stats st;
+    cr_assert_eq(ldt__drain_all(d), 0);
+    ldt__drain_stats(d, &st);
+    cr_assert_eq(st.spans, 1, "alive: stops at the uncommitted slot (got %llu)", (unsigned long long)st.spans);
+    ldt_seg_mark_exited(&seg);
+    cr_assert_eq(ldt__drain_all(d), 0);
+    ldt__drain_stats(d, &st);
+    cr_assert_eq(st.spans, 2, "gone: the slot is skipped and the next record read");
+    cr_assert_eq(st.torn, 1);
+    cr_assert_eq(count_ring_files(), 0);
+    ldt__drain_free(d);
+    e.ops->close(&e);
+    ldt_seg_unmap(&seg);
+    int lines;
+    json_t *spans = read_spans(out, &lines);
+    cr_assert_eq(json_array_size(spans), 2);
+    cr_assert_str_eq(get_s(json_array_get(spans, 1), "spanId"), "7711121314151617");
+    json_decref(spans);
+}
+
 Test(drain, missing_directory_is_not_an_error)
 {
     struct ldt__exporter e;
