@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/seccomp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -132,6 +135,39 @@ Test(ids, fork_child_does_not_repeat_parent)
         cr_assert_neq(parent[i], child[i], "child repeated the parent's id #%d", i);
     munmap(child, N * sizeof(uint64_t));
     munmap(ctr, N * sizeof(struct id16));
+}
+
+/* "No syscall per id": a child in seccomp strict mode (only read, write, _exit and sigreturn
+ * allowed; anything else is SIGKILL) makes ids and reports them over a pipe. */
+Test(ids, no_syscall_per_id)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        uint8_t ids[64][16];
+        ldt_id_span(ids[0]); /* the thread's first id may set things up; later ones may not */
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) != 0)
+            syscall(SYS_exit, 2);
+        for (int i = 0; i < 64; i++) {
+            ldt_id_trace(ids[i]);
+            ldt_id_span(ids[i] + 8);
+        }
+        ssize_t w = write(fds[1], ids, sizeof(ids));
+        syscall(SYS_exit, w == (ssize_t)sizeof(ids) ? 0 : 3);
+    }
+    close(fds[1]);
+    uint8_t got[64][16];
+    ssize_t n = read(fds[0], got, sizeof(got));
+    close(fds[0]);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st), "child killed by signal %d: an id made a syscall",
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert_eq(WEXITSTATUS(st), 0);
+    cr_assert_eq(n, (ssize_t)sizeof(got));
+    cr_expect_neq(memcmp(got[0], got[1], 16), 0);
 }
 
 Test(ids, work_without_explicit_seed)
