@@ -30,7 +30,11 @@
 #define PATH_LEN 1024
 #define RAW_MAX 16384
 #define NSVC 5
-#define NEST_TOLERANCE_NS 1000000ull /* 1 ms: the two ends of a socket take their clocks apart */
+/* A SERVER span ends when the write that completes its response has returned, and the CLIENT span
+ * when the read that completes it has returned: on 2 busy cores the reader often runs first (its
+ * wake-up preempts the writer). Measured: the server's end up to 0.42 ms after the client's (0.85 ms
+ * under ASan). Starts never came out of order. */
+#define NEST_TOLERANCE_NS 2000000ull
 
 /* ---- paths and small helpers ---- */
 
