@@ -121,6 +121,58 @@ int ldt__view_trace(FILE *out, const struct ldt__spans *s, const struct ldt__tra
 /* Number of terminal columns a UTF-8 string occupies (one per code point; no wide characters). */
 size_t ldt__text_cols(const char *str);
 
+/* ---- analysis (cmd_analyze.c) ---- */
+
+/* Counts and latency of one service (its entry spans: SERVER spans and spans without a parent in the
+ * file) or one edge (CLIENT spans from -> to, `to` being the SERVER child's service, else the peer). */
+struct ldt__stat {
+    char *from, *to;          /* an edge; a service has from == NULL and its name in `to` */
+    size_t count, errors;
+    uint64_t p50, p90, p99;   /* nearest-rank percentiles of the durations, ns */
+    uint64_t self_ns;         /* services: time in their own spans not covered by children */
+    uint64_t crit_ns;         /* services: time on the critical path */
+    uint64_t *durs;
+    size_t ndurs, cap;
+};
+
+/* A retry storm: CLIENT spans under one parent to the same peer and operation. */
+struct ldt__retry {
+    const char *trace_id;
+    const struct ldt__span *parent;
+    char *target;             /* "payment POST /pay" (the callee's service, else the peer) */
+    size_t attempts, failed;  /* amplification factor = attempts */
+};
+
+/* Where a failing trace's error started (the deepest error span with no failing child) and where it
+ * surfaced (the root). */
+struct ldt__origin {
+    const char *trace_id;
+    const struct ldt__span *origin, *surfaced;
+};
+
+struct ldt__analysis {
+    size_t traces, spans;
+    struct ldt__stat *svc, *edge;
+    size_t nsvc, nedge;
+    struct ldt__retry *retry;
+    size_t nretry;
+    struct ldt__origin *origin;
+    size_t norigin;
+    uint64_t crit_total;          /* sum over traces of the root's duration */
+    const struct ldt__span **path; /* single-trace analysis: the spans on the critical path, in */
+    uint64_t *path_ns;             /* start order, and the time each one holds the path */
+    size_t npath;
+};
+
+/* Analyse trace t->v[which], or every trace when which < 0. Returns 0 or -ENOMEM. */
+int ldt__analyze(const struct ldt__spans *s, const struct ldt__traces *t, int which,
+                 struct ldt__analysis *a);
+
+/* Print in format "text", "json", "dot" or "mermaid". Returns 0, -EINVAL (format), -EIO. */
+int ldt__analysis_print(FILE *out, const struct ldt__analysis *a, const char *format);
+
+void ldt__analysis_free(struct ldt__analysis *a);
+
 /* ---- launcher (cmd_run.c) ---- */
 
 /* Build the LD_PRELOAD value: shim first, then the existing value (if any and non-empty), with the
@@ -145,5 +197,6 @@ int ldt__run_exit_code(int wstatus);
 int ldt__run_main(int argc, char **argv);
 int ldt__stop_main(int argc, char **argv);
 int ldt__view_main(int argc, char **argv);
+int ldt__analyze_main(int argc, char **argv);
 
 #endif

@@ -11,6 +11,8 @@ static void usage(FILE *f)
                "  stop [--dir DIR]   drain and stop the sidecar of DIR\n"
                "  view FILE [--trace ID | --last] [--width N]\n"
                "                     list the traces in an OTLP JSON file, or draw one\n"
+               "  analyze FILE [--trace ID] [--format text|json|dot|mermaid]\n"
+               "                     critical path, bottleneck, latency, error origin, retries\n"
                "  version            print the version\n");
 }
 
@@ -27,6 +29,8 @@ int main(int argc, char **argv)
         return ldt__stop_main(argc - 1, argv + 1);
     if (strcmp(cmd, "view") == 0)
         return ldt__view_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "analyze") == 0)
+        return ldt__analyze_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("ldtrace %s\n", LDT_VERSION_STRING);
         return 0;

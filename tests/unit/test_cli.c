@@ -538,3 +538,188 @@ Test(run, exit_code_of_status)
         cr_expect_eq(ldt__run_exit_code(st), code == 0 ? 7 : code == 1 ? 0 : 128 + SIGKILL);
     }
 }
+
+/* ---- analyze ---- */
+
+struct agolden {
+    char file[32];
+    char trace[40]; /* empty: every trace */
+    char format[16];
+};
+
+ParameterizedTestParameters(analyze, matches_golden_file)
+{
+    static struct agolden g[] = {
+        {"analyze.txt", "", "text"},
+        {"analyze-trace.txt", DEMO_FAIL, "text"},
+        {"analyze.json", "", "json"},
+        {"analyze.dot", "", "dot"},
+        {"analyze.mmd", "", "mermaid"},
+    };
+    return cr_make_param_array(struct agolden, g, sizeof(g) / sizeof(g[0]));
+}
+
+static char *analyze_render(const struct ldt__spans *s, const struct ldt__traces *t,
+                            const char *trace, const char *format, size_t *len)
+{
+    struct ldt__analysis a;
+    int which = trace && *trace ? ldt__traces_find(t, trace) : -1;
+    cr_assert(!trace || !*trace || which >= 0);
+    cr_assert_eq(ldt__analyze(s, t, which, &a), 0);
+    char *buf = NULL;
+    FILE *m = open_memstream(&buf, len);
+    cr_assert_eq(ldt__analysis_print(m, &a, format), 0);
+    fclose(m);
+    ldt__analysis_free(&a);
+    return buf;
+}
+
+ParameterizedTest(struct agolden *g, analyze, matches_golden_file)
+{
+    struct ldt__spans s;
+    struct ldt__traces t;
+    load_demo(&s, &t);
+    size_t len, want_len;
+    char *got = analyze_render(&s, &t, g->trace, g->format, &len);
+    char path[PATH_MAX];
+    data_path(path, sizeof(path), g->file);
+    if (getenv("LDT_UPDATE_GOLDEN")) {
+        FILE *f = fopen(path, "wb");
+        cr_assert_not_null(f);
+        fwrite(got, 1, len, f);
+        fclose(f);
+    }
+    char *want = read_all(path, &want_len);
+    cr_assert_not_null(want, "golden file %s", path);
+    cr_expect(len == want_len && memcmp(got, want, len) == 0, "%s differs:\n%s", g->file, got);
+    free(got);
+    free(want);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
+}
+
+static const struct ldt__stat *find_stat(const struct ldt__stat *v, size_t n, const char *from,
+                                         const char *to)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].to, to) == 0 && (from ? v[i].from && !strcmp(v[i].from, from) : !v[i].from))
+            return &v[i];
+    return NULL;
+}
+
+Test(analyze, demo_findings)
+{
+    struct ldt__spans s;
+    struct ldt__traces t;
+    struct ldt__analysis a;
+    load_demo(&s, &t);
+    cr_assert_eq(ldt__analyze(&s, &t, ldt__traces_find(&t, DEMO_FAIL), &a), 0);
+    const struct ldt__stat *db = find_stat(a.svc, a.nsvc, NULL, "db");
+    cr_assert_not_null(db);
+    for (size_t i = 0; i < a.nsvc; i++)
+        cr_expect_leq(a.svc[i].crit_ns, db->crit_ns, "db is the bottleneck");
+    cr_expect_eq(db->crit_ns, 118000000u);
+    cr_expect_eq(a.crit_total, 260000000u);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < a.nsvc; i++)
+        sum += a.svc[i].crit_ns;
+    cr_expect_eq(sum, a.crit_total, "the critical path covers the root exactly");
+    const struct ldt__stat *e = find_stat(a.edge, a.nedge, "order", "payment");
+    cr_assert_not_null(e);
+    cr_expect_eq(e->count, 4);
+    cr_expect_eq(e->errors, 4);
+    cr_expect_eq(e->p50, 12000000u);
+    cr_expect_eq(e->p99, 13000000u);
+    cr_assert_eq(a.norigin, 1);
+    cr_expect_str_eq(a.origin[0].origin->service, "payment");
+    cr_expect_str_eq(a.origin[0].surfaced->service, "gateway");
+    cr_assert_eq(a.nretry, 1);
+    cr_expect_eq(a.retry[0].attempts, 4);
+    cr_expect_eq(a.retry[0].failed, 4);
+    cr_expect_str_eq(a.retry[0].target, "payment POST /pay");
+    cr_expect_str_eq(a.retry[0].parent->name, "POST /order");
+    ldt__analysis_free(&a);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
+}
+
+/* A span with kind, service and optional peer, for hand-built trees. */
+static void add_kspan(struct ldt__spans *s, const char *sid, const char *parent, const char *svc,
+                      int kind, uint64_t t0, uint64_t t1, int error)
+{
+    char line[2048];
+    snprintf(line, sizeof(line), "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
+             "\"service.name\",\"value\":{\"stringValue\":\"%s\"}}]},\"scopeSpans\":[{\"spans\":[{"
+             TID ",\"spanId\":\"%s\",\"parentSpanId\":\"%s\",\"name\":\"GET\",\"kind\":%d,"
+             "\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\",\"status\":{\"code\":%d},"
+             "\"attributes\":[{\"key\":\"server.address\",\"value\":{\"stringValue\":\"cache\"}},"
+             "{\"key\":\"url.path\",\"value\":{\"stringValue\":\"/k\"}}]}]}]}]}",
+             svc, sid, parent, kind, (unsigned long long)t0, (unsigned long long)t1,
+             error ? 2 : 0);
+    cr_assert_eq(ldt__spans_parse_line(s, line, strlen(line)), 1);
+}
+
+Test(analyze, parallel_children_critical_path_and_self_time)
+{
+    struct ldt__spans s = {0};
+    struct ldt__traces t;
+    struct ldt__analysis a;
+    /* root 0-100 calls a (10-90) and, in parallel, b (20-50): only a is on the critical path. */
+    add_kspan(&s, "00000000000000a1", "", "root", 2, 0, 100, 0);
+    add_kspan(&s, "00000000000000a2", "00000000000000a1", "a", 2, 10, 90, 0);
+    add_kspan(&s, "00000000000000a3", "00000000000000a1", "b", 2, 20, 50, 0);
+    cr_assert_eq(ldt__traces_build(&s, &t), 0);
+    cr_assert_eq(ldt__analyze(&s, &t, 0, &a), 0);
+    const struct ldt__stat *r = find_stat(a.svc, a.nsvc, NULL, "root");
+    const struct ldt__stat *sa = find_stat(a.svc, a.nsvc, NULL, "a");
+    const struct ldt__stat *sb = find_stat(a.svc, a.nsvc, NULL, "b");
+    cr_assert(r && sa && sb);
+    cr_expect_eq(r->crit_ns, 20);
+    cr_expect_eq(sa->crit_ns, 80);
+    cr_expect_eq(sb->crit_ns, 0);
+    cr_expect_eq(r->self_ns, 20);
+    cr_expect_eq(sb->self_ns, 30);
+    cr_expect_eq(a.npath, 2, "root and a");
+    ldt__analysis_free(&a);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
+}
+
+Test(analyze, untraced_peer_edge_retries_and_origin)
+{
+    struct ldt__spans s = {0};
+    struct ldt__traces t;
+    struct ldt__analysis a;
+    /* svc calls an untraced cache three times (two fail), then a traced child fails deeper. */
+    add_kspan(&s, "00000000000000b1", "", "svc", 2, 0, 100, 1);
+    add_kspan(&s, "00000000000000b2", "00000000000000b1", "svc", 3, 10, 20, 1);
+    add_kspan(&s, "00000000000000b3", "00000000000000b1", "svc", 3, 21, 30, 1);
+    add_kspan(&s, "00000000000000b4", "00000000000000b1", "svc", 3, 31, 40, 0);
+    add_kspan(&s, "00000000000000b5", "00000000000000b1", "svc", 1, 50, 90, 1);
+    add_kspan(&s, "00000000000000b6", "00000000000000b5", "svc", 1, 60, 80, 1);
+    cr_assert_eq(ldt__traces_build(&s, &t), 0);
+    cr_assert_eq(ldt__analyze(&s, &t, -1, &a), 0);
+    const struct ldt__stat *e = find_stat(a.edge, a.nedge, "svc", "cache");
+    cr_assert_not_null(e, "a client span without a server child is an edge to its peer");
+    cr_expect_eq(e->count, 3);
+    cr_expect_eq(e->errors, 2);
+    cr_assert_eq(a.nretry, 1);
+    cr_expect_eq(a.retry[0].attempts, 3);
+    cr_expect_eq(a.retry[0].failed, 2);
+    cr_assert_eq(a.norigin, 1);
+    cr_expect_str_eq(a.origin[0].origin->span_id, "00000000000000b6", "the deepest error");
+    cr_expect_str_eq(a.origin[0].surfaced->span_id, "00000000000000b1");
+    size_t len;
+    char *dot = analyze_render(&s, &t, NULL, "dot", &len);
+    cr_expect_not_null(strstr(dot, "\"cache\" [label=\"cache\\n(not traced)\""), "%s", dot);
+    free(dot);
+    ldt__analysis_free(&a);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
+}
+
+Test(analyze, unknown_format_rejected)
+{
+    struct ldt__analysis a = {0};
+    cr_expect_eq(ldt__analysis_print(stdout, &a, "yaml"), -EINVAL);
+}
