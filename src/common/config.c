@@ -66,7 +66,7 @@ static int env_flag(const char *name)
     return v && (ieq(v, "1") || ieq(v, "true") || ieq(v, "yes") || ieq(v, "on"));
 }
 
-/* A decimal count up to 2^24; anything else (junk, overflow, negative) means 0, "use the default". */
+/* A decimal count up to 2^24; anything else (junk, overflow, negative) is 0: "use the default". */
 static unsigned env_count(const char *name)
 {
     const char *v = env(name);
@@ -83,6 +83,21 @@ static unsigned env_count(const char *name)
 
 /* ---- sampler ---- */
 
+/* The exponent after 'e' or 'E' at *s: adds it to *exp and advances *s; -1 without digits. */
+static int parse_exp(const char **sp, int *exp)
+{
+    const char *s = *sp + 1;
+    int sign = 1, e = 0, digits = 0;
+    if (*s == '+' || *s == '-')
+        sign = (*s++ == '-') ? -1 : 1;
+    for (; *s >= '0' && *s <= '9'; s++, digits++)
+        if (e < 1000)
+            e = e * 10 + (*s - '0');
+    *exp += sign * e;
+    *sp = s;
+    return digits ? 0 : -1;
+}
+
 /* A decimal number with optional sign, fraction and exponent ("0.25", ".5", "1e-3", " 1 ").
  * Returns 0 and *out, or -1 for anything else. strtod is avoided: it may allocate. */
 static int parse_ratio(const char *s, double *out)
@@ -98,19 +113,8 @@ static int parse_ratio(const char *s, double *out)
     if (*s == '.')
         for (s++; *s >= '0' && *s <= '9'; s++, digits++, exp--)
             m = m * 10 + (*s - '0');
-    if (digits == 0)
+    if (digits == 0 || ((*s == 'e' || *s == 'E') && parse_exp(&s, &exp) < 0))
         return -1;
-    if (*s == 'e' || *s == 'E') {
-        int es = 1, e = 0, ed = 0;
-        s++;
-        if (*s == '+' || *s == '-')
-            es = (*s++ == '-') ? -1 : 1;
-        for (; *s >= '0' && *s <= '9' && e < 1000; s++, ed++)
-            e = e * 10 + (*s - '0');
-        if (ed == 0)
-            return -1;
-        exp += es * e;
-    }
     while (*s == ' ' || *s == '\t')
         s++;
     if (*s != '\0')

@@ -1,4 +1,4 @@
-/* ids.c - trace and span id generation: seeded once from getrandom, then XXH3 over per-thread counters. */
+/* ids.c - trace and span ids: seeded once from getrandom, then XXH3 over per-thread counters. */
 #include "common/common.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* log.c - async-signal-safe diagnostics: a tiny formatter and one write(2) per line to LDTRACE_LOG. */
+/* log.c - async-signal-safe diagnostics: a tiny formatter, one write(2) per line to LDTRACE_LOG. */
 #include "common/common.h"
 
 #include <errno.h>

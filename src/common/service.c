@@ -1,4 +1,4 @@
-/* service.c - derives a service name from a command line (the program, or the script an interpreter runs). */
+/* service.c - a service name from a command line: the program, or the script an interpreter runs */
 #include "common/common.h"
 
 #include <string.h>

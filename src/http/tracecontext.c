@@ -1,4 +1,4 @@
-/* tracecontext.c - W3C Trace Context traceparent/tracestate parse, validate and format (extract/inject). */
+/* tracecontext.c - W3C traceparent/tracestate parse, validate, format: the extract/inject core. */
 #include "ldtrace/tracecontext.h"
 
 #include <errno.h>
@@ -218,21 +218,29 @@ static int member_ok(const char *p, size_t n, struct ts_key *keys, size_t nkeys)
     return 1;
 }
 
+/* The next ','-separated member from s[*i], without the optional whitespace around it, as
+ * [*b, *e); moves *i past the ','. */
+static void next_member(const char *s, size_t len, size_t *i, size_t *b, size_t *e)
+{
+    size_t start = *i, end = *i;
+    while (end < len && s[end] != ',')
+        end++;
+    *i = end + 1;
+    while (start < end && is_ows(s[start]))
+        start++;
+    while (end > start && is_ows(s[end - 1]))
+        end--;
+    *b = start;
+    *e = end;
+}
+
 int ldt_ts_normalize(const char *s, size_t len, char *out, size_t cap)
 {
     struct ts_key keys[LDT_TS_MAX_MEMBERS];
     size_t nkeys = 0, used = 0;
-    size_t i = 0;
+    size_t i = 0, b, e;
     while (i <= len) {
-        size_t start = i;
-        while (i < len && s[i] != ',')
-            i++;
-        size_t b = start, e = i;
-        i++; /* past the ',' (or past the end) */
-        while (b < e && is_ows(s[b]))
-            b++;
-        while (e > b && is_ows(s[e - 1]))
-            e--;
+        next_member(s, len, &i, &b, &e);
         if (b == e)
             continue; /* empty and whitespace-only members are allowed and dropped */
         if (nkeys == LDT_TS_MAX_MEMBERS || !member_ok(s + b, e - b, keys, nkeys))

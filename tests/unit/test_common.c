@@ -1,4 +1,4 @@
-/* test_common.c - unit tests for src/common: ids, configuration, service names and the signal-safe log. */
+/* test_common.c - unit tests for src/common: ids, configuration, service names, signal-safe log. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
@@ -103,7 +103,8 @@ Test(ids, million_ids_threads_and_fork_unique_nonzero, .timeout = 60)
     for (int t = 0; t < N_THREADS + 2; t++) {
         size_t off = t < N_THREADS ? (size_t)t * PER_THREAD
                                    : N_THREADS * PER_THREAD + (size_t)(t - N_THREADS) * PER_PROC;
-        args[t] = (struct gen_arg){spans + off, traces + off, t < N_THREADS ? PER_THREAD : PER_PROC};
+        size_t n = t < N_THREADS ? PER_THREAD : PER_PROC;
+        args[t] = (struct gen_arg){spans + off, traces + off, n};
     }
     for (int t = 0; t < N_THREADS; t++)
         cr_assert_eq(pthread_create(&th[t], NULL, gen_ids, &args[t]), 0);
@@ -382,7 +383,8 @@ ParameterizedTest(struct sampler_case *c, config, sampler)
     cr_expect(cfg.ratio > c->ratio - 1e-12 && cfg.ratio < c->ratio + 1e-12, "%s/%s: ratio %g",
               c->sampler, c->arg, cfg.ratio);
     double want_bound = c->ratio * (double)(UINT64_C(1) << 56);
-    cr_expect(cfg.ratio_bound + 1 >= (uint64_t)want_bound && cfg.ratio_bound <= (uint64_t)want_bound,
+    uint64_t want = (uint64_t)want_bound;
+    cr_expect(cfg.ratio_bound + 1 >= want && cfg.ratio_bound <= want,
               "%s/%s: bound %llu", c->sampler, c->arg, (unsigned long long)cfg.ratio_bound);
 }
 
@@ -465,7 +467,7 @@ Test(config, args_from_proc_cmdline)
 
 #if !defined(__SANITIZE_ADDRESS__)
 /* Counts allocations while ldt_config_load runs: the shim calls it from its constructor, possibly
- * before the host's allocator is usable. (ASan owns malloc, so this check is for the plain build.) */
+ * before the host's allocator is usable. (ASan owns malloc: this check is for the plain build.) */
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
@@ -625,8 +627,9 @@ Test(log, writes_prefixed_line, .init = log_setup, .fini = log_teardown)
     ldt_log("hello %s %d %u %lu %llu %x %zu %p", "world", -42, 42u, 4000000000ul, 1ull << 40,
             0xbeefu, (size_t)7, (void *)&x);
     slurp(buf, sizeof(buf));
-    snprintf(want, sizeof(want), "ldtrace[%d]: hello world -42 42 4000000000 1099511627776 beef 7 %p\n",
-             (int)getpid(), (void *)&x);
+    snprintf(want, sizeof(want),
+             "ldtrace[%d]: hello world -42 42 4000000000 1099511627776 beef 7 %p\n", (int)getpid(),
+             (void *)&x);
     cr_expect_str_eq(buf, want);
 }
 
@@ -716,7 +719,8 @@ static void check_lines(const char *buf, int want_lines)
         cr_assert_not_null(nl, "unterminated line %d", lines);
         int pid, n, used = 0;
         char tag[8];
-        cr_assert_eq(sscanf(p, "ldtrace[%d]: %7s %d %n", &pid, tag, &n, &used), 3, "line %d", lines);
+        int got = sscanf(p, "ldtrace[%d]: %7s %d %n", &pid, tag, &n, &used);
+        cr_assert_eq(got, 3, "line %d", lines);
         cr_assert_eq(nl - (p + used), 40, "line %d mangled", lines);
         p = nl + 1;
     }

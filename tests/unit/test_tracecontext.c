@@ -121,8 +121,7 @@ static struct tp_case tp_cases[] = {
      "embedded NUL"},
     BAD("", "empty"),
     BAD("   \t ", "only whitespace"),
-    BAD("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01,00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        "two values joined"),
+    BAD(SPEC_TP "," SPEC_TP, "two values joined"),
     BAD("00 -4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "space inside"),
     BAD("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\t1", "tab inside"),
     BAD("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-\xc3\xa9", "non-ASCII flags"),
@@ -428,8 +427,8 @@ Test(tracestate, longer_than_ts_max_dropped)
     char in[2048], out[LDT_TS_MAX];
     size_t len = 0;
     for (int i = 0; i < 32; i++)
-        len += (size_t)snprintf(in + len, sizeof(in) - len, "%svendor%02d=0123456789abcdef", i ? "," : "",
-                                i);
+        len += (size_t)snprintf(in + len, sizeof(in) - len, "%svendor%02d=0123456789abcdef",
+                                i ? "," : "", i);
     cr_assert_gt(len, LDT_TS_MAX);
     cr_expect_eq(ldt_ts_normalize(in, len, out, sizeof(out)), -ENOSPC);
 }
