@@ -173,6 +173,13 @@ int ldt__analysis_print(FILE *out, const struct ldt__analysis *a, const char *fo
 
 void ldt__analysis_free(struct ldt__analysis *a);
 
+/* ---- HTML page (cmd_html.c) ---- */
+
+/* Write a self-contained HTML page with every trace (newest first) and trace `initial` shown first.
+ * Span data is embedded as JSON with '<', '>' and '&' escaped. Returns 0, -ENOMEM or -EIO. */
+int ldt__html_write(FILE *out, const struct ldt__spans *s, const struct ldt__traces *t,
+                    int initial);
+
 /* ---- launcher (cmd_run.c) ---- */
 
 /* Build the LD_PRELOAD value: shim first, then the existing value (if any and non-empty), with the
@@ -198,5 +205,6 @@ int ldt__run_main(int argc, char **argv);
 int ldt__stop_main(int argc, char **argv);
 int ldt__view_main(int argc, char **argv);
 int ldt__analyze_main(int argc, char **argv);
+int ldt__html_main(int argc, char **argv);
 
 #endif

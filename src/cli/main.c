@@ -1,4 +1,4 @@
-/* main.c - the `ldtrace` command line: dispatches run / stop / view to their cmd_*.c files. */
+/* main.c - the `ldtrace` command line: dispatches run / stop / view / analyze / html to cmd_*.c. */
 #include "cli.h"
 
 #include <string.h>
@@ -13,6 +13,8 @@ static void usage(FILE *f)
                "                     list the traces in an OTLP JSON file, or draw one\n"
                "  analyze FILE [--trace ID] [--format text|json|dot|mermaid]\n"
                "                     critical path, bottleneck, latency, error origin, retries\n"
+               "  html FILE [-o OUT.html] [--trace ID]\n"
+               "                     write a self-contained HTML page (list + waterfall)\n"
                "  version            print the version\n");
 }
 
@@ -31,6 +33,8 @@ int main(int argc, char **argv)
         return ldt__view_main(argc - 1, argv + 1);
     if (strcmp(cmd, "analyze") == 0)
         return ldt__analyze_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "html") == 0)
+        return ldt__html_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("ldtrace %s\n", LDT_VERSION_STRING);
         return 0;

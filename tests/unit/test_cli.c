@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "cli/cli.h"
 
 #define DEMO_FAIL "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -722,4 +724,78 @@ Test(analyze, unknown_format_rejected)
 {
     struct ldt__analysis a = {0};
     cr_expect_eq(ldt__analysis_print(stdout, &a, "yaml"), -EINVAL);
+}
+
+/* ---- html ---- */
+
+/* The JSON between the data element's tags. */
+static char *html_data(const char *page)
+{
+    const char *open = "<script id=\"data\" type=\"application/json\">";
+    const char *a = strstr(page, open);
+    cr_assert_not_null(a);
+    a += strlen(open);
+    const char *b = strstr(a, "</script>");
+    cr_assert_not_null(b);
+    return strndup(a, (size_t)(b - a));
+}
+
+static char *html_render(const struct ldt__spans *s, const struct ldt__traces *t, size_t *len)
+{
+    char *buf = NULL;
+    FILE *m = open_memstream(&buf, len);
+    cr_assert_eq(ldt__html_write(m, s, t, 0), 0);
+    fclose(m);
+    return buf;
+}
+
+Test(html, page_embeds_every_trace)
+{
+    struct ldt__spans s;
+    struct ldt__traces t;
+    load_demo(&s, &t);
+    size_t len;
+    char *page = html_render(&s, &t, &len);
+    cr_expect_eq(strncmp(page, "<!DOCTYPE html>", 15), 0);
+    char *data = html_data(page);
+    json_error_t err;
+    json_t *j = json_loads(data, 0, &err);
+    cr_assert_not_null(j, "%s", err.text);
+    json_t *traces = json_object_get(j, "traces");
+    cr_assert_eq(json_array_size(traces), 5);
+    json_t *first = json_array_get(traces, 0);
+    cr_expect_str_eq(json_string_value(json_object_get(first, "id")), DEMO_FAIL);
+    cr_expect_eq(json_array_size(json_object_get(first, "spans")), 15);
+    cr_expect_eq(json_integer_value(json_object_get(first, "errors")), 11);
+    json_decref(j);
+    free(data);
+    free(page);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
+}
+
+Test(html, hostile_names_cannot_close_the_script)
+{
+    const char *line = LINE_OPEN "{" TID "," SID "," TIMES ",\"name\":\"</script><script>alert(1)"
+                       "</script>&amp;\"}" LINE_CLOSE;
+    struct ldt__spans s = {0};
+    struct ldt__traces t;
+    cr_assert_eq(load_text(&s, line), 1);
+    cr_assert_eq(ldt__traces_build(&s, &t), 0);
+    size_t len;
+    char *page = html_render(&s, &t, &len);
+    char *data = html_data(page);
+    cr_expect_null(strchr(data, '<'), "%s", data);
+    cr_expect_null(strchr(data, '&'));
+    json_t *j = json_loads(data, 0, NULL);
+    cr_assert_not_null(j);
+    json_t *sp = json_array_get(json_object_get(json_array_get(json_object_get(j, "traces"), 0),
+                                                "spans"), 0);
+    cr_expect_str_eq(json_string_value(json_object_get(sp, "name")),
+                     "</script><script>alert(1)</script>&amp;", "the text survives, escaped");
+    json_decref(j);
+    free(data);
+    free(page);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
 }
