@@ -89,7 +89,9 @@ void ldt_config_default_dir(char *out, size_t cap);
 
 /* ---- logging (async-signal-safe: plain write(2), no stdio, no malloc) ---- */
 
-/* Open the diagnostics file (O_APPEND|O_CLOEXEC, 0600). A NULL or empty path disables logging. */
+/* Open the diagnostics file (O_APPEND|O_CLOEXEC, 0600). A NULL or empty path disables logging.
+ * The descriptor is moved to 100 or above when possible; reopening keeps its number. Preserves
+ * errno. Disabling while another thread logs is a race: call it at start-up. */
 void ldt_log_open(const char *path);
 
 /* Write "ldtrace[<pid>]: <msg>\n". Supports %s %d %u %lu %llu %x %zu %p, nothing else. Preserves errno. */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #define LOG_LINE_MAX 1024
+#define LOG_FD_MIN 100
 
 /* -1: logging off. Raw syscalls throughout, so the shim's own write/close hooks never see our fd
  * and no libc lock is involved (signal handlers may log). */
@@ -130,16 +131,35 @@ size_t ldt_fmt(char *buf, size_t cap, const char *fmt, ...)
 
 /* ---- the log file ---- */
 
+/* Opens the file and moves it to a descriptor >= LOG_FD_MIN when the limit allows: apps dup2()
+ * onto low numbers (3, 4, ...) they believe free, and our lines must never land in their files. */
+static int open_log(const char *path)
+{
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+                          0600);
+    if (fd < 0 || fd >= LOG_FD_MIN)
+        return fd < 0 ? -1 : fd;
+    int high = (int)syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, LOG_FD_MIN);
+    if (high < 0)
+        return fd;
+    syscall(SYS_close, fd);
+    return high;
+}
+
 void ldt_log_open(const char *path)
 {
     int saved = errno;
-    int fd = -1;
-    if (path != NULL && path[0] != '\0')
-        fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                          0600);
-    int old = atomic_exchange(&g_log_fd, fd < 0 ? -1 : fd);
-    if (old >= 0)
-        syscall(SYS_close, old);
+    int fd = (path != NULL && path[0] != '\0') ? open_log(path) : -1;
+    int old = atomic_load(&g_log_fd);
+    /* Reopening replaces the file under the same number (dup3 is atomic), so a thread logging at
+     * this moment writes to the old or the new file, never to a recycled descriptor. */
+    if (fd >= 0 && old >= 0 && syscall(SYS_dup3, fd, old, O_CLOEXEC) == old) {
+        syscall(SYS_close, fd);
+    } else {
+        old = atomic_exchange(&g_log_fd, fd);
+        if (old >= 0)
+            syscall(SYS_close, old);
+    }
     errno = saved;
 }
 

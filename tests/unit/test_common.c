@@ -679,6 +679,31 @@ Test(log, fd_is_cloexec_and_closed_on_disable, .init = log_setup, .fini = log_te
     cr_expect_eq(slurp(buf, sizeof(buf)), 0);
 }
 
+Test(log, fd_kept_high_and_stable_on_reopen, .init = log_setup, .fini = log_teardown)
+{
+    char buf[256], want[256], other[80];
+    ldt_log_open(log_path);
+    int fd = ldt_log_fd();
+    cr_expect_geq(fd, 100, "log fd %d is among the low numbers apps dup2 onto", fd);
+    ldt_log("first");
+    snprintf(other, sizeof(other), "%s.2", log_path);
+    ldt_log_open(other);
+    cr_expect_eq(ldt_log_fd(), fd, "reopen changed the descriptor");
+    cr_expect(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    ldt_log("second");
+    slurp(buf, sizeof(buf));
+    snprintf(want, sizeof(want), "ldtrace[%d]: first\n", (int)getpid());
+    cr_expect_str_eq(buf, want);
+    int o = open(other, O_RDONLY);
+    cr_assert_geq(o, 0);
+    ssize_t n = read(o, buf, sizeof(buf) - 1);
+    close(o);
+    unlink(other);
+    buf[n < 0 ? 0 : n] = '\0';
+    snprintf(want, sizeof(want), "ldtrace[%d]: second\n", (int)getpid());
+    cr_expect_str_eq(buf, want);
+}
+
 Test(log, long_line_truncated_with_newline, .init = log_setup, .fini = log_teardown)
 {
     static char big[5000], buf[8192];
