@@ -1,6 +1,7 @@
 /* hooks_net.c - interposed socket life-cycle calls: socket, connect, accept*, shutdown, close, dup2/3,
  * and getaddrinfo. They keep the fd table right and open CONNECT/DNS spans; bytes are in hooks_io.c.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
 
@@ -140,6 +141,13 @@ LDT_HOOK int dup3(int oldfd, int newfd, int flags)
     return rc;
 }
 
+/* A numeric address is "looked up" without any DNS traffic: no span for it. */
+static int is_numeric(const char *node)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, node, buf) == 1 || inet_pton(AF_INET6, node, buf) == 1;
+}
+
 /* A lookup made while serving a request is a DNS child span (host = the name looked up). The
  * resolver's own sockets run inside the guard, so they are never traced themselves. */
 LDT_HOOK int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
@@ -148,7 +156,7 @@ LDT_HOOK int getaddrinfo(const char *node, const char *service, const struct add
     struct ldt__ctx p;
     if (!ldt__enter_any())
         return ldt_real.getaddrinfo(node, service, hints, res);
-    int have = node && ldt__ctx_current(&p);
+    int have = node && !is_numeric(node) && ldt__ctx_current(&p);
     uint64_t wall = ldt_clock_wall_ns(), t0 = ldt_clock_mono_ns();
     int rc = ldt_real.getaddrinfo(node, service, hints, res);
     int err = errno;
