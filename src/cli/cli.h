@@ -1,10 +1,10 @@
 /* cli.h - private interface of the ldtrace CLI: the OTLP JSON loader, the views and the launcher.
  *
  * Rules for everything in src/cli: this is ordinary user-space code, so it allocates and uses stdio
- * freely; functions return 0 or a positive count on success and a negative errno on failure, and only
- * the ldt__*_main entry points print error messages (one line, naming the operation and the object).
- * Everything that draws writes to a caller-supplied FILE, so the unit tests can render into memory and
- * compare with golden files byte for byte.
+ * freely; functions return 0 or a positive count on success and a negative errno on failure, and
+ * only the ldt__*_main entry points print error messages (one line, naming the operation and the
+ * object). Everything that draws writes to a caller-supplied FILE, so the unit tests can render
+ * into memory and compare with golden files byte for byte.
  */
 #ifndef LDTRACE_CLI_H
 #define LDTRACE_CLI_H
@@ -15,7 +15,8 @@
 
 /* ---- the loaded spans (trace.c) ---- */
 
-enum ldt__kind { /* OTLP Span.SpanKind */
+/* OTLP Span.SpanKind */
+enum ldt__kind {
     LDT__KIND_UNSPECIFIED = 0,
     LDT__KIND_INTERNAL = 1,
     LDT__KIND_SERVER = 2,
@@ -27,39 +28,41 @@ enum ldt__kind { /* OTLP Span.SpanKind */
 /* One span as read from the file. Strings are owned by the span (NULL when absent) and have had
  * control characters replaced, so they are safe to print on a terminal. */
 struct ldt__span {
-    char trace_id[33];   /* lower-case hex, NUL-terminated */
+    char trace_id[33]; /* lower-case hex, NUL-terminated */
     char span_id[17];
-    char parent_id[17];  /* empty: a root span */
-    char *service;       /* resource attribute service.name ("unknown_service" when missing) */
+    char parent_id[17]; /* empty: a root span */
+    char *service;      /* resource attribute service.name ("unknown_service" when missing) */
     char *name;
-    char *method;        /* http.request.method */
-    char *path;          /* url.path */
-    char *peer;          /* server.address[:server.port] on client spans */
-    char *exception;     /* "type: message" (or the stack's first line) of the first exception event */
-    char *stacktrace;    /* exception.stacktrace of that event */
-    int kind;            /* enum ldt__kind */
-    int status;          /* 0 unset, 1 ok, 2 error */
-    int http_code;       /* http.response.status_code, 0 when absent */
-    uint64_t start_ns;   /* wall clock, ns since the epoch */
-    uint64_t end_ns;     /* >= start_ns (clamped when the file says otherwise) */
+    char *method;     /* http.request.method */
+    char *path;       /* url.path */
+    char *peer;       /* server.address[:server.port] on client spans */
+    char *exception;  /* "type: message" (or the stack's first line) of the first exception event */
+    char *stacktrace; /* exception.stacktrace of that event */
+    int kind;         /* enum ldt__kind */
+    int status;       /* 0 unset, 1 ok, 2 error */
+    int http_code;    /* http.response.status_code, 0 when absent */
+    uint64_t start_ns; /* wall clock, ns since the epoch */
+    uint64_t end_ns;   /* >= start_ns (clamped when the file says otherwise) */
 };
 
 /* Everything loaded from one or more files. */
 struct ldt__spans {
     struct ldt__span *v;
     size_t n, cap;
-    size_t lines;        /* non-empty lines read */
-    size_t bad_lines;    /* lines that were not an ExportTraceServiceRequest (skipped) */
-    size_t bad_spans;    /* spans skipped: missing or malformed ids, times out of range */
+    size_t lines;     /* non-empty lines read */
+    size_t bad_lines; /* lines that were not an ExportTraceServiceRequest (skipped) */
+    size_t bad_spans; /* spans skipped: missing or malformed ids, times out of range */
 };
 
 /* Parse one line (one ExportTraceServiceRequest) and append its spans. Returns the number of spans
  * added (>= 0), or -EINVAL when the line is not JSON of the expected shape (the caller counts it);
- * -ENOMEM when memory ran out. Spans with unusable ids or times are skipped and counted in bad_spans. */
+ * -ENOMEM when memory ran out. Spans with unusable ids or times are skipped and counted in
+ * bad_spans. */
 int ldt__spans_parse_line(struct ldt__spans *s, const char *line, size_t len);
 
 /* Read an OTLP JSON lines file ("-" reads stdin) and append its spans. Malformed lines are skipped
- * and counted. Returns the number of spans added, or a negative errno when the file cannot be read. */
+ * and counted. Returns the number of spans added, or a negative errno when the file cannot be read.
+ */
 int ldt__spans_load_file(struct ldt__spans *s, const char *path);
 
 /* Read OTLP JSON lines from an open stream (the caller keeps ownership of f). */
@@ -75,11 +78,11 @@ void ldt__spans_free(struct ldt__spans *s);
 
 /* One trace: the spans that share a trace id, as indices into ldt__spans.v sorted by start time. */
 struct ldt__trace {
-    const char *trace_id;  /* points into the first span */
+    const char *trace_id; /* points into the first span */
     size_t *idx;
-    size_t *by_id;         /* the same indices sorted by span id (for ldt__trace_lookup) */
+    size_t *by_id; /* the same indices sorted by span id (for ldt__trace_lookup) */
     size_t n;
-    size_t root;           /* index (into ldt__spans.v) of the earliest span without a parent in the trace */
+    size_t root; /* index (into ldt__spans.v) of the earliest span without a parent in the trace */
     size_t errors;
     uint64_t start_ns, end_ns;
 };
@@ -89,12 +92,14 @@ struct ldt__traces {
     size_t n;
 };
 
-/* Group the spans by trace id; traces sorted newest first (by start time, then trace id). Spans that
- * repeat a span id already seen in their trace are dropped from the grouping. Returns 0 or -ENOMEM. */
+/* Group the spans by trace id; traces sorted newest first (by start time, then trace id). Spans
+ * that repeat a span id already seen in their trace are dropped from the grouping. Returns 0 or
+ * -ENOMEM. */
 int ldt__traces_build(const struct ldt__spans *s, struct ldt__traces *out);
 
 /* Find a trace by id or unique id prefix (case-insensitive). Returns its position in t->v, -ENOENT
- * when none matches, -EEXIST when the prefix matches more than one trace, -EINVAL for an empty id. */
+ * when none matches, -EEXIST when the prefix matches more than one trace, -EINVAL for an empty id.
+ */
 /* The index (into ldt__spans.v) of the span with id `id` in trace t, or SIZE_MAX. O(log n). */
 size_t ldt__trace_lookup(const struct ldt__spans *s, const struct ldt__trace *t, const char *id);
 
@@ -105,9 +110,9 @@ void ldt__traces_free(struct ldt__traces *t);
 /* ---- drawing (cmd_view.c) ---- */
 
 struct ldt__view_opts {
-    int width;    /* terminal columns (>= 20 is honoured; smaller is raised to 20) */
-    int color;    /* emit ANSI colours */
-    int unicode;  /* box-drawing characters and block bars; else plain ASCII */
+    int width;   /* terminal columns (>= 20 is honoured; smaller is raised to 20) */
+    int color;   /* emit ANSI colours */
+    int unicode; /* box-drawing characters and block bars; else plain ASCII */
 };
 
 /* Draw the list of traces (newest first), one row each, to out. Returns 0 or a negative errno. */
@@ -123,14 +128,15 @@ size_t ldt__text_cols(const char *str);
 
 /* ---- analysis (cmd_analyze.c) ---- */
 
-/* Counts and latency of one service (its entry spans: SERVER spans and spans without a parent in the
- * file) or one edge (CLIENT spans from -> to, `to` being the SERVER child's service, else the peer). */
+/* Counts and latency of one service (its entry spans: SERVER spans and spans without a parent in
+ * the file) or one edge (CLIENT spans from -> to, `to` being the SERVER child's service, else the
+ * peer). */
 struct ldt__stat {
-    char *from, *to;          /* an edge; a service has from == NULL and its name in `to` */
+    char *from, *to; /* an edge; a service has from == NULL and its name in `to` */
     size_t count, errors;
-    uint64_t p50, p90, p99;   /* nearest-rank percentiles of the durations, ns */
-    uint64_t self_ns;         /* services: time in their own spans not covered by children */
-    uint64_t crit_ns;         /* services: time on the critical path */
+    uint64_t p50, p90, p99; /* nearest-rank percentiles of the durations, ns */
+    uint64_t self_ns;       /* services: time in their own spans not covered by children */
+    uint64_t crit_ns;       /* services: time on the critical path */
     uint64_t *durs;
     size_t ndurs, cap;
 };
@@ -139,8 +145,8 @@ struct ldt__stat {
 struct ldt__retry {
     const char *trace_id;
     const struct ldt__span *parent;
-    char *target;             /* "payment POST /pay" (the callee's service, else the peer) */
-    size_t attempts, failed;  /* amplification factor = attempts */
+    char *target;            /* "payment POST /pay" (the callee's service, else the peer) */
+    size_t attempts, failed; /* amplification factor = attempts */
 };
 
 /* Where a failing trace's error started (the deepest error span with no failing child) and where it
@@ -158,7 +164,7 @@ struct ldt__analysis {
     size_t nretry;
     struct ldt__origin *origin;
     size_t norigin;
-    uint64_t crit_total;          /* sum over traces of the root's duration */
+    uint64_t crit_total;           /* sum over traces of the root's duration */
     const struct ldt__span **path; /* single-trace analysis: the spans on the critical path, in */
     uint64_t *path_ns;             /* start order, and the time each one holds the path */
     size_t npath;
@@ -184,8 +190,8 @@ int ldt__html_write(FILE *out, const struct ldt__spans *s, const struct ldt__tra
 
 /* Build the LD_PRELOAD value: shim first, then the existing value (if any and non-empty), with the
  * shim removed from the existing list when it was already there. Sanitizer runtimes (libasan,
- * libtsan, libclang_rt.*) stay in front of the shim, since they must be loaded first. Returns the length written, or
- * -ENAMETOOLONG when out[cap] is too small. */
+ * libtsan, libclang_rt.*) stay in front of the shim, since they must be loaded first. Returns the
+ * length written, or -ENAMETOOLONG when out[cap] is too small. */
 int ldt__run_preload_value(const char *shim, const char *existing, char *out, size_t cap);
 
 /* Where the other deliverables live, given the absolute path of the ldtrace executable: in a build

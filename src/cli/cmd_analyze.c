@@ -1,5 +1,7 @@
-/* cmd_analyze.c - `ldtrace analyze`: spans -> critical path, self time, per-service and per-edge latency,
- * error origin, retry storms; printed as text, JSON, Graphviz dot or Mermaid.
+/* cmd_analyze.c - `ldtrace analyze`: spans -> critical path, latency, error origin, retry storms.
+ *
+ * Printed as text, JSON, Graphviz dot or Mermaid. Self time and per-service and per-edge latency
+ * (p50/p90/p99) come with it.
  *
  * Everything is computed from parentage and timestamps only. The critical path follows, from the
  * root's end backwards, the child that finished last before the current point (as Jaeger's critical
@@ -17,7 +19,8 @@
 #include <jansson.h>
 
 #define NONE SIZE_MAX
-#define MAX_CP_DEPTH 512 /* deeper chains are cut there (their rest counts as the span's own time) */
+#define MAX_CP_DEPTH                                                                               \
+    512 /* deeper chains are cut there (their rest counts as the span's own time) */
 
 /* One trace's tree in local positions (the trace's start-time order). */
 struct ttree {
@@ -39,8 +42,7 @@ static uint64_t dur(const struct ldt__span *sp)
 
 /* ---- statistics ---- */
 
-static struct ldt__stat *stat_get(struct ldt__stat **v, size_t *n, const char *from,
-                                  const char *to)
+static struct ldt__stat *stat_get(struct ldt__stat **v, size_t *n, const char *from, const char *to)
 {
     for (size_t i = 0; i < *n; i++)
         if (strcmp((*v)[i].to, to) == 0 &&
@@ -173,7 +175,8 @@ static int ttree_build(struct ttree *tt, const struct ldt__spans *s, const struc
 
 /* ---- self time and the critical path ---- */
 
-/* Time in span i not covered by any child (children clipped to the span; they are in start order). */
+/* Time in span i not covered by any child (children clipped to the span; they are in start order).
+ */
 static uint64_t self_time(const struct ttree *tt, size_t i)
 {
     const struct ldt__span *sp = SP(tt, i);
@@ -312,8 +315,8 @@ static int add_retry(struct ldt__analysis *a, const struct ttree *tt, size_t par
     if (!v)
         return -ENOMEM;
     a->retry = v;
-    v[a->nretry] = (struct ldt__retry){tt->t->trace_id, SP(tt, parent), strdup(op), attempts,
-                                       failed};
+    v[a->nretry] =
+        (struct ldt__retry){tt->t->trace_id, SP(tt, parent), strdup(op), attempts, failed};
     return v[a->nretry++].target ? 0 : -ENOMEM;
 }
 
@@ -345,8 +348,7 @@ static int add_origin(struct ldt__analysis *a, const struct ttree *tt)
     if (!v)
         return -ENOMEM;
     a->origin = v;
-    v[a->norigin++] = (struct ldt__origin){tt->t->trace_id, SP(tt, best),
-                                           &tt->s->v[tt->t->root]};
+    v[a->norigin++] = (struct ldt__origin){tt->t->trace_id, SP(tt, best), &tt->s->v[tt->t->root]};
     return 0;
 }
 
@@ -764,7 +766,9 @@ static void mm_id(FILE *out, const char *s)
     fputs("s_", out);
     for (; *s; s++)
         fputc((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')
-                  ? *s : '_', out);
+                  ? *s
+                  : '_',
+              out);
 }
 
 /* Mermaid label text: no quotes or brackets that would end it. */
@@ -851,16 +855,25 @@ int ldt__analyze_main(int argc, char **argv)
 {
     static const struct option opts[] = {{"trace", required_argument, 0, 't'},
                                          {"format", required_argument, 0, 'f'},
-                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *trace = NULL, *format = "text";
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "t:f:h", opts, NULL)) != -1) {
         switch (ch) {
-        case 't': trace = optarg; break;
-        case 'f': format = optarg; break;
-        case 'h': analyze_usage(stdout); return 0;
-        default: analyze_usage(stderr); return 2;
+        case 't':
+            trace = optarg;
+            break;
+        case 'f':
+            format = optarg;
+            break;
+        case 'h':
+            analyze_usage(stdout);
+            return 0;
+        default:
+            analyze_usage(stderr);
+            return 2;
         }
     }
     if (optind != argc - 1 || (strcmp(format, "text") && strcmp(format, "json") &&

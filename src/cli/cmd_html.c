@@ -1,4 +1,4 @@
-/* cmd_html.c - `ldtrace html`: spans -> one self-contained HTML page (trace list + interactive waterfall).
+/* cmd_html.c - `ldtrace html`: spans -> one self-contained HTML page (trace list + waterfall).
  *
  * The page carries its data as JSON in a <script type="application/json"> element, with every '<',
  * '>' and '&' written as a \u escape so no span name can close the element, and the page's script
@@ -114,7 +114,8 @@ static const char page_tail[] =
     "if(text!==undefined)e.textContent=text;return e;}\n"
     "function label(s){let n=s.name||s.method||'?';if(s.path&&n.indexOf(s.path)<0)n+=' '+s.path;"
     "return (s.kind===3?'\\u2192 ':'')+n;}\n"
-    "function order(t){const by={},kids={},roots=[];t.spans.forEach(s=>{by[s.id]=s;kids[s.id]=[];});\n"
+    "function order(t){const "
+    "by={},kids={},roots=[];t.spans.forEach(s=>{by[s.id]=s;kids[s.id]=[];});\n"
     " t.spans.forEach(s=>{if(s.parent&&by[s.parent]&&s.parent!==s.id)kids[s.parent].push(s);"
     "else roots.push(s);});\n"
     " const out=[],seen={};const walk=(s,d)=>{if(seen[s.id])return;seen[s.id]=1;"
@@ -130,9 +131,11 @@ static const char page_tail[] =
     "  lab.style.paddingLeft=(d*14)+'px';if(s.error)lab.appendChild(el('span','err','! '));\n"
     "  if(s.parent&&!t.spans.some(x=>x.id===s.parent))lab.appendChild(el('span',null,'? '));\n"
     "  lab.appendChild(el('span','svc',s.service));lab.appendChild(el('span',null,label(s)));\n"
-    "  r.appendChild(lab);r.appendChild(el('div','num'+(s.error?' err':''),s.code?String(s.code):''));\n"
+    "  r.appendChild(lab);r.appendChild(el('div','num'+(s.error?' "
+    "err':''),s.code?String(s.code):''));\n"
     "  r.appendChild(el('div','num',s.dur_ms.toFixed(2)+' ms'));\n"
-    "  const lane=el('div','lane'),b=el('div','bar'+(s.kind===3?' client':'')+(s.error?' bad':''));\n"
+    "  const lane=el('div','lane'),b=el('div','bar'+(s.kind===3?' client':'')+(s.error?' "
+    "bad':''));\n"
     "  b.style.left=(100*s.start_ms/total)+'%';b.style.width=(100*s.dur_ms/total)+'%';\n"
     "  lane.appendChild(b);r.appendChild(lane);\n"
     "  r.onclick=()=>{det.textContent=JSON.stringify(s,null,2);};m.appendChild(r);});\n"
@@ -144,7 +147,8 @@ static const char page_tail[] =
     " const h=el('div');if(t.errors)h.appendChild(el('span','err','! '));\n"
     " h.appendChild(el('span','svc',t.root_service));h.appendChild(el('span',null,n));"
     "e.appendChild(h);\n"
-    " e.appendChild(el('div',null,t.spans.length+' spans \\u00b7 '+t.dur_ms.toFixed(2)+' ms \\u00b7 '"
+    " e.appendChild(el('div',null,t.spans.length+' spans \\u00b7 '+t.dur_ms.toFixed(2)+' ms "
+    "\\u00b7 '"
     "+t.start));\n"
     " e.onclick=()=>show(i);L.appendChild(e);});\n"
     "if(D.traces.length)show(D.initial||0);\n"
@@ -185,14 +189,19 @@ int ldt__html_main(int argc, char **argv)
 {
     static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                          {"trace", required_argument, 0, 't'},
-                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *outp = NULL, *trace = NULL;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "o:t:h", opts, NULL)) != -1) {
         switch (ch) {
-        case 'o': outp = optarg; break;
-        case 't': trace = optarg; break;
+        case 'o':
+            outp = optarg;
+            break;
+        case 't':
+            trace = optarg;
+            break;
         case 'h':
         default:
             fprintf(ch == 'h' ? stdout : stderr, "usage: ldtrace html FILE [-o OUT.html] "

@@ -1,14 +1,15 @@
-/* cmd_run.c - `ldtrace run` and `ldtrace stop`: start a command under the shim, with a sidecar per directory.
+/* cmd_run.c - `ldtrace run` / `ldtrace stop`: a command under the shim, one sidecar per directory.
  *
- * Locks in the segment directory (all flock, so they vanish with the process that holds them):
- *   .ldtraced.lock    held exclusively by the running ldtraced for its whole life. ldtrace run takes it
- *                     in the child it forks, before exec'ing ldtraced, so the lock stays with ldtraced;
- *                     when it is busy, a sidecar is already running for the directory.
- *   .ldtrace-run.lock held shared by every `ldtrace run` while its command runs. A sidecar started with
- *                     --exit-when-idle takes it exclusively (non-blocking) to learn that no run is left,
- *                     and keeps it until it has exited, so a new run waits for it and then starts a new
- *                     sidecar instead of handing its spans to one that is leaving.
- *   .ldtraced.pid     the sidecar's pid (written before exec, and by the sidecar itself).
+ * Files in the segment directory (the locks are flock locks, so they vanish with their holder):
+ *
+ * - .ldtraced.lock: held exclusively by the running ldtraced for its whole life. ldtrace run takes
+ *   it in the child it forks, before exec'ing ldtraced, so the lock stays with ldtraced; when it is
+ *   busy, a sidecar is already running for the directory.
+ * - .ldtrace-run.lock: held shared by every `ldtrace run` while its command runs. A sidecar started
+ *   with --exit-when-idle takes it exclusively (non-blocking) to learn that no run is left, and
+ *   keeps it until it has exited, so a new run waits for it and then starts a new sidecar instead
+ *   of handing its spans to one that is leaving.
+ * - .ldtraced.pid: the sidecar's pid (written before exec).
  */
 #include "cli.h"
 
@@ -42,7 +43,7 @@
 
 #define SHIM_NAME "libldtrace.so"
 #define SIDECAR_NAME "ldtraced"
-#define DEFAULT_IDLE "2"          /* seconds a started sidecar lingers after the last traced process */
+#define DEFAULT_IDLE "2" /* seconds a started sidecar lingers after the last traced process */
 #define STOP_TIMEOUT_MS 30000
 
 /* ---- locating the other deliverables ---- */
@@ -115,7 +116,8 @@ static int same_lib(const char *p, size_t n, const char *shim)
     return strlen(shim) == n && memcmp(p, shim, n) == 0;
 }
 
-/* A sanitizer runtime must stay the first object in the link map, so it keeps its place in front. */
+/* A sanitizer runtime must stay the first object in the link map, so it keeps its place in front.
+ */
 static int is_sanitizer(const char *p, size_t n)
 {
     const char *base = p;
@@ -206,11 +208,13 @@ static void pick_dir(struct run_args *a, const char *opt)
 
 static int run_parse(int argc, char **argv, struct run_args *a)
 {
-    static const struct option opts[] = {
-        {"service", required_argument, 0, 's'}, {"out", required_argument, 0, 'o'},
-        {"otlp", required_argument, 0, 'O'},    {"dir", required_argument, 0, 'd'},
-        {"idle", required_argument, 0, 'i'},    {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"service", required_argument, 0, 's'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"otlp", required_argument, 0, 'O'},
+                                         {"dir", required_argument, 0, 'd'},
+                                         {"idle", required_argument, 0, 'i'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *dir = NULL;
     int ch;
     memset(a, 0, sizeof(*a));
@@ -218,13 +222,26 @@ static int run_parse(int argc, char **argv, struct run_args *a)
     optind = 1;
     while ((ch = getopt_long(argc, argv, "+s:o:d:h", opts, NULL)) != -1) {
         switch (ch) {
-        case 's': a->service = optarg; break;
-        case 'o': a->out = optarg; break;
-        case 'O': a->otlp = optarg; break;
-        case 'd': dir = optarg; break;
-        case 'i': a->idle = optarg; break;
-        case 'h': run_usage(stdout); exit(0);
-        default: return -EINVAL;
+        case 's':
+            a->service = optarg;
+            break;
+        case 'o':
+            a->out = optarg;
+            break;
+        case 'O':
+            a->otlp = optarg;
+            break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'i':
+            a->idle = optarg;
+            break;
+        case 'h':
+            run_usage(stdout);
+            exit(0);
+        default:
+            return -EINVAL;
         }
     }
     pick_dir(a, dir);
@@ -244,8 +261,10 @@ static int ensure_dir(const char *dir)
     if (errno != EEXIST)
         return -errno;
     if (stat(dir, &st) == 0 && (st.st_uid != getuid() || (st.st_mode & 077)))
-        fprintf(stderr, "ldtrace: run: %s is not a 0700 directory owned by uid %u: the shim may "
-                        "refuse it (chmod 700 %s)\n", dir, (unsigned)getuid(), dir);
+        fprintf(stderr,
+                "ldtrace: run: %s is not a 0700 directory owned by uid %u: the shim may "
+                "refuse it (chmod 700 %s)\n",
+                dir, (unsigned)getuid(), dir);
     return 0;
 }
 
@@ -268,7 +287,8 @@ static void report(int fd, int code)
 /* The future sidecar: take the lock, record the pid, detach stdio, exec ldtraced. Never returns. */
 static void sidecar_child(const char *exe, char **argv, const char *dir, int pipe_w)
 {
-    int lock = open_in(dir, ".ldtraced.lock", O_RDWR | O_CREAT); /* no O_CLOEXEC: ldtraced keeps it */
+    int lock =
+        open_in(dir, ".ldtraced.lock", O_RDWR | O_CREAT); /* no O_CLOEXEC: ldtraced keeps it */
     if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
         report(pipe_w, lock < 0 ? lock : (errno == EWOULDBLOCK ? 1 : -errno));
         _exit(0);
@@ -363,8 +383,10 @@ static const char *out_path(struct run_args *a)
 static int ensure_sidecar(struct run_args *a, const char *sidecar)
 {
     const char *dest = a->otlp ? a->otlp : out_path(a);
-    char *argv[] = {(char *)SIDECAR_NAME, "--dir", (char *)a->dir, a->otlp ? "--otlp" : "--out",
-                    (char *)dest, "--exit-when-idle", (char *)a->idle, NULL};
+    char *argv[] = {(char *)SIDECAR_NAME, "--dir",
+                    (char *)a->dir,       a->otlp ? "--otlp" : "--out",
+                    (char *)dest,         "--exit-when-idle",
+                    (char *)a->idle,      NULL};
     pid_t rc = spawn_sidecar(sidecar, argv, a->dir);
     if (rc == -EAGAIN) {
         fprintf(stderr, "ldtrace: spans from %s -> %s (ldtraced pid %ld)\n", a->dir, dest,
@@ -372,8 +394,10 @@ static int ensure_sidecar(struct run_args *a, const char *sidecar)
         return 0;
     }
     if (rc == 0 && (a->out || a->otlp))
-        fprintf(stderr, "ldtrace: a sidecar already drains %s (pid %ld); its output is kept and "
-                        "%s is ignored\n", a->dir, read_pid(a->dir), dest);
+        fprintf(stderr,
+                "ldtrace: a sidecar already drains %s (pid %ld); its output is kept and "
+                "%s is ignored\n",
+                a->dir, read_pid(a->dir), dest);
     return rc < 0 ? (int)rc : 0;
 }
 
@@ -408,8 +432,8 @@ static void cmd_child(const struct run_args *a, const char *shim)
     _exit(err == ENOENT ? 127 : 126);
 }
 
-/* Start the command and wait for it, as a shell would: Ctrl-C goes to the command (the terminal sends
- * it to the whole foreground group) while we wait to report its status. */
+/* Start the command and wait for it, as a shell would: Ctrl-C goes to the command (the terminal
+ * sends it to the whole foreground group) while we wait to report its status. */
 static int run_command(const struct run_args *a, const char *shim)
 {
     struct sigaction ign = {.sa_handler = SIG_IGN}, fwd = {.sa_handler = forward};
@@ -539,8 +563,8 @@ int ldt__stop_main(int argc, char **argv)
     long pid = lock_holder(fd);
     pid = pid > 0 ? pid : read_pid(a.dir);
     if (pid <= 0 || kill((pid_t)pid, SIGTERM) < 0) {
-        fprintf(stderr, "ldtrace: stop: kill %ld: %s\n", pid, pid <= 0 ? "pid unknown" :
-                strerror(errno));
+        fprintf(stderr, "ldtrace: stop: kill %ld: %s\n", pid,
+                pid <= 0 ? "pid unknown" : strerror(errno));
         close(fd);
         return 1;
     }

@@ -30,9 +30,9 @@
 struct line {
     char *p;
     size_t len, cap;
-    size_t cols;                 /* display columns so far */
+    size_t cols; /* display columns so far */
     const struct ldt__view_opts *o;
-    int failed;                  /* out of memory: the line is dropped */
+    int failed; /* out of memory: the line is dropped */
 };
 
 static void line_raw(struct line *l, const char *s, size_t n)
@@ -161,8 +161,7 @@ static void fmt_start(char *buf, size_t cap, uint64_t ns, int millis)
         return;
     }
     if (millis)
-        snprintf(buf + strlen(buf), cap - strlen(buf), ".%03u",
-                 (unsigned)(ns / 1000000u % 1000u));
+        snprintf(buf + strlen(buf), cap - strlen(buf), ".%03u", (unsigned)(ns / 1000000u % 1000u));
 }
 
 /* The label of a span: "name", plus " path" when the name does not already show it; client calls
@@ -252,9 +251,9 @@ int ldt__view_list(FILE *out, const struct ldt__spans *s, const struct ldt__trac
 /* The span tree of one trace, in local positions 0..n-1 (the trace's start-time order). */
 struct tree {
     size_t n;
-    size_t *parent;      /* SIZE_MAX: shown as a root */
+    size_t *parent; /* SIZE_MAX: shown as a root */
     size_t *first, *next, *last_child;
-    unsigned char *orphan;   /* has a parent id that is not in the file (or a cycle) */
+    unsigned char *orphan; /* has a parent id that is not in the file (or a cycle) */
     unsigned char *seen;
 };
 
@@ -406,8 +405,8 @@ static void wf_header(struct line *l, FILE *out, const struct ldt__spans *s,
     line_flush(l, out);
 }
 
-/* The tree drawing in front of a row at depth d ("│  " for open ancestors, then "├─ " or "└─ "). For
- * a detail line under the row, `detail` gives the column for the row's own children instead. */
+/* The tree drawing in front of a row at depth d ("│  " for open ancestors, then "├─ " or "└─ ").
+ * For a detail line under the row, `detail` gives the column for the row's own children instead. */
 static void wf_prefix(struct line *l, const unsigned char *last, size_t d, size_t maxcols,
                       int detail, int has_children)
 {
@@ -438,8 +437,8 @@ static void wf_bar(struct line *l, const struct ldt__span *sp, struct wf_cols c,
     from = from < c.bar ? from : c.bar - 1;
     to = to > from ? (to < c.bar ? to : c.bar) : from + 1;
     int client = sp->kind == LDT__KIND_CLIENT;
-    const char *cell = l->o->unicode ? (client ? "\xe2\x96\x92" : "\xe2\x96\x88")
-                                     : (client ? "=" : "#");
+    const char *cell =
+        l->o->unicode ? (client ? "\xe2\x96\x92" : "\xe2\x96\x88") : (client ? "=" : "#");
     line_pad_to(l, l->cols + from);
     line_color(l, err ? C_RED : C_CYAN);
     for (size_t i = from; i < to && l->cols < (size_t)l->o->width; i++, l->cols++)
@@ -493,11 +492,12 @@ static void wf_detail(struct line *l, const struct ldt__span *sp, const unsigned
 
 struct walk_item {
     size_t node, depth;
-    int last;            /* the last child of its parent (or the last root) */
+    int last; /* the last child of its parent (or the last root) */
 };
 
-/* Depth-first walk from one root, drawing each span once (a cycle cannot loop). stack[] has room for
- * n + 1 items: every span sits in one parent's child list, so it is pushed at most once as a child. */
+/* Depth-first walk from one root, drawing each span once (a cycle cannot loop). stack[] has room
+ * for n + 1 items: every span sits in one parent's child list, so it is pushed at most once as a
+ * child. */
 static int wf_walk(struct line *l, FILE *out, const struct ldt__spans *s,
                    const struct ldt__trace *t, struct tree *tr, size_t root, int is_last_root,
                    struct walk_item *stack, unsigned char *last, struct wf_cols c)
@@ -540,9 +540,10 @@ static void wf_legend(struct line *l, FILE *out)
     int u = l->o->unicode;
     line_flush(l, out);
     line_color(l, C_DIM);
-    line_text(l, u ? "! error   \xe2\x96\x88 server/internal   \xe2\x96\x92 \xe2\x86\x92 client call"
-                     "   ? parent span not in file"
-                   : "! error   # server/internal   = -> client call   ? parent span not in file",
+    line_text(l,
+              u ? "! error   \xe2\x96\x88 server/internal   \xe2\x96\x92 \xe2\x86\x92 client call"
+                  "   ? parent span not in file"
+                : "! error   # server/internal   = -> client call   ? parent span not in file",
               SIZE_MAX, 0);
     line_color(l, C_RESET);
 }
@@ -640,14 +641,29 @@ static int view_parse(int argc, char **argv, struct view_args *a)
     optind = 1;
     while ((ch = getopt_long(argc, argv, "t:lw:h", opts, NULL)) != -1) {
         switch (ch) {
-        case 't': a->trace = optarg; break;
-        case 'l': a->last = 1; break;
-        case 'w': a->width = atoi(optarg); break;
-        case 'c': a->color = 1; break;
-        case 'C': a->color = 0; break;
-        case 'a': a->ascii = 1; break;
-        case 'h': view_usage(stdout); exit(0);
-        default: return -EINVAL;
+        case 't':
+            a->trace = optarg;
+            break;
+        case 'l':
+            a->last = 1;
+            break;
+        case 'w':
+            a->width = atoi(optarg);
+            break;
+        case 'c':
+            a->color = 1;
+            break;
+        case 'C':
+            a->color = 0;
+            break;
+        case 'a':
+            a->ascii = 1;
+            break;
+        case 'h':
+            view_usage(stdout);
+            exit(0);
+        default:
+            return -EINVAL;
         }
     }
     if (optind != argc - 1)
@@ -663,7 +679,8 @@ static int view_pick(const struct ldt__traces *t, const struct view_args *a)
         return t->n ? 0 : -1;
     int i = ldt__traces_find(t, a->trace);
     if (i == -EEXIST)
-        fprintf(stderr, "ldtrace: view: trace id prefix %s matches more than one trace\n", a->trace);
+        fprintf(stderr, "ldtrace: view: trace id prefix %s matches more than one trace\n",
+                a->trace);
     else if (i < 0)
         fprintf(stderr, "ldtrace: view: no trace %s in %s\n", a->trace, a->file);
     return i < 0 ? -1 : i;

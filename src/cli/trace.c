@@ -1,9 +1,10 @@
-/* trace.c - the CLI's OTLP JSON loader: ExportTraceServiceRequest lines from ldtraced -> spans -> traces.
+/* trace.c - the CLI's OTLP JSON loader: ExportTraceServiceRequest lines -> spans -> traces.
  *
- * JSON is read with jansson (Debian libjansson-dev): a small, well-kept C library with a simple DOM API
- * and strict parsing, so a malformed line is rejected as a whole instead of half-read; no streaming is
- * needed because every line is one self-contained request. The input is treated as untrusted: ids are
- * validated, numbers range-checked, and control characters removed from every string we keep.
+ * JSON is read with jansson (Debian libjansson-dev): a small, well-kept C library with a simple DOM
+ * API and strict parsing, so a malformed line is rejected as a whole instead of half-read; no
+ * streaming is needed because every line is one self-contained request. The input is treated as
+ * untrusted: ids are validated, numbers range-checked, and control characters removed from every
+ * string we keep.
  */
 #include "cli.h"
 
@@ -16,7 +17,8 @@
 
 #define MAX_LINE_BYTES (64u << 20) /* a line bigger than this is skipped (and counted) */
 
-/* Copy a string, replacing C0 controls and DEL by '?' so nothing we print can steer the terminal. */
+/* Copy a string, replacing C0 controls and DEL by '?' so nothing we print can steer the terminal.
+ */
 static char *dup_clean(const char *s)
 {
     if (!s)
@@ -56,8 +58,8 @@ static int parse_hex_id(const char *in, size_t bytes, char *out)
     return nonzero ? 0 : -EINVAL; /* W3C: an all-zero id is invalid */
 }
 
-/* Read an OTLP int64/uint64 field: a decimal string (the OTLP JSON rule) or a JSON integer. Returns 0,
- * or -EINVAL / -ERANGE for anything else, including values past 2^64-1 and negative ones. */
+/* Read an OTLP int64/uint64 field: a decimal string (the OTLP JSON rule) or a JSON integer. Returns
+ * 0, or -EINVAL / -ERANGE for anything else, including values past 2^64-1 and negative ones. */
 static int json_u64(const json_t *j, uint64_t *out)
 {
     if (json_is_integer(j)) {
@@ -109,7 +111,8 @@ static const char *attr_text(const json_t *attrs, const char *key, char *buf, si
 {
     size_t i;
     const json_t *kv;
-    json_array_foreach(attrs, i, kv) {
+    json_array_foreach(attrs, i, kv)
+    {
         const char *k = json_string_value(json_object_get(kv, "key"));
         if (k && strcmp(k, key) == 0)
             return any_text(json_object_get(kv, "value"), buf, cap);
@@ -156,7 +159,8 @@ static int parse_exception(struct ldt__span *sp, const json_t *events)
     size_t i;
     const json_t *ev;
     char b1[32], b2[32], b3[32];
-    json_array_foreach(events, i, ev) {
+    json_array_foreach(events, i, ev)
+    {
         const char *name = json_string_value(json_object_get(ev, "name"));
         if (!name || strcmp(name, "exception") != 0)
             continue;
@@ -278,8 +282,10 @@ static int add_scope_spans(struct ldt__spans *s, const json_t *scopes, const cha
     int added = 0;
     size_t i, k;
     const json_t *scope, *js;
-    json_array_foreach(scopes, i, scope) {
-        json_array_foreach(json_object_get(scope, "spans"), k, js) {
+    json_array_foreach(scopes, i, scope)
+    {
+        json_array_foreach(json_object_get(scope, "spans"), k, js)
+        {
             struct ldt__span sp;
             int rc = parse_span(&sp, js, service);
             if (rc == -ENOMEM)
@@ -322,7 +328,8 @@ int ldt__spans_parse_line(struct ldt__spans *s, const char *line, size_t len)
     int total = 0;
     size_t i;
     const json_t *rs;
-    json_array_foreach(rss, i, rs) {
+    json_array_foreach(rss, i, rs)
+    {
         int rc = add_resource_spans(s, rs);
         if (rc < 0) {
             json_decref(root);

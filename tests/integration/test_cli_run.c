@@ -1,4 +1,4 @@
-/* test_cli_run.c - integration tests of `ldtrace run` / `ldtrace stop`: exit status, environment, sidecar life.
+/* test_cli_run.c - integration tests of `ldtrace run` / `ldtrace stop`: status, env, sidecar life.
  *
  * Every test gets a private segment directory, so the sidecar that `ldtrace run` starts (one per
  * directory) is this test's own; the shim is only ever preloaded into ldtrace's children.
@@ -220,8 +220,8 @@ Test(cli_run, client_spans_exported_and_viewable, .timeout = 60)
 
     char view[ITEST_PATH_MAX + 16];
     snprintf(view, sizeof(view), "%s/view.txt", c.dir);
-    char *vargv[] = {itest_build("src/cli/ldtrace"), "view", c.out, "--last", "--width", "100",
-                     NULL};
+    char *vargv[] = {
+        itest_build("src/cli/ldtrace"), "view", c.out, "--last", "--width", "100", NULL};
     cr_expect_eq(itest_run(&c.env, vargv, view, 10000), 0);
     char *txt = slurp_text(view);
     cr_expect_not_null(strstr(txt, "fetcher"), "%s", txt);

@@ -1,4 +1,4 @@
-/* test_cli.c - unit tests of the ldtrace CLI logic: OTLP JSON loader, trace grouping, views, launcher helpers.
+/* test_cli.c - unit tests of the CLI logic: OTLP JSON loader, traces, views, analysis, launcher.
  *
  * The views are rendered into memory and compared byte for byte with the golden files in
  * tests/data/cli/ (set LDT_UPDATE_GOLDEN=1 to rewrite them after an intended change).
@@ -114,7 +114,8 @@ ParameterizedTest(struct golden *g, view, matches_golden_file)
     struct ldt__traces t;
     load_demo(&s, &t);
     size_t len, want_len;
-    char *got = render(&s, &t, g->trace[0] ? g->trace : NULL, (struct ldt__view_opts){g->width, 0, g->unicode}, &len);
+    char *got = render(&s, &t, g->trace[0] ? g->trace : NULL,
+                       (struct ldt__view_opts){g->width, 0, g->unicode}, &len);
     char path[PATH_MAX];
     data_path(path, sizeof(path), g->file);
     if (getenv("LDT_UPDATE_GOLDEN")) {
@@ -162,9 +163,8 @@ struct find_case {
 ParameterizedTestParameters(traces, find_by_id_or_unique_prefix)
 {
     static struct find_case c[] = {
-        {DEMO_FAIL, 0},         {"4bf92f3577", 0},      {"4BF92F3577B3", 0},
-        {"4bf92f35", -EEXIST},  {"0af7", 4},            {"ffff", -ENOENT},
-        {"", -EINVAL},          {DEMO_FAIL "0", -ENOENT},
+        {DEMO_FAIL, 0}, {"4bf92f3577", 0}, {"4BF92F3577B3", 0}, {"4bf92f35", -EEXIST},
+        {"0af7", 4},    {"ffff", -ENOENT}, {"", -EINVAL},       {DEMO_FAIL "0", -ENOENT},
     };
     return cr_make_param_array(struct find_case, c, sizeof(c) / sizeof(c[0]));
 }
@@ -181,8 +181,9 @@ ParameterizedTest(struct find_case *c, traces, find_by_id_or_unique_prefix)
 
 /* ---- the loader against bad input ---- */
 
-#define LINE_OPEN "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\"," \
-                  "\"value\":{\"stringValue\":\"svc\"}}]},\"scopeSpans\":[{\"spans\":["
+#define LINE_OPEN                                                                                  \
+    "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","                \
+    "\"value\":{\"stringValue\":\"svc\"}}]},\"scopeSpans\":[{\"spans\":["
 #define LINE_CLOSE "]}]}]}\n"
 #define TID "\"traceId\":\"0123456789abcdef0123456789abcdef\""
 #define SID "\"spanId\":\"00000000000000a1\""
@@ -196,8 +197,8 @@ Test(loader, malformed_lines_skipped_and_counted)
                        "{\"resourceSpans\":5}\n"
                        "{\"resourceSpans\":[{\n"
                        "\n   \n"
-                       "{\"resourceSpans\":[],\"resourceSpans\":[]}\n" LINE_OPEN
-                       "{" TID "," SID "," TIMES ",\"name\":\"ok\"}" LINE_CLOSE;
+                       "{\"resourceSpans\":[],\"resourceSpans\":[]}\n" LINE_OPEN "{" TID "," SID
+                       "," TIMES ",\"name\":\"ok\"}" LINE_CLOSE;
     struct ldt__spans s = {0};
     cr_assert_eq(load_text(&s, text), 1);
     cr_expect_eq(s.lines, 7, "blank lines are not counted");
@@ -210,8 +211,8 @@ Test(loader, malformed_lines_skipped_and_counted)
 }
 
 struct span_case {
-    char span[320];     /* the span object's members */
-    int ok;             /* kept (1) or skipped and counted (0) */
+    char span[320]; /* the span object's members */
+    int ok;         /* kept (1) or skipped and counted (0) */
     char label[32];
 };
 
@@ -275,8 +276,8 @@ Test(loader, missing_optional_fields_get_defaults)
 
 Test(loader, huge_json_integer_rejects_the_line)
 {
-    const char *line = LINE_OPEN "{" TID "," SID "," TIMES ",\"kind\":123456789012345678901234567890}"
-        LINE_CLOSE;
+    const char *line =
+        LINE_OPEN "{" TID "," SID "," TIMES ",\"kind\":123456789012345678901234567890}" LINE_CLOSE;
     struct ldt__spans s = {0};
     cr_expect_eq(load_text(&s, line), 0);
     cr_expect_eq(s.bad_lines, 1);
@@ -285,7 +286,8 @@ Test(loader, huge_json_integer_rejects_the_line)
 
 Test(loader, attributes_and_enum_names)
 {
-    const char *line = LINE_OPEN "{" TID "," SID "," TIMES ",\"kind\":\"SPAN_KIND_CLIENT\","
+    const char *line = LINE_OPEN
+        "{" TID "," SID "," TIMES ",\"kind\":\"SPAN_KIND_CLIENT\","
         "\"status\":{\"code\":\"STATUS_CODE_ERROR\"},\"name\":\"GET\",\"attributes\":["
         "{\"key\":\"http.response.status_code\",\"value\":{\"intValue\":\"99999999999999999999\"}},"
         "{\"key\":\"url.path\",\"value\":{\"stringValue\":\"/a\\u001b[31m\"}},"
@@ -332,9 +334,12 @@ Test(loader, missing_file_is_an_error)
 static void add_span(struct ldt__spans *s, const char *sid, const char *parent, uint64_t t0)
 {
     char line[1024];
-    snprintf(line, sizeof(line), LINE_OPEN "{" TID ",\"spanId\":\"%s\",\"parentSpanId\":\"%s\","
-             "\"name\":\"n%s\",\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\"}"
-             LINE_CLOSE, sid, parent, sid, (unsigned long long)t0, (unsigned long long)t0 + 10);
+    snprintf(
+        line, sizeof(line),
+        LINE_OPEN
+        "{" TID ",\"spanId\":\"%s\",\"parentSpanId\":\"%s\","
+        "\"name\":\"n%s\",\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\"}" LINE_CLOSE,
+        sid, parent, sid, (unsigned long long)t0, (unsigned long long)t0 + 10);
     cr_assert_eq(ldt__spans_parse_line(s, line, strlen(line)), 1);
 }
 
@@ -468,7 +473,8 @@ ParameterizedTestParameters(run, preload_prepended)
 ParameterizedTest(struct preload_case *c, run, preload_prepended)
 {
     char out[256];
-    int n = ldt__run_preload_value("/b/libldtrace.so", c->has_existing ? c->existing : NULL, out, sizeof(out));
+    int n = ldt__run_preload_value("/b/libldtrace.so", c->has_existing ? c->existing : NULL, out,
+                                   sizeof(out));
     cr_assert_geq(n, 0);
     cr_expect_str_eq(out, c->expect);
     cr_expect_eq((size_t)n, strlen(c->expect));
@@ -552,10 +558,8 @@ struct agolden {
 ParameterizedTestParameters(analyze, matches_golden_file)
 {
     static struct agolden g[] = {
-        {"analyze.txt", "", "text"},
-        {"analyze-trace.txt", DEMO_FAIL, "text"},
-        {"analyze.json", "", "json"},
-        {"analyze.dot", "", "dot"},
+        {"analyze.txt", "", "text"},    {"analyze-trace.txt", DEMO_FAIL, "text"},
+        {"analyze.json", "", "json"},   {"analyze.dot", "", "dot"},
         {"analyze.mmd", "", "mermaid"},
     };
     return cr_make_param_array(struct agolden, g, sizeof(g) / sizeof(g[0]));
@@ -650,14 +654,15 @@ static void add_kspan(struct ldt__spans *s, const char *sid, const char *parent,
                       int kind, uint64_t t0, uint64_t t1, int error)
 {
     char line[2048];
-    snprintf(line, sizeof(line), "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
-             "\"service.name\",\"value\":{\"stringValue\":\"%s\"}}]},\"scopeSpans\":[{\"spans\":[{"
-             TID ",\"spanId\":\"%s\",\"parentSpanId\":\"%s\",\"name\":\"GET\",\"kind\":%d,"
-             "\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\",\"status\":{\"code\":%d},"
-             "\"attributes\":[{\"key\":\"server.address\",\"value\":{\"stringValue\":\"cache\"}},"
-             "{\"key\":\"url.path\",\"value\":{\"stringValue\":\"/k\"}}]}]}]}]}",
-             svc, sid, parent, kind, (unsigned long long)t0, (unsigned long long)t1,
-             error ? 2 : 0);
+    snprintf(
+        line, sizeof(line),
+        "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":"
+        "\"service.name\",\"value\":{\"stringValue\":\"%s\"}}]},\"scopeSpans\":[{\"spans\":[{" TID
+        ",\"spanId\":\"%s\",\"parentSpanId\":\"%s\",\"name\":\"GET\",\"kind\":%d,"
+        "\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\",\"status\":{\"code\":%d},"
+        "\"attributes\":[{\"key\":\"server.address\",\"value\":{\"stringValue\":\"cache\"}},"
+        "{\"key\":\"url.path\",\"value\":{\"stringValue\":\"/k\"}}]}]}]}]}",
+        svc, sid, parent, kind, (unsigned long long)t0, (unsigned long long)t1, error ? 2 : 0);
     cr_assert_eq(ldt__spans_parse_line(s, line, strlen(line)), 1);
 }
 
@@ -777,7 +782,7 @@ Test(html, page_embeds_every_trace)
 Test(html, hostile_names_cannot_close_the_script)
 {
     const char *line = LINE_OPEN "{" TID "," SID "," TIMES ",\"name\":\"</script><script>alert(1)"
-                       "</script>&amp;\"}" LINE_CLOSE;
+                                 "</script>&amp;\"}" LINE_CLOSE;
     struct ldt__spans s = {0};
     struct ldt__traces t;
     cr_assert_eq(load_text(&s, line), 1);
@@ -789,8 +794,8 @@ Test(html, hostile_names_cannot_close_the_script)
     cr_expect_null(strchr(data, '&'));
     json_t *j = json_loads(data, 0, NULL);
     cr_assert_not_null(j);
-    json_t *sp = json_array_get(json_object_get(json_array_get(json_object_get(j, "traces"), 0),
-                                                "spans"), 0);
+    json_t *sp = json_array_get(
+        json_object_get(json_array_get(json_object_get(j, "traces"), 0), "spans"), 0);
     cr_expect_str_eq(json_string_value(json_object_get(sp, "name")),
                      "</script><script>alert(1)</script>&amp;", "the text survives, escaped");
     json_decref(j);
