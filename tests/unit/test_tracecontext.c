@@ -419,6 +419,7 @@ Test(tracestate, too_long_for_buffer_is_enospc)
     cr_expect_eq(ldt_ts_normalize(SPEC_TS, n, out, 0), -ENOSPC, "no room at all");
     cr_expect_eq(ldt_ts_normalize("", 0, out, 1), 0, "empty into one byte");
     cr_expect_eq(out[0], '\0');
+    cr_expect_eq(ldt_ts_normalize("a=1,B=2", 7, out, 2), -EINVAL, "invalid wins over too long");
 }
 
 Test(tracestate, longer_than_ts_max_dropped)
