@@ -42,29 +42,19 @@ void ldt_ring_release(struct ldt_seg *s, unsigned ring)
     LDT__STORE(&ldt__ring_at(h, h->ring_stride, ring)->owner, 0, RELEASE);
 }
 
-/* The calling thread's last view of a ring's tail, so a push reads the reader's cache line only when
- * the ring looks full (once a lap) instead of on every push. Keyed by ring address and segment nonce:
- * a stale entry from an unmapped segment never matches. A cached tail is never ahead of the real one
- * (tail only grows), so trusting it can only under-estimate the free room. Initial-exec TLS: the shim
- * is preloaded, so this is a plain %fs-relative access with no allocation. */
-struct tail_cache {
-    const struct ldt_ring_hdr *rh;
-    uint64_t nonce;
-    uint64_t tail;
-};
-static __thread struct tail_cache tcache __attribute__((tls_model("initial-exec")));
-
-/* Single-producer reservation: only the owning thread moves head, so a plain check suffices. */
-static struct ldt_slot *reserve_single(struct ldt_ring_hdr *rh, uint32_t cap, uint64_t nonce,
-                                       uint64_t *pos)
+/* Single-producer reservation: only the owning thread moves head, so a plain check suffices. The
+ * producer reads the reader's tail line only when the ring looks full by its cached copy of tail
+ * (ring_int.h), about once a lap instead of on every push. */
+static struct ldt_slot *reserve_single(struct ldt_ring_hdr *rh, uint32_t cap, uint64_t *pos)
 {
-    struct tail_cache *c = &tcache;
+    ldt__u64a *cached = ldt__tail_cache(rh);
     uint64_t head = LDT__LOAD(&rh->head, RELAXED);
-    if (LDT_UNLIKELY(c->rh != rh || c->nonce != nonce || head - c->tail >= cap)) {
+    if (LDT_UNLIKELY(head - *cached >= cap)) {
         /* Acquire pairs with the reader's release store of tail: its copy-out of the slot we are
          * about to overwrite has finished. */
-        *c = (struct tail_cache){rh, nonce, LDT__LOAD(&rh->tail, ACQUIRE)};
-        if (head - c->tail >= cap) {
+        uint64_t tail = LDT__LOAD(&rh->tail, ACQUIRE);
+        *cached = tail;
+        if (head - tail >= cap) {
             /* Only this thread writes dropped on its own ring: no locked instruction needed. */
             LDT__STORE(&rh->dropped, LDT__LOAD(&rh->dropped, RELAXED) + 1, RELAXED);
             return NULL;
@@ -100,7 +90,7 @@ void *ldt_ring_reserve(struct ldt_seg *s, unsigned ring, uint64_t *pos)
         return NULL;
     struct ldt_ring_hdr *rh = ldt__ring_at(h, h->ring_stride, ring);
     struct ldt_slot *slot = ring == h->nrings - 1 ? reserve_shared(rh, h->ring_cap, pos)
-                                                  : reserve_single(rh, h->ring_cap, h->nonce, pos);
+                                                  : reserve_single(rh, h->ring_cap, pos);
     return slot ? slot->rec : NULL;
 }
 
