@@ -1,6 +1,7 @@
 /* http.c - incremental HTTP/1.x sniffer: one streaming, allocation-free state machine per direction. */
 #include "ldtrace/http.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "common/common.h"
@@ -197,7 +198,9 @@ static ssize_t fail(struct ldt_http_parser *p, int why, size_t len)
 
 static void start_message(struct ldt_http_parser *p)
 {
-    memset(&p->msg, 0, sizeof(p->msg));
+    /* Clear the fixed fields only; the strings are kept NUL-terminated when there is room. */
+    memset(&p->msg, 0, offsetof(struct ldt_http_msg, path));
+    p->msg.path[0] = p->msg.host[0] = p->msg.tp[0] = p->msg.ts[0] = '\0';
     p->msg.content_length = -1;
     p->pos = 0;
     p->tok = 0;
@@ -298,10 +301,10 @@ static void copy_end(struct ldt_http_parser *p)
     size_t room;
     char *dst = copy_dest(p, &room);
     size_t kept = p->tok < room ? p->tok : room;
-    size_t written = p->remaining < room ? p->remaining : room;
     int trunc = p->tok > room;
 
-    memset(dst + kept, 0, written - kept); /* trailing OWS that was copied */
+    if (kept < room)
+        dst[kept] = '\0'; /* also cuts off trailing OWS that was copied */
     if (p->hdr_id == H_HOST) {
         m->host_len = (uint16_t)kept;
         m->flags |= trunc ? LDT_HTTP_F_HOST_TRUNC : 0;
@@ -594,6 +597,8 @@ static int head_byte(struct ldt_http_parser *p, unsigned c)
         }
         if (c != ' ' || p->tok == 0)
             return -1;
+        if (m->path_len < LDT_HTTP_PATH_MAX)
+            m->path[m->path_len] = '\0';
         p->tok = 0;
         p->sub = SUB_RQ_VERSION;
         return 0;
@@ -719,16 +724,109 @@ static int head_byte(struct ldt_http_parser *p, unsigned c)
     }
 }
 
-/* Skip the bytes of a value nobody needs, up to the next control byte or the header cap. */
-static size_t skip_value(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+/* Runs of ordinary bytes are taken in tight loops here rather than one head_byte call per byte:
+ * header names, values, the request target and the reason phrase make up almost all of a header
+ * block. Returns how many of b[n] were taken (0: let head_byte handle the next byte). */
+static size_t run_name(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+{
+    size_t j = 0;
+    uint32_t t = p->tok;
+
+    while (j < n && (cls[b[j]] & C_TCHAR)) {
+        if (t < sizeof(p->name))
+            p->name[t] = (char)lower(b[j]);
+        t++;
+        j++;
+    }
+    p->tok = t;
+    return j;
+}
+
+/* Length of the run of field-value bytes (HTAB, SP, VCHAR, obs-text) at b[0..n). Eight bytes at
+ * a time while none of them is a control byte or DEL (the usual case), then byte by byte. */
+static size_t fv_span(const unsigned char *b, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    size_t j = 0;
+
+    for (;;) {
+        while (j + 8 <= n) {
+            uint64_t x, del;
+            memcpy(&x, b + j, 8);
+            del = x ^ (0x7f * ones);
+            /* Any byte below 0x20, or equal to 0x7f (high bits excluded: obs-text is fine). */
+            if (((x - 0x20 * ones) & ~x & highs) | ((del - ones) & ~del & highs))
+                break;
+            j += 8;
+        }
+        size_t stop = j + 8 < n ? j + 8 : n;
+        while (j < stop && (cls[b[j]] & C_FV))
+            j++;
+        if (j < stop || j == n)
+            return j;
+    }
+}
+
+static size_t run_copy(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+{
+    size_t room, j = fv_span(b, n), q = j;
+    char *dst = copy_dest(p, &room);
+
+    if (p->remaining < room)
+        memcpy(dst + p->remaining, b, j < room - p->remaining ? j : room - p->remaining);
+    while (q > 0 && is_ows(b[q - 1]))
+        q--;
+    if (q > 0)
+        p->tok = (uint32_t)(p->remaining + q); /* trimmed length: up to the last non-OWS byte */
+    p->remaining += j;
+    return j;
+}
+
+static size_t run_target(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+{
+    struct ldt_http_msg *m = &p->msg;
+    size_t j = 0;
+
+    while (j < n && (cls[b[j]] & C_TARGET))
+        j++;
+    size_t room = LDT_HTTP_PATH_MAX - m->path_len;
+    size_t k = j < room ? j : room;
+    memcpy(m->path + m->path_len, b, k);
+    m->path_len = (uint16_t)(m->path_len + k);
+    if (j > room)
+        m->flags |= LDT_HTTP_F_PATH_TRUNC;
+    p->tok += (uint32_t)j;
+    return j;
+}
+
+static size_t head_run(struct ldt_http_parser *p, const unsigned char *b, size_t n)
 {
     size_t lim = LDT_HTTP_HDR_CAP - p->pos;
-    size_t j = 0;
+    size_t j;
 
     if (n > lim)
         n = lim;
-    while (j < n && (cls[b[j]] & C_FV))
-        j++;
+    switch (p->sub) {
+    case SUB_H_NAME:
+        j = run_name(p, b, n);
+        break;
+    case SUB_H_VALUE:
+        if (p->hdr_id == H_HOST || p->hdr_id == H_TP || p->hdr_id == H_TS)
+            j = run_copy(p, b, n);
+        else if (p->hdr_id == H_NONE || p->hdr_id == H_UPGRADE)
+            j = fv_span(b, n);
+        else
+            return 0;
+        break;
+    case SUB_RQ_TARGET:
+        j = run_target(p, b, n);
+        break;
+    case SUB_ST_REASON:
+        j = fv_span(b, n);
+        break;
+    default:
+        return 0;
+    }
     p->pos += (uint32_t)j;
     return j;
 }
@@ -738,11 +836,9 @@ static ssize_t feed_head(struct ldt_http_parser *p, const unsigned char *b, size
     size_t i = 0;
 
     while (i < len) {
-        if (p->sub == SUB_H_VALUE && p->hdr_id == H_NONE) {
-            i += skip_value(p, b + i, len - i);
-            if (i == len)
-                break;
-        }
+        i += head_run(p, b + i, len - i);
+        if (i == len)
+            break;
         if (LDT_UNLIKELY(p->pos >= LDT_HTTP_HDR_CAP))
             return fail(p, PASS_CAP, len);
         int r = head_byte(p, b[i++]);
