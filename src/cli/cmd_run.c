@@ -13,6 +13,7 @@
  */
 #include "cli.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -45,6 +46,7 @@
 #define SIDECAR_NAME "ldtraced"
 #define DEFAULT_IDLE "2" /* seconds a started sidecar lingers after the last traced process */
 #define STOP_TIMEOUT_MS 30000
+#define DRAIN_WAIT_MS 5000        /* longest ldtrace run waits for its spans to reach the output */
 
 /* ---- locating the other deliverables ---- */
 
@@ -459,6 +461,53 @@ static int run_command(const struct run_args *a, const char *shim)
     return ldt__run_exit_code(st);
 }
 
+/* True when pid runs (a zombie has finished running). */
+static int pid_running(long pid)
+{
+    char path[64], buf[256];
+    if (pid <= 0 || (kill((pid_t)pid, 0) < 0 && errno != EPERM))
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return 1;
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+}
+
+/* Segments ("<pid>.<nonce>.ring") created since `since` whose producer has exited: the sidecar
+ * still has to drain them (it unlinks each one after writing its last spans out). */
+static int undrained(const char *dir, time_t since)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    struct stat st;
+    int n = 0;
+    while (d && (de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 6 || strcmp(de->d_name + len - 5, ".ring") != 0)
+            continue;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 && st.st_ctime >= since &&
+            !pid_running(strtol(de->d_name, NULL, 10)))
+            n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Wait (bounded) until the sidecar has written out the spans of the processes that ran, so that
+ * `ldtrace view` right after `ldtrace run` sees them. */
+static void wait_drained(const char *dir, time_t since)
+{
+    for (int waited = 0; waited < DRAIN_WAIT_MS && undrained(dir, since); waited += 20)
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+}
+
 /* Resolve our own executable and the two deliverables next to it. */
 static int find_tools(char *shim, char *sidecar, size_t cap)
 {
@@ -500,11 +549,14 @@ int ldt__run_main(int argc, char **argv)
     if (runlock >= 0)
         while (flock(runlock, LOCK_SH) < 0 && errno == EINTR)
             ;
+    time_t since = time(NULL) - 1;
     rc = ensure_sidecar(&a, sidecar);
     if (rc < 0)
         fprintf(stderr, "ldtrace: run: start %s for %s: %s (running without a sidecar)\n", sidecar,
                 a.dir, strerror(-rc));
     int status = run_command(&a, shim);
+    if (rc == 0)
+        wait_drained(a.dir, since);
     if (runlock >= 0)
         close(runlock);
     return status;
