@@ -991,3 +991,151 @@ Test(ring_reader, slot_with_wrong_seq_is_not_read)
     cr_assert_eq(ldt_seg_read(&r, 0, out), 1);
     ldt_seg_close(&r);
 }
+
+/* ------------------------------------------------------------------------------------------------
+ * ldtrace-emit (tests/tools/emit.c) writes exactly what its header documents
+ * ---------------------------------------------------------------------------------------------- */
+
+static uint64_t emix(uint64_t x)
+{
+    x += UINT64_C(0x9e3779b97f4a7c15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return x ^ (x >> 31);
+}
+
+static void ebe64(uint8_t *out, uint64_t v)
+{
+    for (int k = 0; k < 8; k++)
+        out[k] = (uint8_t)(v >> (56 - 8 * k));
+}
+
+static void espan_id(uint64_t p, uint64_t t, uint64_t i, uint8_t out[8])
+{
+    uint64_t v = emix((p << 48 | t << 32 | i) ^ UINT64_C(0x3333333333333333));
+    ebe64(out, v ? v : 1);
+}
+
+/* The span record the documented derivation gives for (p, t, i), built independently of emit.c. */
+static void expected_span(struct ldt_span_rec *r, uint64_t p, uint64_t t, uint64_t i)
+{
+    uint64_t g = i / 4, gk = p << 48 | t << 32 | g;
+    memset(r, 0, sizeof(*r));
+    r->type = LDT_REC_SPAN;
+    ebe64(r->trace_id, emix(gk ^ UINT64_C(0x1111111111111111)));
+    ebe64(r->trace_id + 8, emix(gk ^ UINT64_C(0x2222222222222222)));
+    espan_id(p, t, i, r->span_id);
+    if (i % 4)
+        espan_id(p, t, g * 4, r->parent_id);
+    r->kind = (uint8_t)(1 + i % 3);
+    r->trace_flags = 1;
+    r->method = (uint8_t)(1 + i % 9);
+    r->status_code = (uint16_t)(200 + i % 400);
+    r->status = r->status_code >= 500 ? LDT_STATUS_ERROR : 0;
+    r->flags = r->status_code >= 500 && i % 5 == 0 ? LDT_SPAN_F_STACK : 0;
+    r->start_ns = UINT64_C(1700000000000000000) + p * UINT64_C(1000000000000) +
+                  t * UINT64_C(1000000000) + i * 1000;
+    r->dur_ns = 1000 * (1 + i % 997);
+    r->bytes_in = 100 + i;
+    r->bytes_out = 200 + 2 * i;
+    r->io_ns = 10 * i;
+    r->io_calls = (uint32_t)(i % 16);
+    r->err = i % 13 == 0 ? 104 : 0;
+    r->peer_family = r->local_family = LDT_AF_INET;
+    memcpy(r->peer_addr, "\x7f\0\0\x01", 4);
+    memcpy(r->local_addr, "\x7f\0\0\x01", 4);
+    r->peer_port = (uint16_t)(1000 + t);
+    r->local_port = (uint16_t)(20000 + p);
+    r->path_len = (uint8_t)snprintf(r->path, sizeof(r->path), "/emit/%llu/%llu/%llu",
+                                    (unsigned long long)p, (unsigned long long)t,
+                                    (unsigned long long)i);
+    r->host_len = (uint8_t)snprintf(r->host, sizeof(r->host), "emit-host-%llu",
+                                    (unsigned long long)p);
+}
+
+/* Run ldtrace-emit with args and return its stdout in out[cap]; returns its exit status. */
+static int run_emit(const char *const *args, char *out, size_t cap)
+{
+    int pfd[2], status;
+    cr_assert_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pfd[1], 1);
+        execv(args[0], (char *const *)args);
+        _exit(127);
+    }
+    close(pfd[1]);
+    ssize_t n, len = 0;
+    while ((n = read(pfd[0], out + len, cap - 1 - (size_t)len)) > 0)
+        len += n;
+    out[len] = '\0';
+    close(pfd[0]);
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Check one ring of one emit process: each thread's stacks then span, in order, every field. A ring
+ * may carry several threads one after another (a thread gives its ring back when it ends). */
+static long check_emit_ring(struct ldt_seg_reader *r, unsigned ring, uint64_t p, long next[3])
+{
+    uint8_t out[LDT_REC_SIZE];
+    struct ldt_span_rec want;
+    long n = 0;
+    unsigned part = 0;
+    while (ldt_seg_read(r, ring, out) == 1) {
+        if (out[0] == LDT_REC_STACK) {
+            cr_assert_eq(((struct ldt_stack_rec *)out)->part, part++, "stack parts in order");
+            continue;
+        }
+        const struct ldt_span_rec *sp = (const struct ldt_span_rec *)out;
+        unsigned long long pp, t, i;
+        cr_assert_eq(sscanf(sp->path, "/emit/%llu/%llu/%llu", &pp, &t, &i), 3);
+        cr_assert(pp == p && t < 3 && (long)i == next[t], "ring %u: span %llu/%llu/%llu, "
+                  "expected thread %llu's span %ld", ring, pp, t, i, t, t < 3 ? next[t] : -1);
+        expected_span(&want, p, t, i);
+        cr_assert_eq(memcmp(sp, &want, sizeof(want)), 0, "span %llu/%llu/%llu differs", pp, t, i);
+        cr_assert_eq(part, want.flags & LDT_SPAN_F_STACK ? 1 + (unsigned)(i % 3) : 0u);
+        part = 0;
+        next[t]++;
+        n++;
+    }
+    return n;
+}
+
+Test(ring_emit, every_field_follows_the_documented_derivation, .init = setup_dir,
+     .fini = teardown_dir, .timeout = 30)
+{
+    const char *root = getenv("LDT_BUILD_ROOT");
+    char bin[512], out[256], path[600], why[128];
+    if (!root)
+        cr_skip_test("LDT_BUILD_ROOT not set (run under meson test)");
+    snprintf(bin, sizeof(bin), "%s/tests/tools/ldtrace-emit", root);
+    const char *args[] = {bin, "--dir", tmpdir, "--spans", "700", "--threads", "3", "--procs",
+                          "2", "--service", "svc", NULL};
+    cr_assert_eq(run_emit(args, out, sizeof(out)), 0);
+    cr_assert_str_eq(out, "emitted 4200 dropped 0\n");
+    DIR *d = opendir(tmpdir);
+    long total = 0;
+    int segs = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        struct ldt_seg_reader r;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", tmpdir, e->d_name);
+        cr_assert_eq(ldt_seg_open(path, &r, why, sizeof(why)), 0, "%s", why);
+        unsigned p;
+        cr_assert_eq(sscanf(r.hdr->resource, "emit.proc=%u", &p), 1);
+        cr_assert_str_eq(r.hdr->service_name, "svc");
+        cr_assert_eq(ldt_seg_alive(&r), 0, "emit marks its segment exited");
+        long next[3] = {0, 0, 0};
+        for (unsigned ring = 0; ring < r.nrings; ring++)
+            total += check_emit_ring(&r, ring, p, next);
+        cr_assert(next[0] == 700 && next[1] == 700 && next[2] == 700);
+        cr_assert_eq(r.bad_records, 0);
+        ldt_seg_close(&r);
+        segs++;
+    }
+    closedir(d);
+    cr_assert_eq(segs, 2);
+    cr_assert_eq(total, 4200);
+}
