@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -667,8 +668,12 @@ static struct client_slot *client_get(const struct mh_peer *peer, int *reused, i
         free_slot->fd = 0;
     }
     int fd = client_connect(peer);
-    if (fd <= 0) {
-        *err = fd < 0 ? fd : -EBADF;
+    if (fd == 0) { /* 0 marks a free slot: move the socket up when stdin was closed */
+        fd = fcntl(0, F_DUPFD_CLOEXEC, 3);
+        close(0);
+    }
+    if (fd < 0) {
+        *err = fd == -1 ? -EMFILE : fd;
         return NULL;
     }
     free_slot->fd = fd;

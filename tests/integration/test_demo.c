@@ -5,7 +5,8 @@
  *
  * The chain is started with demo-services/run-chain (never with the shim in this binary: LD_PRELOAD
  * is only put in the services' environment, through run-chain's --prefix). Paths come from
- * LDT_SOURCE_ROOT and LDT_BUILD_ROOT, which meson test sets.
+ * LDT_SOURCE_ROOT and LDT_BUILD_ROOT, which meson test sets. LDT_DEMO_DUMP=1 prints the checked
+ * traces.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -32,8 +33,8 @@
 #define NSVC 5
 /* A SERVER span ends when the write that completes its response has returned, and the CLIENT span
  * when the read that completes it has returned: on 2 busy cores the reader often runs first (its
- * wake-up preempts the writer). Measured: the server's end up to 0.42 ms after the client's (0.85 ms
- * under ASan). Starts never came out of order. */
+ * wake-up preempts the writer). Measured: the server's end up to 0.42 ms after the client's (0.85
+ * ms under ASan). Starts never came out of order. */
 #define NEST_TOLERANCE_NS 2000000ull
 
 /* ---- paths and small helpers ---- */
