@@ -12,6 +12,7 @@
 #ifndef LDTRACE_SHIM_H
 #define LDTRACE_SHIM_H
 
+#include <errno.h>
 #include <netdb.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -341,6 +342,20 @@ void ldt__emit(const void *rec, size_t len);
 /* A one-shot INTERNAL span (connect, DNS, one syscall) under parent, already ended. */
 void ldt__span_internal(const struct ldt__ctx *parent, enum ldt_span_op op, uint64_t start_wall,
                         uint64_t dur, int err, const char *host, size_t host_len);
+
+/* Errors that deserve the app's stack on an INTERNAL connect span. */
+static inline int ldt__stack_worthy(int err)
+{
+    return err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH;
+}
+
+/* Error stacks (stack.c). Capture the calling thread's stack (the app's frames only, <= 32) for span
+ * span_id into a per-thread buffer; ldt__stack_ready says whether this thread holds it; emit pushes it
+ * as LDT_REC_STACK parts (call right before pushing the span). Error paths only. */
+void ldt__stack_capture(const uint8_t span_id[8]);
+int ldt__stack_ready(const uint8_t span_id[8]);
+void ldt__stack_emit(const uint8_t trace_id[16], const uint8_t span_id[8]);
+size_t ldt__stack_text(char *out, size_t cap);
 
 /* Counters in the segment header (no-ops before the segment exists). */
 void ldt__count_reject(void);

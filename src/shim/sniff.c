@@ -236,6 +236,10 @@ static void server_out_event(struct ldt__conn *c, int ev)
         return;
     if (ev == LDT_HTTP_EV_HEADERS) {
         s->rec.status_code = st;
+        if (st >= 500 && s->sampled) {
+            ldt__stack_capture(s->rec.span_id);     /* the app is writing its 5xx: its stack */
+            s->rec.flags |= LDT_SPAN_F_STACK;
+        }
         if (st != 101)
             return;
     } else if (st >= 100 && st < 200 && st != 101) {
@@ -365,6 +369,10 @@ static void connect_finish(int fd, struct ldt__conn *c)
     c->connecting = 0;
     c->conn_span.rec.err = soerr;
     c->conn_span.rec.op = LDT_OP_CONNECT;
+    if (ldt__stack_worthy(soerr) && c->conn_span.sampled) {
+        ldt__stack_capture(c->conn_span.rec.span_id);
+        c->conn_span.rec.flags |= LDT_SPAN_F_STACK;
+    }
     if (!c->addrs)
         fetch_addrs(fd, c);
     ldt__span_end(&c->conn_span, c);

@@ -378,8 +378,13 @@ void ldt__span_end(struct ldt__span *s, struct ldt__conn *c)
         reg_del(s->reg, s->serial);
         s->reg = -1;
     }
-    if (s->sampled)
-        ldt__emit(&s->rec, sizeof s->rec);
+    if (!s->sampled)
+        return;
+    if ((s->rec.flags & LDT_SPAN_F_STACK) && ldt__stack_ready(s->rec.span_id))
+        ldt__stack_emit(s->rec.trace_id, s->rec.span_id);
+    else
+        s->rec.flags &= (uint16_t)~LDT_SPAN_F_STACK;
+    ldt__emit(&s->rec, sizeof s->rec);
 }
 
 void ldt__span_internal(const struct ldt__ctx *parent, enum ldt_span_op op, uint64_t start_wall,
@@ -394,8 +399,14 @@ void ldt__span_internal(const struct ldt__ctx *parent, enum ldt_span_op op, uint
     if (host && host_len)
         set_host(&s.rec, host, host_len, 0);
     s.rec.status = err ? LDT_STATUS_ERROR : LDT_STATUS_UNSET;
-    if (s.sampled)
-        ldt__emit(&s.rec, sizeof s.rec);
+    if (!s.sampled)
+        return;
+    if (op == LDT_OP_CONNECT && ldt__stack_worthy(err)) {
+        ldt__stack_capture(s.rec.span_id);
+        s.rec.flags |= LDT_SPAN_F_STACK;
+        ldt__stack_emit(s.rec.trace_id, s.rec.span_id);
+    }
+    ldt__emit(&s.rec, sizeof s.rec);
 }
 
 /* ---- the segment and this thread's ring -------------------------------------------------------- */
