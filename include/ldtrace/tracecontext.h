@@ -43,7 +43,7 @@ int ldt_tc_format(const struct ldt_tc *tc, char out[LDT_TP_LEN + 1]);
  * and tabs around them; empty members are allowed and dropped; keys are
  * lcalpha 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/") or a multi-tenant
  * "tenant@system" (tenant 1*241, system 1*14 of the same set, tenant may start with a digit);
- * values are 0*255 of printable ASCII 0x20-0x7E except ',' and '=', not ending in a space;
+ * values are 1*256 of printable ASCII 0x20-0x7E except ',' and '=', not ending in a space;
  * at most LDT_TS_MAX_MEMBERS members and no duplicate keys. Any CR, LF, NUL or other control byte
  * makes the whole value invalid.
  * On success writes the normalised value (members joined by ',' with no surrounding whitespace) into
