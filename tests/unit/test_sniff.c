@@ -16,10 +16,18 @@
 
 static struct ldt_span_rec recs[64];
 static int nrecs;
+static struct ldt_stack_rec stacks[16];
+static int nstacks;
 
+/* Spans and stack parts go to separate arrays; a stack part must come right before its span. */
 static void sink(const void *rec, size_t len)
 {
-    cr_assert_eq(len, sizeof(struct ldt_span_rec));
+    cr_assert_eq(len, LDT_REC_SIZE);
+    if (*(const uint8_t *)rec == LDT_REC_STACK) {
+        if (nstacks < 16)
+            memcpy(&stacks[nstacks++], rec, len);
+        return;
+    }
     if (nrecs < 64)
         memcpy(&recs[nrecs++], rec, len);
 }
@@ -29,7 +37,7 @@ static void setup(void)
     memset(&ldt__cfg, 0, sizeof ldt__cfg);
     ldt__cfg.ratio = 1.0;
     ldt__span_sink = sink;
-    nrecs = 0;
+    nrecs = nstacks = 0;
     ldt_id_seed();
 }
 
@@ -206,6 +214,13 @@ Test(sniff_capture, incoming_traceparent_is_the_server_parent, .init = setup)
     char *q = load("curl-to-node-conn6", "request", &ql);
     cr_assert(strstr(q, hex) != NULL, "parent id %s from the request's traceparent", hex);
     free(q);
+    /* The 5xx was written: the writer's stack (here the test runner's frames) comes with it. */
+    cr_assert(r->flags & LDT_SPAN_F_STACK);
+    cr_assert_gt(nstacks, 0);
+    cr_assert_eq(stacks[0].part, 0);
+    cr_assert_eq(stacks[0].nparts, nstacks);
+    cr_assert(memcmp(stacks[0].span_id, r->span_id, 8) == 0);
+    cr_assert_gt(stacks[0].len, 0);
 }
 
 Test(sniff_capture, app_traceparent_client_keeps_its_ids, .init = setup)
