@@ -112,6 +112,11 @@ static inline int is_ows(unsigned c)
     return c == ' ' || c == '\t';
 }
 
+static inline int is_digit(unsigned c)
+{
+    return c >= '0' && c <= '9';
+}
+
 static inline unsigned lower(unsigned c)
 {
     return (c >= 'A' && c <= 'Z') ? c | 0x20u : c;
@@ -724,21 +729,20 @@ static int head_byte(struct ldt_http_parser *p, unsigned c)
     }
 }
 
-/* Runs of ordinary bytes are taken in tight loops here rather than one head_byte call per byte:
- * header names, values, the request target and the reason phrase make up almost all of a header
- * block. Returns how many of b[n] were taken (0: let head_byte handle the next byte). */
+/* The fast path: header names, values, the request target and the reason phrase make up almost
+ * all of a header block, so their runs are taken in tight loops (run_*), not byte by byte. */
 static size_t run_name(struct ldt_http_parser *p, const unsigned char *b, size_t n)
 {
     size_t j = 0;
-    uint32_t t = p->tok;
 
-    while (j < n && (cls[b[j]] & C_TCHAR)) {
-        if (t < sizeof(p->name))
-            p->name[t] = (char)lower(b[j]);
-        t++;
+    while (j < n && (cls[b[j]] & C_TCHAR))
         j++;
-    }
-    p->tok = t;
+    /* Keep only what fits: no name we look for is longer than p->name. OR-ing 0x20 lowercases
+     * letters and leaves '-' and digits alone; it may map other token characters onto bytes that
+     * are in none of our names, so a comparison can never match wrongly. */
+    for (size_t k = 0; k < j && p->tok + k < sizeof(p->name); k++)
+        p->name[p->tok + k] = (char)(b[k] | 0x20);
+    p->tok += (uint32_t)j;
     return j;
 }
 
@@ -799,34 +803,112 @@ static size_t run_target(struct ldt_http_parser *p, const unsigned char *b, size
     return j;
 }
 
+/* The value of a header that is copied or skipped, and the CRLF that ends its line. */
+static size_t value_run(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n)
+{
+    int id = p->hdr_id;
+
+    if (id == H_HOST || id == H_TP || id == H_TS) {
+        j += run_copy(p, b + j, n - j);
+    } else if (id == H_NONE || id == H_UPGRADE) {
+        j += fv_span(b + j, n - j);
+    } else if (id != H_CL) {
+        while (j < n && (cls[b[j]] & C_FV))
+            list_byte(p, b[j++]);
+    } else {
+        return j; /* Content-Length can fail: byte by byte in head_byte */
+    }
+    if (j + 1 < n && b[j] == '\r' && b[j + 1] == '\n') {
+        (void)header_end(p); /* cannot fail but for Content-Length */
+        p->sub = SUB_H_START;
+        return j + 2;
+    }
+    return j;
+}
+
+/* "HTTP/1.x" CRLF ending a request line, in one go when it is all there. */
+static size_t version_run(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n)
+{
+    if (p->tok != 0 || n - j < 10 || memcmp(b + j, http1, 7) != 0 || b[j + 7] < '0' ||
+        b[j + 7] > '9' || b[j + 8] != '\r' || b[j + 9] != '\n')
+        return j;
+    p->msg.minor = (uint8_t)(b[j + 7] - '0');
+    p->msg.reqline_len = p->pos + (uint32_t)j + 10;
+    p->sub = SUB_H_START;
+    return j + 10;
+}
+
+/* "HTTP/1.x NNN" of a status line, in one go when it is all there. */
+static size_t status_run(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n)
+{
+    const unsigned char *s = b + j;
+
+    if (p->tok != 0 || n - j < 12 || memcmp(s, http1, 7) != 0 || s[8] != ' ' ||
+        !is_digit(s[7]) || !is_digit(s[9]) || !is_digit(s[10]) || !is_digit(s[11]))
+        return j;
+    unsigned st = (s[9] - '0') * 100u + (s[10] - '0') * 10u + (s[11] - '0');
+    if (st < 100)
+        return j;
+    p->msg.minor = (uint8_t)(s[7] - '0');
+    p->msg.status = (uint16_t)st;
+    p->sub = SUB_ST_AFTER;
+    return j + 12;
+}
+
+/* One fast step from state p->sub at b[j..n): returns the new j, or j itself when the next byte
+ * needs head_byte (an event, an error, or a rare case). */
+static size_t head_step(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n)
+{
+    switch (p->sub) {
+    case SUB_H_START:
+        if (!(cls[b[j]] & C_TCHAR))
+            return j;
+        p->name[0] = (char)lower(b[j]);
+        p->tok = 1;
+        p->sub = SUB_H_NAME;
+        return j + 1;
+    case SUB_H_NAME:
+        j += run_name(p, b + j, n - j);
+        if (j < n && b[j] == ':') {
+            header_name(p);
+            p->sub = SUB_H_OWS;
+            return j + 1;
+        }
+        return j;
+    case SUB_H_OWS:
+        while (j < n && is_ows(b[j]))
+            j++;
+        if (j < n && (cls[b[j]] & C_FV)) {
+            value_start(p, p->pos + (uint32_t)j);
+            p->sub = SUB_H_VALUE;
+        }
+        return j;
+    case SUB_H_VALUE:
+        return value_run(p, b, j, n);
+    case SUB_RQ_TARGET:
+        return j + run_target(p, b + j, n - j);
+    case SUB_RQ_VERSION:
+        return version_run(p, b, j, n);
+    case SUB_ST_VERSION:
+        return status_run(p, b, j, n);
+    case SUB_ST_REASON:
+        return j + fv_span(b + j, n - j);
+    default:
+        return j;
+    }
+}
+
+/* Runs of ordinary bytes are taken here, in tight loops, rather than one head_byte call per byte.
+ * Returns how many of b[n] were taken, never past the header cap. */
 static size_t head_run(struct ldt_http_parser *p, const unsigned char *b, size_t n)
 {
     size_t lim = LDT_HTTP_HDR_CAP - p->pos;
-    size_t j;
+    size_t j = 0, k;
 
     if (n > lim)
         n = lim;
-    switch (p->sub) {
-    case SUB_H_NAME:
-        j = run_name(p, b, n);
-        break;
-    case SUB_H_VALUE:
-        if (p->hdr_id == H_HOST || p->hdr_id == H_TP || p->hdr_id == H_TS)
-            j = run_copy(p, b, n);
-        else if (p->hdr_id == H_NONE || p->hdr_id == H_UPGRADE)
-            j = fv_span(b, n);
-        else
-            return 0;
-        break;
-    case SUB_RQ_TARGET:
-        j = run_target(p, b, n);
-        break;
-    case SUB_ST_REASON:
-        j = fv_span(b, n);
-        break;
-    default:
-        return 0;
-    }
+    while (j < n && (k = head_step(p, b, j, n)) != j)
+        j = k;
     p->pos += (uint32_t)j;
     return j;
 }
