@@ -1,5 +1,5 @@
-/* bench.c - `ldtraced --bench-encode N`: how fast the OTLP JSON encoder turns span records into lines
- * written through the exporter (the sidecar's per-span cost, without the rings). */
+/* bench.c - `ldtraced --bench-encode N`: how fast the OTLP JSON encoder turns span records into
+ * lines written through the exporter (the sidecar's per-span cost, without the rings). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +81,9 @@ int ldt__bench_encode(unsigned long long n, struct ldt__exporter *e)
         ldt__batch_reset(&bt);
     }
     double s = (double)(ldt_clock_mono_ns() - t0) / 1e9;
-    printf("ldtraced: bench-encode: %llu spans in %.3f s: %.0f spans/s, %.1f MB/s, %.0f bytes/span\n",
-           n, s, (double)n / s, (double)bytes / s / 1e6, (double)bytes / (double)n);
+    printf(
+        "ldtraced: bench-encode: %llu spans in %.3f s: %.0f spans/s, %.1f MB/s, %.0f bytes/span\n",
+        n, s, (double)n / s, (double)bytes / s / 1e6, (double)bytes / (double)n);
     ldt__batch_free(&bt);
     free(recs);
     return 0;

@@ -1,12 +1,12 @@
-/* drain.c - the sidecar's reading side: discover segment files in the directory, validate them, read
- * every ring, assemble error stacks, batch spans per process and hand full lines to the exporter;
- * finish (drain, skip torn slots, unlink) the segments of producers that are gone.
+/* drain.c - the sidecar's reading side: discover segment files in the directory, validate them,
+ * read every ring, assemble error stacks, batch spans per process and hand full lines to the
+ * exporter; finish (drain, skip torn slots, unlink) the segments of producers that are gone.
  *
- * Delivery is at most once. ldt_seg_read advances a ring's tail as it copies the record out, and the
- * record then lives only in the in-memory batch until the batch is written (at most flush_ms or
- * batch_max spans later). If ldtraced crashes inside that window those spans are lost; they are never
- * exported twice, because the tail never goes back. Closing the window (advancing tails only after the
- * line was written, or spooling) is left to a later issue. */
+ * Delivery is at most once. ldt_seg_read advances a ring's tail as it copies the record out, and
+ * the record then lives only in the in-memory batch until the batch is written (at most flush_ms or
+ * batch_max spans later). If ldtraced crashes inside that window those spans are lost; they are
+ * never exported twice, because the tail never goes back. Closing the window (advancing tails only
+ * after the line was written, or spooling) is left to a later issue. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -23,7 +23,7 @@
 struct seg {
     struct ldt_seg_reader r;
     struct ldt__batch batch;
-    struct ldt__stack **stacks;    /* per ring, allocated on its first stack record */
+    struct ldt__stack **stacks; /* per ring, allocated on its first stack record */
 };
 
 struct rejected {
@@ -40,9 +40,9 @@ struct ldt__drain {
     struct rejected *rej;
     size_t nrej, caprej;
     uint64_t last_scan;
-    struct ldt__stats st;          /* totals of closed segments, plus the counters kept here */
+    struct ldt__stats st; /* totals of closed segments, plus the counters kept here */
     int scanned;
-    char errwhat[600];             /* "<call> <object>" of the last failure */
+    char errwhat[600]; /* "<call> <object>" of the last failure */
 };
 
 static int failed(struct ldt__drain *d, int err, const char *call, const char *obj)
@@ -232,8 +232,8 @@ static int young(const struct stat *st)
 /* Remember a rejected file so that it is reported once and not retried while unchanged. A file that
  * was modified less than a second ago is neither reported nor remembered: a producer may be between
  * creating it and publishing its header. */
-static int reject(struct ldt__drain *d, const char *path, const struct stat *st, struct rejected *rj,
-                  const char *why)
+static int reject(struct ldt__drain *d, const char *path, const struct stat *st,
+                  struct rejected *rj, const char *why)
 {
     if (young(st))
         return 0;

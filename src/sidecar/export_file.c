@@ -1,5 +1,5 @@
-/* export_file.c - the file exporter: appends each OTLP JSON line to a file with one write() per line
- * (the OpenTelemetry Collector file exporter format, readable by `ldtrace view`). */
+/* export_file.c - the file exporter: appends each OTLP JSON line to a file with one write() per
+ * line (the OpenTelemetry Collector file exporter format, readable by `ldtrace view`). */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>

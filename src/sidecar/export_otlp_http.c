@@ -1,5 +1,5 @@
-/* export_otlp_http.c - the OTLP/HTTP exporter (POST /v1/traces with libcurl, retry and spool): not
- * implemented yet; it will plug into the same struct ldt__exporter_ops vtable as the file exporter. */
+/* export_otlp_http.c - the OTLP/HTTP exporter (POST /v1/traces with libcurl, retry and spool):
+ * not implemented yet; it will plug into the struct ldt__exporter_ops vtable like the file one. */
 #include <errno.h>
 #include <string.h>
 

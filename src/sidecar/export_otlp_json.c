@@ -13,17 +13,17 @@
 #define PUT(o, lit) (memcpy((o), (lit), sizeof(lit) - 1), (o) += sizeof(lit) - 1)
 
 /* Attributes are written with a leading ','; the first one's ',' is later turned into the '['. */
-#define ATTR_S(o, key, s, n)                                                                      \
-    do {                                                                                          \
-        PUT(o, ",{\"key\":\"" key "\",\"value\":{\"stringValue\":");                              \
-        (o) = ldt__json_str((o), (s), (n));                                                       \
-        PUT(o, "}}");                                                                             \
+#define ATTR_S(o, key, s, n)                                                                       \
+    do {                                                                                           \
+        PUT(o, ",{\"key\":\"" key "\",\"value\":{\"stringValue\":");                               \
+        (o) = ldt__json_str((o), (s), (n));                                                        \
+        PUT(o, "}}");                                                                              \
     } while (0)
-#define ATTR_I(o, key, v)                                                                         \
-    do {                                                                                          \
-        PUT(o, ",{\"key\":\"" key "\",\"value\":{\"intValue\":\"");                               \
-        (o) = ldt__fmt_i64((o), (int64_t)(v));                                                    \
-        PUT(o, "\"}}");                                                                           \
+#define ATTR_I(o, key, v)                                                                          \
+    do {                                                                                           \
+        PUT(o, ",{\"key\":\"" key "\",\"value\":{\"intValue\":\"");                                \
+        (o) = ldt__fmt_i64((o), (int64_t)(v));                                                     \
+        PUT(o, "\"}}");                                                                            \
     } while (0)
 #define ATTR_TRUE(o, key) PUT(o, ",{\"key\":\"" key "\",\"value\":{\"boolValue\":true}}")
 
@@ -33,8 +33,8 @@
 #define STACK_BOUND(n) (1024 + LDT__JSON_STR_MAX(n))
 
 static const char *const op_names[] = {
-    [LDT_OP_HTTP] = "http",     [LDT_OP_CONNECT] = "connect", [LDT_OP_DNS] = "dns.lookup",
-    [LDT_OP_SEND] = "send",     [LDT_OP_RECV] = "recv",       [LDT_OP_ACCEPT] = "accept",
+    [LDT_OP_HTTP] = "http", [LDT_OP_CONNECT] = "connect", [LDT_OP_DNS] = "dns.lookup",
+    [LDT_OP_SEND] = "send", [LDT_OP_RECV] = "recv",       [LDT_OP_ACCEPT] = "accept",
 };
 
 const char *ldt__span_name(const struct ldt_span_rec *s)
@@ -77,7 +77,7 @@ static size_t clamp(size_t n, size_t max)
     return n < max ? n : max;
 }
 
-/* The Host header without its port ("[::1]:80" -> "::1", "a.b:8080" -> "a.b"), as server.address. */
+/* The Host header without its port ("[::1]:80" -> "::1", "a.b:8080" -> "a.b"). */
 static size_t host_only(const char *h, size_t n, const char **start)
 {
     *start = h;
@@ -111,8 +111,8 @@ static char *attr_addr(char *o, const char *kjson, size_t klen, uint8_t fam, con
     return o;
 }
 
-#define ATTR_ADDR(o, key, fam, a)                                                                 \
-    ((o) = attr_addr((o), ",{\"key\":\"" key "\",\"value\":{\"stringValue\":",                  \
+#define ATTR_ADDR(o, key, fam, a)                                                                  \
+    ((o) = attr_addr((o), ",{\"key\":\"" key "\",\"value\":{\"stringValue\":",                     \
                      sizeof(",{\"key\":\"" key "\",\"value\":{\"stringValue\":") - 1, (fam), (a)))
 
 static char *net_attrs(char *o, const struct ldt_span_rec *s)
@@ -318,8 +318,9 @@ int ldt__batch_add(struct ldt__batch *bt, const struct ldt_span_rec *s, const st
 int ldt__batch_init(struct ldt__batch *bt, const struct ldt_seg_hdr *h)
 {
     static const char head[] = "{\"resourceSpans\":[{\"resource\":";
-    static const char scope[] = ",\"scopeSpans\":[{\"scope\":{\"name\":\"ldtrace\",\"version\":\"" LDT_VERSION
-                                "\"},\"spans\":[";
+    static const char scope[] =
+        ",\"scopeSpans\":[{\"scope\":{\"name\":\"ldtrace\",\"version\":\"" LDT_VERSION
+        "\"},\"spans\":[";
     memset(bt, 0, sizeof(*bt));
     if (ldt__buf_reserve(&bt->buf, sizeof(head)) < 0)
         return -ENOMEM;

@@ -1,5 +1,5 @@
 /* jsonbuf.c - growable output buffer and the hand-written JSON string, integer, hex and address
- * formatters that the OTLP encoder uses on its per-span path (no snprintf, no allocation per call). */
+ * formatters of the OTLP encoder's per-span path (no snprintf, no allocation per call). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,11 +65,21 @@ static char *esc_ascii(char *o, unsigned c)
 {
     *o++ = '\\';
     switch (c) {
-    case '"': *o++ = '"'; break;
-    case '\\': *o++ = '\\'; break;
-    case '\n': *o++ = 'n'; break;
-    case '\r': *o++ = 'r'; break;
-    case '\t': *o++ = 't'; break;
+    case '"':
+        *o++ = '"';
+        break;
+    case '\\':
+        *o++ = '\\';
+        break;
+    case '\n':
+        *o++ = 'n';
+        break;
+    case '\r':
+        *o++ = 'r';
+        break;
+    case '\t':
+        *o++ = 't';
+        break;
     default:
         memcpy(o, "u00", 3);
         o[3] = hex_digits[c >> 4];
@@ -94,7 +104,8 @@ char *ldt__json_str(char *o, const char *s, size_t n)
         } else {
             size_t k = utf8_seq(p, (size_t)(end - p));
             if (k == 0) {
-                memcpy(o, "\xef\xbf\xbd", 3); /* U+FFFD for each byte that starts no valid sequence */
+                memcpy(o, "\xef\xbf\xbd",
+                       3); /* U+FFFD for each byte that starts no valid sequence */
                 o += 3;
                 p++;
             } else {
@@ -169,7 +180,7 @@ static char *fmt_word(char *o, unsigned w)
     return o;
 }
 
-/* RFC 5952 section 4: the longest run of two or more zero words becomes "::" (the first on a tie). */
+/* RFC 5952 section 4: the longest run of two or more zero words becomes "::" (first on a tie). */
 static char *fmt_ipv6(char *o, const uint8_t *a)
 {
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};

@@ -1,5 +1,6 @@
-/* main.c - ldtraced, the sidecar: parse the command line, open the exporter, run the drain loop until
- * SIGTERM/SIGINT (or once with --once), report statistics; also the --bench-encode measurement. */
+/* main.c - ldtraced, the sidecar: parse the command line, open the exporter, run the drain loop
+ * until SIGTERM/SIGINT (or once with --once), report statistics; also the --bench-encode
+ * measurement. */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -63,44 +64,31 @@ static int parse_uint(const char *s, unsigned long long *out)
     return 0;
 }
 
-/* Returns 0, 1 for --help (exit 0), or -1 after printing the error (exit 1). */
-static int parse_args(int argc, char **argv, struct opts *o)
+/* --poll-ms N (at most a minute) or --bench-encode N. Returns 0, or -1 after printing the error. */
+static int parse_num(int c, const char *arg, struct opts *o)
 {
-    static const struct option longopts[] = {
-        {"dir", required_argument, 0, 'd'},   {"out", required_argument, 0, 'o'},
-        {"otlp", required_argument, 0, 'u'},  {"once", no_argument, 0, '1'},
-        {"stats", no_argument, 0, 's'},       {"poll-ms", required_argument, 0, 'p'},
-        {"bench-encode", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
     unsigned long long v;
-    int c;
-    o->poll_ms = 1;
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'd': snprintf(o->dir, sizeof(o->dir), "%s", optarg); break;
-        case 'o': o->out = optarg; break;
-        case 'u': o->otlp = optarg; break;
-        case '1': o->once = 1; break;
-        case 's': o->stats = 1; break;
-        case 'h': usage(stdout); return 1;
-        case 'p':
-        case 'b':
-            if (parse_uint(optarg, &v) < 0 || (c == 'p' && v > 60000)) {
-                fprintf(stderr, "ldtraced: --%s %s: Invalid argument\n",
-                        c == 'p' ? "poll-ms" : "bench-encode", optarg);
-                return -1;
-            }
-            if (c == 'p')
-                o->poll_ms = (unsigned)v;
-            else
-                o->bench = v;
-            break;
-        default: usage(stderr); return -1;
-        }
+    if (parse_uint(arg, &v) < 0 || (c == 'p' && v > 60000)) {
+        fprintf(stderr, "ldtraced: --%s %s: Invalid argument\n",
+                c == 'p' ? "poll-ms" : "bench-encode", arg);
+        return -1;
     }
-    if (optind < argc || (o->out && o->otlp)) {
-        fprintf(stderr, "ldtraced: %s\n",
-                optind < argc ? "unexpected argument" : "--out and --otlp are exclusive");
+    if (c == 'p')
+        o->poll_ms = (unsigned)v;
+    else
+        o->bench = v;
+    return 0;
+}
+
+/* What getopt leaves to check: stray arguments, exclusive outputs, the default directory. */
+static int finish_args(int argc, char **argv, struct opts *o)
+{
+    if (optind < argc) {
+        fprintf(stderr, "ldtraced: %s: unexpected argument\n", argv[optind]);
+        return -1;
+    }
+    if (o->out && o->otlp) {
+        fprintf(stderr, "ldtraced: --out and --otlp are exclusive\n");
         return -1;
     }
     if (!o->dir[0]) {
@@ -111,6 +99,45 @@ static int parse_args(int argc, char **argv, struct opts *o)
             ldt_config_default_dir(o->dir, sizeof(o->dir));
     }
     return 0;
+}
+
+/* Returns 0, 1 for --help (exit 0), or -1 after printing the error (exit 1). */
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+    static const struct option longopts[] = {{"dir", required_argument, 0, 'd'},
+                                             {"out", required_argument, 0, 'o'},
+                                             {"otlp", required_argument, 0, 'u'},
+                                             {"once", no_argument, 0, '1'},
+                                             {"stats", no_argument, 0, 's'},
+                                             {"poll-ms", required_argument, 0, 'p'},
+                                             {"bench-encode", required_argument, 0, 'b'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    int c;
+    o->poll_ms = 1;
+    opterr = 0; /* one-line errors of our own */
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        if (c == 'd')
+            snprintf(o->dir, sizeof(o->dir), "%s", optarg);
+        else if (c == 'o' || c == 'u')
+            *(c == 'o' ? &o->out : &o->otlp) = optarg;
+        else if (c == '1' || c == 's')
+            *(c == '1' ? &o->once : &o->stats) = 1;
+        else if ((c == 'p' || c == 'b') && parse_num(c, optarg, o) < 0)
+            return -1;
+        else if (c == 'h' || c == '?')
+            break;
+    }
+    if (c == 'h') {
+        usage(stdout);
+        return 1;
+    }
+    if (c == '?') {
+        fprintf(stderr, "ldtraced: %s: unknown option or missing argument (see --help)\n",
+                argv[optind - 1]);
+        return -1;
+    }
+    return finish_args(argc, argv, o);
 }
 
 static void print_stats(struct ldt__drain *d)
@@ -145,7 +172,8 @@ static void sleep_ms(unsigned ms)
     nanosleep(&ts, NULL);
 }
 
-/* Report a drain error once per distinct errno, not once per pass, as "ldtraced: <call> <obj>: ...". */
+/* Report a drain error once per distinct errno, not once per pass, as "ldtraced: <call> <obj>:
+ * ...". */
 static void report(struct ldt__drain *d, int rc, int *last)
 {
     if (rc >= 0 || rc == *last)

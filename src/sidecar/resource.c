@@ -1,6 +1,6 @@
-/* resource.c - the OTLP Resource of one traced process: defaults from the segment header merged with
- * the OTEL_RESOURCE_ATTRIBUTES the producer recorded (parsed and percent-decoded here, in the sidecar,
- * so the shim never has to). Runs once per segment, so it may allocate. */
+/* resource.c - the OTLP Resource of one traced process: defaults from the segment header merged
+ * with the OTEL_RESOURCE_ATTRIBUTES the producer recorded (parsed and percent-decoded here, in the
+ * sidecar, so the shim never has to). Runs once per segment, so it may allocate. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +13,9 @@ enum attr_type { ATTR_STR, ATTR_INT, ATTR_ARGS };
 struct attr {
     const char *key;
     enum attr_type type;
-    const char *s;            /* ATTR_STR, ATTR_ARGS (NUL-joined) */
+    const char *s; /* ATTR_STR, ATTR_ARGS (NUL-joined) */
     size_t slen;
-    int64_t i;                /* ATTR_INT */
+    int64_t i; /* ATTR_INT */
 };
 
 static int hexval(int c)
@@ -180,25 +180,30 @@ static void set_str(struct attr *a, const char *key, const char *s, size_t n)
     a->slen = n;
 }
 
+/* service.name: the segment's, else the OpenTelemetry default unknown_service:<executable>. */
+static void service_name(const struct ldt_seg_hdr *h, struct attr *a, char *scratch)
+{
+    size_t svc = strnlen(h->service_name, sizeof(h->service_name));
+    size_t exe = strnlen(h->exe_name, sizeof(h->exe_name));
+    if (svc) {
+        set_str(a, "service.name", h->service_name, svc);
+        return;
+    }
+    memcpy(scratch, "unknown_service", 15);
+    if (exe) {
+        scratch[15] = ':';
+        memcpy(scratch + 16, h->exe_name, exe);
+    }
+    set_str(a, "service.name", scratch, exe ? 16 + exe : 15);
+}
+
 /* The defaults from the header; scratch holds strings that have to be built. Returns the count. */
 static int defaults(const struct ldt_seg_hdr *h, struct attr *a, char *scratch)
 {
     int n = 0;
-    size_t svc = strnlen(h->service_name, sizeof(h->service_name));
     size_t exe = strnlen(h->exe_name, sizeof(h->exe_name));
     size_t host = strnlen(h->host_name, sizeof(h->host_name));
-    if (svc) {
-        set_str(&a[n++], "service.name", h->service_name, svc);
-    } else {
-        /* The OpenTelemetry default when no name is known: unknown_service:<executable>. */
-        char *o = scratch + 64;
-        memcpy(o, "unknown_service", 15);
-        if (exe) {
-            o[15] = ':';
-            memcpy(o + 16, h->exe_name, exe);
-        }
-        set_str(&a[n++], "service.name", o, exe ? 16 + exe : 15);
-    }
+    service_name(h, &a[n++], scratch + 64);
     char *o = ldt__fmt_u64(scratch, h->pid);
     *o++ = '-';
     uint8_t nonce[8];
@@ -206,16 +211,13 @@ static int defaults(const struct ldt_seg_hdr *h, struct attr *a, char *scratch)
         nonce[i] = (uint8_t)(h->nonce >> (56 - 8 * i));
     o = ldt__fmt_hex(o, nonce, 8);
     set_str(&a[n++], "service.instance.id", scratch, (size_t)(o - scratch));
-    a[n] = (struct attr){.key = "process.pid", .type = ATTR_INT, .i = h->pid};
-    n++;
+    a[n++] = (struct attr){.key = "process.pid", .type = ATTR_INT, .i = h->pid};
     if (exe)
         set_str(&a[n++], "process.executable.name", h->exe_name, exe);
     size_t alen = h->args_len < LDT_SEG_ARGS_MAX ? h->args_len : LDT_SEG_ARGS_MAX;
-    if (alen) {
-        a[n] = (struct attr){.key = "process.command_args", .type = ATTR_ARGS,
-                             .s = h->command_args, .slen = alen};
-        n++;
-    }
+    if (alen)
+        a[n++] = (struct attr){
+            .key = "process.command_args", .type = ATTR_ARGS, .s = h->command_args, .slen = alen};
     if (host)
         set_str(&a[n++], "host.name", h->host_name, host);
     set_str(&a[n++], "telemetry.sdk.name", "ldtrace", 7);
@@ -239,6 +241,27 @@ static int merge(struct attr *a, int n, const struct ldt__kv *kv, int nkv)
     return n;
 }
 
+/* Write {"attributes":[...]} for n attributes into b. */
+static int encode_attrs(struct ldt__buf *b, const struct attr *a, int n)
+{
+    size_t bound = 32;
+    for (int i = 0; i < n; i++)
+        bound += attr_bound(&a[i]);
+    if (ldt__buf_reserve(b, bound) < 0)
+        return -ENOMEM;
+    char *o = b->p + b->len;
+    memcpy(o, "{\"attributes\":[", 15);
+    o += 15;
+    for (int i = 0; i < n; i++) {
+        if (i)
+            *o++ = ',';
+        o = encode_attr(o, &a[i]);
+    }
+    memcpy(o, "]}", 2);
+    b->len = (size_t)(o + 2 - b->p);
+    return 0;
+}
+
 int ldt__res_encode(struct ldt__buf *b, const struct ldt_seg_hdr *h)
 {
     char scratch[64 + 16 + LDT_SEG_EXE_MAX];
@@ -253,27 +276,9 @@ int ldt__res_encode(struct ldt__buf *b, const struct ldt_seg_hdr *h)
     if (nkv < 0)
         nkv = 0;
     struct attr *a = calloc((size_t)nkv + 16, sizeof(*a));
-    if (!a) {
-        ldt__kv_free(kv, nkv);
-        return -ENOMEM;
-    }
-    int n = merge(a, defaults(h, a, scratch), kv, nkv);
-    size_t bound = 32;
-    for (int i = 0; i < n; i++)
-        bound += attr_bound(&a[i]);
-    int rc = ldt__buf_reserve(b, bound);
-    if (rc == 0) {
-        char *o = b->p + b->len;
-        memcpy(o, "{\"attributes\":[", 15);
-        o += 15;
-        for (int i = 0; i < n; i++) {
-            if (i)
-                *o++ = ',';
-            o = encode_attr(o, &a[i]);
-        }
-        memcpy(o, "]}", 2);
-        b->len = (size_t)(o + 2 - b->p);
-    }
+    int rc = -ENOMEM;
+    if (a)
+        rc = encode_attrs(b, a, merge(a, defaults(h, a, scratch), kv, nkv));
     free(a);
     ldt__kv_free(kv, nkv);
     return rc < 0 ? rc : discarded;

@@ -34,7 +34,7 @@ void ldt__buf_free(struct ldt__buf *b);
 /* Worst-case output size of ldt__json_str for n input bytes (quotes included). */
 #define LDT__JSON_STR_MAX(n) (6 * (size_t)(n) + 2)
 
-/* The unchecked writers below need the room already reserved; each returns the new write position. */
+/* The unchecked writers below need the room already reserved; each returns the new end. */
 
 /* Write s[0..n) as a JSON string literal with its quotes: '"' and '\\' escaped, \n \r \t as short
  * escapes, every other byte below 0x20 as \u00XX, and every byte that is not part of a well-formed
@@ -50,8 +50,8 @@ char *ldt__fmt_i64(char *out, int64_t v);
 /* Lowercase hex of n bytes (2n bytes). */
 char *ldt__fmt_hex(char *out, const uint8_t *in, size_t n);
 
-/* A stored address as text: dotted quad for LDT_AF_INET, RFC 5952 form for LDT_AF_INET6 (longest zero
- * run compressed, IPv4-mapped in dotted form). At most 45 bytes. Other families write nothing. */
+/* A stored address as text: dotted quad for LDT_AF_INET, RFC 5952 form for LDT_AF_INET6 (longest
+ * zero run compressed, IPv4-mapped in dotted form). At most 45 bytes. Other families: nothing. */
 char *ldt__fmt_addr(char *out, uint8_t family, const uint8_t addr[16]);
 
 /* ---- resource (resource.c) ---- */
@@ -62,10 +62,11 @@ struct ldt__kv {
 };
 
 /* Parse OTEL_RESOURCE_ATTRIBUTES (s[0..n), "k=v,k=v"): members split on ',', key and value split at
- * the first '=', spaces and tabs around both trimmed, %XX sequences decoded in both. Empty members are
- * skipped. A member without '=', an empty key or a bad %-escape makes the whole value invalid (as the
- * OpenTelemetry specification asks: the entire variable is then discarded). Returns the number of
- * pairs stored in a new array *out (free it with ldt__kv_free), or -EINVAL, or -ENOMEM. */
+ * the first '=', spaces and tabs around both trimmed, %XX sequences decoded in both. Empty members
+ * are skipped. A member without '=', an empty key or a bad %-escape makes the whole value invalid
+ * (as the OpenTelemetry specification asks: the entire variable is then discarded). Returns the
+ * number of pairs stored in a new array *out (free it with ldt__kv_free), or -EINVAL, or -ENOMEM.
+ */
 int ldt__res_parse(const char *s, size_t n, struct ldt__kv **out);
 
 void ldt__kv_free(struct ldt__kv *kv, int n);
@@ -74,8 +75,8 @@ void ldt__kv_free(struct ldt__kv *kv, int n);
  * service.instance.id ("<pid>-<nonce as 16 hex>"), process.pid, process.executable.name,
  * process.command_args, host.name, telemetry.sdk.name/version, then the header's
  * OTEL_RESOURCE_ATTRIBUTES, which override the defaults of the same key except service.name (the
- * segment's service name always wins). Returns 0, -ENOMEM, or 1 when the resource string was invalid
- * and was discarded (the output is still complete). */
+ * segment's service name always wins). Returns 0, -ENOMEM, or 1 when the resource string was
+ * invalid and was discarded (the output is still complete). */
 int ldt__res_encode(struct ldt__buf *b, const struct ldt_seg_hdr *h);
 
 /* ---- OTLP JSON encoder (export_otlp_json.c) ---- */
@@ -86,18 +87,18 @@ int ldt__res_encode(struct ldt__buf *b, const struct ldt_seg_hdr *h);
 struct ldt__stack {
     uint8_t trace_id[16];
     uint8_t span_id[8];
-    uint8_t nparts;           /* parts announced */
-    uint8_t next;             /* parts received so far (in order) */
-    uint32_t len;             /* bytes in text */
+    uint8_t nparts; /* parts announced */
+    uint8_t next;   /* parts received so far (in order) */
+    uint32_t len;   /* bytes in text */
     char text[LDT__STACK_TEXT_CAP];
 };
 
 /* One line of output in the making: an ExportTraceServiceRequest for one segment (one process). */
 struct ldt__batch {
-    struct ldt__buf buf;      /* prefix, then spans separated by ',' */
-    size_t prefix_len;        /* bytes up to and including "spans":[ */
+    struct ldt__buf buf; /* prefix, then spans separated by ',' */
+    size_t prefix_len;   /* bytes up to and including "spans":[ */
     uint32_t nspans;
-    uint64_t first_ns;        /* monotonic time of the first span added since the last reset */
+    uint64_t first_ns; /* monotonic time of the first span added since the last reset */
 };
 
 /* Start a batch for a segment: encodes the resource and scope prefix once. Returns 0, -ENOMEM, or 1
@@ -106,11 +107,12 @@ int ldt__batch_init(struct ldt__batch *bt, const struct ldt_seg_hdr *h);
 
 /* Append one span (and, when st is not NULL, an "exception" event built from it). Returns 0 or
  * -ENOMEM (nothing appended). */
-int ldt__batch_add(struct ldt__batch *bt, const struct ldt_span_rec *s, const struct ldt__stack *st);
+int ldt__batch_add(struct ldt__batch *bt, const struct ldt_span_rec *s,
+                   const struct ldt__stack *st);
 
-/* Close the JSON document and its line: returns a pointer to the whole line (ending in '\n') and its
- * length in *len, or NULL when the batch holds no span or memory ran out. The batch must then be reset
- * before adding more. */
+/* Close the JSON document and its line: returns a pointer to the whole line (ending in '\n') and
+ * its length in *len, or NULL when the batch holds no span or memory ran out. The batch must then
+ * be reset before adding more. */
 const char *ldt__batch_finish(struct ldt__batch *bt, size_t *len);
 
 /* Drop the spans (keep the prefix) so the batch can be filled again. */
@@ -122,16 +124,16 @@ void ldt__batch_free(struct ldt__batch *bt);
  * for INTERNAL ones, "internal" for an unknown op. Static storage. */
 const char *ldt__span_name(const struct ldt_span_rec *s);
 
-/* The OTLP error.type for a span, written into out[cap] (NUL-terminated), or "" when the span is not
- * an error: the errno name ("ECONNREFUSED") when err is set, the status code ("503") for a status of
- * 400 or more on an ERROR span, "_OTHER" for any other ERROR span. Returns the length. */
+/* The OTLP error.type for a span, written into out[cap] (NUL-terminated), or "" when the span is
+ * not an error: the errno name ("ECONNREFUSED") when err is set, the status code ("503") for a
+ * status of 400 or more on an ERROR span, "_OTHER" for any other ERROR span. Returns the length. */
 size_t ldt__error_type(const struct ldt_span_rec *s, char *out, size_t cap);
 
 /* ---- stack assembly (drain.c) ---- */
 
-/* Feed a stack record into the assembly st. Returns 1 when it was accepted, 0 when it did not follow
- * the previous part (the assembly restarts from it if it is a part 0, else is cleared; counted by
- * the caller as a bad record). */
+/* Feed a stack record into the assembly st. Returns 1 when it was accepted, 0 when it did not
+ * follow the previous part (the assembly restarts from it if it is a part 0, else is cleared;
+ * counted by the caller as a bad record). */
 int ldt__stack_feed(struct ldt__stack *st, const struct ldt_stack_rec *rec);
 
 /* The assembled stack for span s, or NULL: complete (all parts in order) and for the same trace and
@@ -155,7 +157,7 @@ struct ldt__exporter_ops {
 struct ldt__exporter {
     const struct ldt__exporter_ops *ops;
     int fd;
-    char target[512];         /* file path or URL, for error messages */
+    char target[512]; /* file path or URL, for error messages */
 };
 
 /* Open the file exporter: append to path (created 0644). Returns 0 or a negative errno. */
@@ -167,13 +169,13 @@ int ldt__export_http_open(struct ldt__exporter *e, const char *url);
 /* ---- the drain loop (drain.c) ---- */
 
 struct ldt__stats {
-    uint64_t spans;           /* spans exported */
-    uint64_t dropped;         /* producers' drop counters (closed segments + live ones) */
-    uint64_t bad_records;     /* records rejected by the reader or out of place (stack parts) */
-    uint64_t bad_segments;    /* segment files rejected (each counted once while unchanged) */
-    uint64_t segments;        /* segments opened */
-    uint64_t torn;            /* uncommitted slots skipped after their producer died */
-    uint64_t write_errors;    /* lines the exporter failed to take */
+    uint64_t spans;        /* spans exported */
+    uint64_t dropped;      /* producers' drop counters (closed segments + live ones) */
+    uint64_t bad_records;  /* records rejected by the reader or out of place (stack parts) */
+    uint64_t bad_segments; /* segment files rejected (each counted once while unchanged) */
+    uint64_t segments;     /* segments opened */
+    uint64_t torn;         /* uncommitted slots skipped after their producer died */
+    uint64_t write_errors; /* lines the exporter failed to take */
 };
 
 struct ldt__drain;
@@ -181,22 +183,22 @@ struct ldt__drain;
 struct ldt__drain_opts {
     const char *dir;
     struct ldt__exporter *exp;
-    unsigned poll_ms;         /* sleep when idle */
-    unsigned rescan_ms;       /* directory rescan and liveness check period */
-    unsigned flush_ms;        /* longest time a span waits in a batch */
-    uint32_t batch_max;       /* flush a batch when it reaches this many spans */
+    unsigned poll_ms;   /* sleep when idle */
+    unsigned rescan_ms; /* directory rescan and liveness check period */
+    unsigned flush_ms;  /* longest time a span waits in a batch */
+    uint32_t batch_max; /* flush a batch when it reaches this many spans */
 };
 
 /* Create the drain state. Returns NULL when out of memory. */
 struct ldt__drain *ldt__drain_new(const struct ldt__drain_opts *o);
 
 /* One pass: rescan the directory when due, read every ring of every segment, finish the segments of
- * producers that are gone, flush batches that are due. Returns the number of records read (> 0 means
- * more may be waiting), or a negative errno from the exporter or the directory. */
+ * producers that are gone, flush batches that are due. Returns the number of records read (> 0
+ * means more may be waiting), or a negative errno from the exporter or the directory. */
 int ldt__drain_pass(struct ldt__drain *d);
 
-/* Drain everything committed right now in every segment (after a fresh rescan), finish gone producers,
- * and flush every batch. Used by --once and at SIGTERM. Returns 0 or a negative errno. */
+/* Drain everything committed right now in every segment (after a fresh rescan), finish gone
+ * producers, and flush every batch. Used by --once and at SIGTERM. Returns 0 or -errno. */
 int ldt__drain_all(struct ldt__drain *d);
 
 /* What failed last, as "<call> <object>" ("opendir /dev/shm/x", "write out.jsonl"), for the
@@ -211,8 +213,8 @@ void ldt__drain_free(struct ldt__drain *d);
 
 /* ---- measurement (bench.c) ---- */
 
-/* Encode n synthetic spans (batches of 4096, varied ids, addresses and paths) through exporter e and
- * print the rate to stdout. Returns the process exit status. */
+/* Encode n synthetic spans (batches of 4096, varied ids, addresses and paths) through exporter e
+ * and print the rate to stdout. Returns the process exit status. */
 int ldt__bench_encode(unsigned long long n, struct ldt__exporter *e);
 
 #endif
