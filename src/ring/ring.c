@@ -1,4 +1,4 @@
-/* ring.c - per-thread span rings inside a segment: wait-free push (shim) and a validating reader (ldtraced). */
+/* ring.c - per-thread rings in a segment: wait-free push (shim), validating reader (ldtraced). */
 #include <errno.h>
 #include <string.h>
 
@@ -98,7 +98,7 @@ void ldt_ring_commit(struct ldt_seg *s, unsigned ring, uint64_t pos)
 {
     struct ldt_seg_hdr *h = s->hdr;
     struct ldt_ring_hdr *rh = ldt__ring_at(h, h->ring_stride, ring);
-    /* Release: the record bytes are visible before the reader's acquire load sees seq == pos + 1. */
+    /* Release: the record bytes are visible before the reader's acquire sees seq == pos + 1. */
     LDT__STORE(&ldt__slot_at(rh, pos, h->ring_cap)->seq, pos + 1, RELEASE);
     if (ring == h->nrings - 1) {
         LDT__ADD(&rh->pushed, 1); /* head already moved with the CAS in reserve_shared */
@@ -178,7 +178,7 @@ int ldt_seg_read(struct ldt_seg_reader *r, unsigned ring, uint8_t out[LDT_REC_SI
      * (the fence orders the copy's loads before the second seq load). */
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     int ok = LDT__LOAD(&slot->seq, RELAXED) == t + 1 && valid_record(out);
-    /* Release: our copy-out is done before the producer may reuse the slot (its acquire of tail). */
+    /* Release: our copy-out is done before the producer reuses the slot (its acquire of tail). */
     LDT__STORE(&rh->tail, t + 1, RELEASE);
     if (!ok) {
         r->bad_records++;

@@ -1,4 +1,4 @@
-/* shm.c - shared-memory segment files: created and published by the shim, validated and mapped by ldtraced. */
+/* shm.c - shared-memory segment files: created by the shim, validated and mapped by ldtraced. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -91,7 +91,7 @@ uint64_t ldt_proc_start_ticks(pid_t pid)
  * Producer: create and publish a segment.
  * ---------------------------------------------------------------------------------------------- */
 
-/* Create `dir` (0700) if missing and open it; it must be our directory, closed to group and other. */
+/* Create `dir` (0700) if missing and open it: it must be our directory, closed to group/other. */
 static int open_dir(const char *dir)
 {
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
@@ -143,7 +143,7 @@ static int geometry(const struct ldt_seg_params *p, uint32_t *nrings, uint32_t *
     return 0;
 }
 
-/* Fill everything but the magic. The mapping is fresh zeroes, so counters and cursors start at 0. */
+/* Fill all but the magic. The mapping is fresh zeroes, so counters and cursors start at 0. */
 static void fill_hdr(struct ldt_seg_hdr *h, const struct ldt_seg_params *p, uint32_t nrings,
                      uint32_t cap, uint64_t nonce)
 {
@@ -176,7 +176,7 @@ static void fill_hdr(struct ldt_seg_hdr *h, const struct ldt_seg_params *p, uint
 /* Size and map the new file; on success the caller owns the mapping. */
 static int size_and_map(int fd, uint64_t size, void **map)
 {
-    /* fchmod: the umask may have narrowed the mode given to openat; the reader wants exactly 0600. */
+    /* fchmod: the umask may have narrowed openat's mode; the reader wants exactly 0600. */
     if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t)size) < 0)
         return -errno;
     void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -213,8 +213,8 @@ int ldt_seg_create(const char *dir, const struct ldt_seg_params *p, struct ldt_s
     if (err < 0)
         return err;
     fill_hdr(map, p, nrings, cap, nonce);
-    /* Publish: pairs with the acquire load of magic in ldt_seg_open, so a reader that sees the magic
-     * sees the whole header. */
+    /* Publish: pairs with the acquire fence after ldt_seg_open reads the magic, so a reader that
+     * sees the magic sees the whole header. */
     LDT__STORE(&((struct ldt_seg_hdr *)map)->magic, LDT_SEG_MAGIC, RELEASE);
     out->hdr = map;
     out->size = ldt__seg_size(nrings, cap);
@@ -317,10 +317,14 @@ static int validate_and_map(struct ldt_seg_reader *r, const struct stat *st, cha
                             size_t whylen)
 {
     static __thread struct ldt_seg_hdr h; /* 4 KiB: kept off small thread stacks */
+    uint64_t magic = 0;
+    /* The magic first, on its own: once it is there, the rest of the header is complete and fixed.
+     * The fence pairs with the release store of magic in ldt_seg_create. */
+    if (pread(r->fd, &magic, sizeof(magic), 0) != (ssize_t)sizeof(magic) || magic == 0)
+        return fail(why, whylen, -EAGAIN, "header not published yet");
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
     if (pread(r->fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
         return fail(why, whylen, -EAGAIN, "short header read");
-    /* Pairs with the release store of magic in ldt_seg_create. */
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
     int err = check_hdr(&h, (uint64_t)st->st_size, why, whylen);
     if (err < 0)
         return err;

@@ -4,22 +4,24 @@
  *        bench_ring --loss [--seconds S] [--rate R] [--dir DIR]
  *
  * Push-cost figures (median over N runs, default 11; a run is 64 batches of ring_cap pushes of a
- * full LDT_REC_SIZE record into a slot of LDT_SLOT_SIZE bytes, after one warm-up lap that faults the
- * pages in):
+ * full LDT_REC_SIZE record into a slot of LDT_SLOT_SIZE bytes, after one warm-up run that faults
+ * the pages in):
  *   ring_push_1t_ns         one thread on its own ring; no concurrent reader: between two timed
  *                           batches the bench frees the ring by moving tail to head (not timed)
- *   ring_push_2t_ns         two threads at once, each on its own ring, same scheme (mean of the two)
+ *   ring_push_2t_ns         two threads at once, each on its own ring, same scheme (their mean)
  *   ring_push_1t_reader_chase_ns
  *                           one thread on its own ring while a reader thread spins on it with
- *                           ldt_seg_read right behind the producer: the worst case, each slot's first
- *                           cache line moves between the cores while it is written (the sidecar
- *                           instead polls every few ms and drains in bursts). A batch starts once the
- *                           reader has emptied the ring (the wait is not timed), so nothing is
- *                           dropped: ring_push_1t_reader_chase_drop_ratio, printed next, checks it
- *   ring_push_shared_2t_ns  two threads on the shared multi-producer ring (CAS reservation), no reader
- * --loss: one producer thread pushes R spans/s (default 1,000,000) for S seconds (default 3) while a
- * reader thread drains every ring, then sleeps 1 ms; prints pushed, dropped, read and the loss ratio.
- * The ring holds 4096 slots, about 4 ms at 1M/s: loss means the reader was kept off a core that long.
+ *                           ldt_seg_read right behind the producer: the worst case, each slot's
+ *                           first cache line moves between the cores while it is written (the
+ *                           sidecar polls every few ms instead, and drains in bursts). A batch
+ *                           starts once the reader has emptied the ring (the wait is not timed),
+ *                           so nothing is dropped: ring_push_1t_reader_chase_drop_ratio says so
+ *   ring_push_shared_2t_ns  two threads on the shared multi-producer ring (CAS reservation), no
+ *                           reader
+ * --loss: one producer thread pushes R spans/s (default 1,000,000) for S seconds (default 3) while
+ * a reader thread drains every ring, then sleeps 1 ms; prints pushed, dropped, read and the loss
+ * ratio. The ring holds 4096 slots, 4 ms at 1M/s: a loss means the reader was kept off a core that
+ * long.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -56,7 +58,7 @@ static struct ldt_ring_hdr *ring_hdr(struct ldt_seg *s, unsigned i)
                                    (size_t)i * s->hdr->ring_stride);
 }
 
-/* Act as an instant reader: release every slot of the ring (what ldt_seg_read's tail store does). */
+/* Act as an instant reader: release every slot of the ring (as ldt_seg_read's tail store does). */
 static void free_ring(struct ldt_seg *s, unsigned ring)
 {
     struct ldt_ring_hdr *rh = ring_hdr(s, ring);
@@ -67,7 +69,8 @@ static void free_ring(struct ldt_seg *s, unsigned ring)
 static void wait_drained(struct ldt_seg *s, unsigned ring)
 {
     struct ldt_ring_hdr *rh = ring_hdr(s, ring);
-    while (__atomic_load_n(&rh->tail, __ATOMIC_ACQUIRE) != __atomic_load_n(&rh->head, __ATOMIC_RELAXED))
+    uint64_t head = __atomic_load_n(&rh->head, __ATOMIC_RELAXED);
+    while (__atomic_load_n(&rh->tail, __ATOMIC_ACQUIRE) != head)
         ;
 }
 

@@ -1,16 +1,19 @@
-/* emit.c - ldtrace-emit: writes deterministic synthetic spans through the real ring API, for sidecar tests.
+/* emit.c - ldtrace-emit: deterministic synthetic spans through the real ring API, for tests.
  *
- * Usage: ldtrace-emit --dir DIR --spans N --threads T --procs P [--service NAME] [--rate SPANS_PER_S]
- *                     [--rings R] [--slots S] [--retry] [--wait-drain] [--drain-timeout SECONDS]
+ * Usage: ldtrace-emit --dir DIR --spans N --threads T --procs P [--service NAME]
+ *                     [--rate SPANS_PER_S] [--rings R] [--slots S] [--retry] [--wait-drain]
+ *                     [--drain-timeout SECONDS]
  *
- * Forks P processes; each creates one segment in DIR (nrings = R, default T + 1 so every thread owns a
- * ring; slots S, default LDT_SEG_DEFAULT_SLOTS) and runs T threads that each claim a ring
- * (ldt_ring_claim with their tid) and push N span records with ldt_ring_push. --rate paces each thread
- * to at most SPANS_PER_S spans a second. A full ring drops the record (counted), or with --retry the
- * thread sleeps 100 us and tries again until the push succeeds. At the end each process marks its
- * segment exited (after --wait-drain: once every ring has tail == head, or exit status 2 after the
- * drain timeout, default 30 s), and the parent prints one line "emitted N dropped D" (span records
- * over all processes; stack records are not counted) and exits 0.
+ * Forks P processes; each creates one segment in DIR (nrings = R, default T + 1 so every thread
+ * owns a ring; slots S, default LDT_SEG_DEFAULT_SLOTS) and runs T threads that each claim a ring
+ * (ldt_ring_claim with their tid), push N span records with ldt_ring_push and release the ring
+ * (so a thread started later may reuse it: a ring can carry several threads' spans in turn).
+ * --rate paces each thread to at most SPANS_PER_S spans a second. A full ring drops the record
+ * (counted), or with --retry the thread sleeps 100 us and tries again until the push succeeds.
+ * At the end each process marks its segment exited (after --wait-drain: once every ring has
+ * tail == head, or exit status 2 after the drain timeout, default 30 s), and the parent prints
+ * one line "emitted N dropped D" (span records over all processes; stack records are not
+ * counted) and exits 0 (1 if a process failed).
  *
  * Derivation of every field, for process p (0..P-1), thread t (0..T-1), span i (0..N-1):
  *   mix(x)        = the splitmix64 finaliser: x += 0x9e3779b97f4a7c15;
@@ -30,14 +33,15 @@
  *   dur_ns        = 1000 * (1 + i % 997)
  *   bytes_in      = 100 + i; bytes_out = 200 + 2 * i; io_ns = 10 * i; io_calls = i % 16
  *   err           = 104 (ECONNRESET) when i % 13 == 0, else 0
- *   peer          = LDT_AF_INET 127.0.0.1 port 1000 + t; local = LDT_AF_INET 127.0.0.1 port 20000 + p
+ *   peer          = LDT_AF_INET 127.0.0.1, port 1000 + t
+ *   local         = LDT_AF_INET 127.0.0.1, port 20000 + p
  *   path          = "/emit/<p>/<t>/<i>" (decimal); host = "emit-host-<p>"
  * Stack records: an error span with i % 5 == 0 is preceded, on the same ring, by nparts = 1 + i % 3
  * records (part 0 .. nparts-1) with its trace_id and span_id and text
  * "emit+0x<part> frame_<p>_<t>_<i>_<part>" (hex part, no newline).
  * Segment header: service.name NAME (default "emit") in every process, exe_name "ldtrace-emit",
- * host_name from gethostname(), command_args "ldtrace-emit\0--proc\0<p>" (args_len includes the last
- * NUL), resource "emit.proc=<p>".
+ * host_name from gethostname(), command_args "ldtrace-emit\0--proc\0<p>" (args_len includes the
+ * last NUL), resource "emit.proc=<p>".
  */
 #include <errno.h>
 #include <getopt.h>
@@ -220,6 +224,12 @@ static int wait_drained(struct ldt_seg *s, double timeout_s)
     }
 }
 
+/* One ring per thread plus the shared one, within the format's limit. */
+static long default_rings(long threads)
+{
+    return threads < (long)LDT_SEG_MAX_RINGS ? threads + 1 : (long)LDT_SEG_MAX_RINGS;
+}
+
 static int create_seg(const struct emit_opts *o, uint32_t p, struct ldt_seg *seg)
 {
     char host[LDT_SEG_HOST_MAX] = "", args[64], res[64];
@@ -227,8 +237,8 @@ static int create_seg(const struct emit_opts *o, uint32_t p, struct ldt_seg *seg
     int n = snprintf(args, sizeof(args), "ldtrace-emit%c--proc%c%u", 0, 0, p);
     snprintf(res, sizeof(res), "emit.proc=%u", p);
     struct ldt_seg_params prm = {
-        .nrings = (uint32_t)(o->rings ? o->rings
-                            : o->threads < (long)LDT_SEG_MAX_RINGS ? o->threads + 1 : LDT_SEG_MAX_RINGS), .ring_cap = (uint32_t)o->slots,
+        .nrings = (uint32_t)(o->rings ? o->rings : default_rings(o->threads)),
+        .ring_cap = (uint32_t)o->slots,
         .service_name = o->service, .exe_name = "ldtrace-emit", .host_name = host,
         .command_args = args, .args_len = (size_t)n + 1, .resource = res};
     int rc = ldt_seg_create(o->dir, &prm, seg);
@@ -259,15 +269,17 @@ static int run_proc(const struct emit_opts *o, uint32_t p, int fd)
     ldt_seg_mark_exited(&seg);
     dprintf(fd, "%ld %ld\n", pushed, dropped);
     if (rc < 0)
-        fprintf(stderr, "ldtrace-emit: proc %u: rings not drained in %.0f s\n", p, o->drain_timeout);
+        fprintf(stderr, "ldtrace-emit: proc %u: rings not drained in %.0f s\n", p,
+                o->drain_timeout);
     return rc < 0 ? 2 : 0;
 }
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: ldtrace-emit --dir DIR --spans N --threads T --procs P [--service NAME]\n"
-                    "       [--rate SPANS_PER_S] [--rings R] [--slots S] [--retry] [--wait-drain]\n"
-                    "       [--drain-timeout SECONDS]\n");
+    fprintf(stderr,
+            "usage: ldtrace-emit --dir DIR --spans N --threads T --procs P [--service NAME]\n"
+            "       [--rate SPANS_PER_S] [--rings R] [--slots S] [--retry] [--wait-drain]\n"
+            "       [--drain-timeout SECONDS]\n");
     exit(64);
 }
 

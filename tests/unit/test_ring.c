@@ -1,4 +1,4 @@
-/* test_ring.c - unit tests of src/ring: segment files, wait-free rings, the hostile-input reader. */
+/* test_ring.c - unit tests of src/ring: segment files, wait-free rings, hostile-input reader. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <dirent.h>
@@ -477,7 +477,8 @@ static void run_stress(int nprod, uint32_t nrings, uint32_t cap, long n)
     open_seg(&st.seg, &st.rd);
     for (int t = 0; t < nprod; t++) {
         st.prod[t] = (struct producer){.seg = &st.seg, .id = (uint32_t)t + 1, .n = n,
-                                       .dropped = calloc((size_t)n, 1), .seen = calloc((size_t)n, 1)};
+                                       .dropped = calloc((size_t)n, 1),
+                                       .seen = calloc((size_t)n, 1)};
         cr_assert(st.prod[t].dropped && st.prod[t].seen);
     }
     pthread_create(&reader, NULL, read_all, &st);
@@ -558,8 +559,8 @@ static int open_child_seg(struct ldt_seg_reader *r)
     return -1;
 }
 
-/* Read what is committed; once the producer is dead, also skip torn slots as the sidecar does (never
- * while it lives: a slot reserved by a running thread is about to be committed). */
+/* Read what is committed; once the producer is dead, also skip torn slots as the sidecar does
+ * (never while it lives: a slot reserved by a running thread is about to be committed). */
 static void drain(struct ldt_seg_reader *r, int dead, uint64_t next[4], long *read, long *bad)
 {
     uint8_t out[LDT_REC_SIZE];
