@@ -305,6 +305,26 @@ static const struct rule rules[] = {
     {RQ, NULL, IN("GET / HTTP/1.1\r\nhostxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: a\r\n\r\n"),
      "GET /;D;E1", "long name starting like host"},
     {RQ, NULL, IN("GET /a\x01 HTTP/1.1\r\n\r\n"), "X1;E1", "control byte in the target"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaa\x7f" "bbbbbbbbbbbbbbbb\r\n\r\n"),
+     "X1;E1", "DEL deep inside a long value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\x00\r\n\r\n"),
+     "X1;E1", "NUL at the end of a long value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaa\x0b" "aaaaaaaaaa\r\n\r\n"), "X1;E1",
+     "VT inside a long Host"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-Tabs: a\tb\tccccccccccccccccccccccccc\td\r\n"
+                  "Host: x\ty  \t    \t\r\n\r\n"),
+     "GET / h=x\ty;D;E1", "tabs inside values, long trailing OWS"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nConnection: keep-alive,\tUpgrade , close;x=1\r\n\r\n"),
+     "GET / [CLOSE];D;E1", "Connection list with tabs and parameters"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: \t 2 \t\r\n\r\nab"),
+     "POST / cl=2 [CL];D;E1", "CL with OWS around it"},
+    {RS, NULL, IN("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+     "200 [CH,CLOSE,UC,10];D;E1", "HTTP/1.0 response with TE reads until close"},
+    {RS, NULL, IN("HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n"), "999 cl=0 [CL];D;E1",
+     "unknown three-digit status"},
+    {RQ, NULL, IN("OPTIONS * HTTP/1.1\r\n\r\nDELETE /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+                  "PATCH /y HTTP/1.1\r\n\r\n"),
+     "OPTIONS *;D;DELETE /x cl=0 [CL];D;PATCH /y;D;E1", "more methods, CL 0"},
 
     /* Content-Length (RFC 9112 6.3) */
     {RQ, NULL, IN("POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /q HTTP/1.1\r\n\r\n"),
@@ -871,4 +891,16 @@ Test(http_response, tunnel_after_connect_keeps_consuming)
     cr_assert_eq(ldt_http_feed(&p, "HTTP/1.1 200 OK\r\n\r\n", 19), 19);
     cr_assert_eq(p.ev, LDT_HTTP_EV_NONE, "no events inside the tunnel");
     cr_assert_eq(ldt_http_eof(&p), 1);
+}
+
+Test(http_request, lf_only_offsets)
+{
+    const char *s = "GET /x HTTP/1.1\nHost: a\n\n";
+    struct ldt_http_parser p;
+
+    ldt_http_init(&p, LDT_HTTP_REQUEST);
+    cr_assert_eq(ldt_http_feed(&p, s, strlen(s)), (ssize_t)strlen(s));
+    cr_assert_eq(p.ev, LDT_HTTP_EV_HEADERS);
+    cr_assert_eq(p.msg.reqline_len, 16);
+    cr_assert_eq(p.msg.hdr_len, strlen(s) - 1, "the blank line's LF");
 }
