@@ -4,7 +4,8 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "common/common.h"
+/* http/ depends on nothing else of ours (DESIGN.md), so no common.h here. */
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 /* Why the parser is in LDT_HTTP_S_PASS (p->passthrough). */
 enum { PASS_INVALID = 1, PASS_CAP = 2, PASS_TUNNEL = 3 };
@@ -921,7 +922,7 @@ static ssize_t feed_head(struct ldt_http_parser *p, const unsigned char *b, size
         i += head_run(p, b + i, len - i);
         if (i == len)
             break;
-        if (LDT_UNLIKELY(p->pos >= LDT_HTTP_HDR_CAP))
+        if (UNLIKELY(p->pos >= LDT_HTTP_HDR_CAP))
             return fail(p, PASS_CAP, len);
         int r = head_byte(p, b[i++]);
         if (r < 0)
