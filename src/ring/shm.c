@@ -112,20 +112,39 @@ static int open_dir(const char *dir)
     return dfd;
 }
 
-/* Create "<pid>.<nonce>.ring" in dfd, retrying on a (very unlikely) name clash. Returns the fd. */
+/* Write "<pid>.<nonce><suffix>" into name[64]. */
+static void seg_name(char name[64], uint64_t nonce, const char *suffix)
+{
+    char *e = put_dec(name, (uint64_t)getpid());
+    *e++ = '.';
+    e = put_hex64(e, nonce);
+    memcpy(e, suffix, strlen(suffix) + 1);
+}
+
+/* Create "<pid>.<nonce>.new" in dfd, retrying on a (very unlikely) name clash. Returns the fd. The
+ * file gets its ".ring" name only once its header is published (publish_file), so a reader that
+ * lists "*.ring" never meets a half-made segment. */
 static int create_file(int dfd, uint64_t *nonce, char name[64])
 {
     for (int tries = 0; tries < 8; tries++) {
         *nonce = make_nonce();
-        char *e = put_dec(name, (uint64_t)getpid());
-        *e++ = '.';
-        e = put_hex64(e, *nonce);
-        memcpy(e, ".ring", 6);
+        seg_name(name, *nonce, ".new");
         int fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd >= 0 || errno != EEXIST)
             return fd >= 0 ? fd : -errno;
     }
     return -EEXIST;
+}
+
+/* Give the published file its final name: link (fails rather than replace an existing file), then
+ * drop the temporary name. */
+static int publish_file(int dfd, const char *tmp, uint64_t nonce)
+{
+    char name[64];
+    seg_name(name, nonce, ".ring");
+    int err = linkat(dfd, tmp, dfd, name, 0) < 0 ? -errno : 0;
+    unlinkat(dfd, tmp, 0);
+    return err;
 }
 
 /* Normalise the requested geometry: defaults, power of two, limits. */
@@ -186,11 +205,25 @@ static int size_and_map(int fd, uint64_t size, void **map)
     return 0;
 }
 
+/* Size, map, fill and publish the new file; returns 0 with the mapping in *map. */
+static int build_file(int fd, const struct ldt_seg_params *p, uint32_t nrings, uint32_t cap,
+                      uint64_t nonce, void **map)
+{
+    int err = size_and_map(fd, ldt__seg_size(nrings, cap), map);
+    if (err < 0)
+        return err;
+    fill_hdr(*map, p, nrings, cap, nonce);
+    /* Publish: pairs with the acquire fence after ldt_seg_open reads the magic, so a reader that
+     * sees the magic sees the whole header. */
+    LDT__STORE(&((struct ldt_seg_hdr *)*map)->magic, LDT_SEG_MAGIC, RELEASE);
+    return 0;
+}
+
 int ldt_seg_create(const char *dir, const struct ldt_seg_params *p, struct ldt_seg *out)
 {
     uint32_t nrings, cap;
     uint64_t nonce;
-    char name[64];
+    char tmp[64];
     void *map = NULL;
     out->hdr = NULL;
     out->size = 0;
@@ -200,22 +233,20 @@ int ldt_seg_create(const char *dir, const struct ldt_seg_params *p, struct ldt_s
     int dfd = open_dir(dir);
     if (dfd < 0)
         return dfd;
-    int fd = create_file(dfd, &nonce, name);
-    if (fd < 0) {
-        close(dfd);
-        return fd;
-    }
-    err = size_and_map(fd, ldt__seg_size(nrings, cap), &map);
-    close(fd);
-    if (err < 0)
-        unlinkat(dfd, name, 0);
+    int fd = create_file(dfd, &nonce, tmp);
+    err = fd < 0 ? fd : build_file(fd, p, nrings, cap, nonce, &map);
+    if (fd >= 0)
+        close(fd);
+    if (err == 0)
+        err = publish_file(dfd, tmp, nonce);
+    else if (fd >= 0)
+        unlinkat(dfd, tmp, 0);
     close(dfd);
-    if (err < 0)
+    if (err < 0) {
+        if (map)
+            munmap(map, ldt__seg_size(nrings, cap));
         return err;
-    fill_hdr(map, p, nrings, cap, nonce);
-    /* Publish: pairs with the acquire fence after ldt_seg_open reads the magic, so a reader that
-     * sees the magic sees the whole header. */
-    LDT__STORE(&((struct ldt_seg_hdr *)map)->magic, LDT_SEG_MAGIC, RELEASE);
+    }
     out->hdr = map;
     out->size = ldt__seg_size(nrings, cap);
     return 0;

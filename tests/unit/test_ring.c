@@ -160,6 +160,12 @@ Test(ring_seg, create_fills_header_and_file_is_private)
     cr_assert_eq(memcmp(s.hdr->command_args, "a\0b", 4), 0);
     cr_assert_str_eq(s.hdr->resource, "k=v");
     cr_assert_eq(s.hdr->resource_len, 3);
+    DIR *d = opendir(tmpdir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    cr_assert_eq(n, 1, "only the .ring file: the temporary name is gone");
     ldt_seg_unmap(&s);
     cr_assert_null(s.hdr);
 }
