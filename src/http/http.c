@@ -1,4 +1,4 @@
-/* http.c - incremental HTTP/1.x sniffer: one streaming, allocation-free state machine per direction. */
+/* http.c - incremental HTTP/1.x sniffer: a streaming, allocation-free state machine per stream. */
 #include "ldtrace/http.h"
 
 #include <stddef.h>
@@ -13,33 +13,33 @@ enum { PASS_INVALID = 1, PASS_CAP = 2, PASS_TUNNEL = 3 };
 /* p->sub: the fine-grained state. Start line, header and body states share one numbering. */
 enum sub_state {
     SUB_NONE = 0,
-    SUB_RQ_LEAD,      /* before a request's method: empty lines are skipped (RFC 9112 2.2) */
+    SUB_RQ_LEAD, /* before a request's method: empty lines are skipped (RFC 9112 2.2) */
     SUB_RQ_METHOD,
     SUB_RQ_TARGET,
     SUB_RQ_VERSION,
-    SUB_ST_VERSION,   /* "HTTP/1.x " of a status line */
+    SUB_ST_VERSION, /* "HTTP/1.x " of a status line */
     SUB_ST_CODE,
-    SUB_ST_AFTER,     /* after the three digits: SP, or the end of the line */
+    SUB_ST_AFTER, /* after the three digits: SP, or the end of the line */
     SUB_ST_REASON,
-    SUB_LINE_EOL,     /* start line: expecting CR or LF */
-    SUB_LINE_LF,      /* start line: CR seen, expecting LF */
-    SUB_H_START,      /* first byte of a header line, or of the blank line */
+    SUB_LINE_EOL, /* start line: expecting CR or LF */
+    SUB_LINE_LF,  /* start line: CR seen, expecting LF */
+    SUB_H_START,  /* first byte of a header line, or of the blank line */
     SUB_H_NAME,
-    SUB_H_OWS,        /* OWS before a field value */
+    SUB_H_OWS, /* OWS before a field value */
     SUB_H_VALUE,
-    SUB_H_LF,         /* CR of a header line seen */
-    SUB_H_END_LF,     /* CR of the blank line seen */
-    SUB_B_DONE,       /* headers done, no body: EV_DONE on the next call */
-    SUB_B_CL,         /* Content-Length body: p->remaining bytes left */
-    SUB_B_CLOSE,      /* response body delimited by the connection closing */
-    SUB_C_SIZE,       /* chunked: first hex digit of a chunk size */
+    SUB_H_LF,     /* CR of a header line seen */
+    SUB_H_END_LF, /* CR of the blank line seen */
+    SUB_B_DONE,   /* headers done, no body: EV_DONE on the next call */
+    SUB_B_CL,     /* Content-Length body: p->remaining bytes left */
+    SUB_B_CLOSE,  /* response body delimited by the connection closing */
+    SUB_C_SIZE,   /* chunked: first hex digit of a chunk size */
     SUB_C_SIZE_MORE,
-    SUB_C_EXT,        /* chunk extension (or BWS) up to the end of the size line */
+    SUB_C_EXT, /* chunk extension (or BWS) up to the end of the size line */
     SUB_C_SIZE_LF,
-    SUB_C_DATA,       /* chunk data: p->remaining bytes left */
+    SUB_C_DATA, /* chunk data: p->remaining bytes left */
     SUB_C_DATA_CR,
     SUB_C_DATA_LF,
-    SUB_C_TRAILER,    /* first byte of a trailer line, or of the final blank line */
+    SUB_C_TRAILER, /* first byte of a trailer line, or of the final blank line */
     SUB_C_TRAILER_LINE,
     SUB_C_TRAILER_LF,
     SUB_C_END_LF,
@@ -59,15 +59,16 @@ enum hdr_id { H_NONE = 0, H_HOST, H_TP, H_TS, H_CL, H_TE, H_CONN, H_UPGRADE, H_E
 #define TOK_ENDED 0x80000000u /* Content-Length: OWS after the digits of the current element */
 #define TOK_PARAM 0x80000000u /* token lists: inside ";params", ignored up to the next ',' */
 
-#define CHUNK_LINE_MAX 4096   /* longest chunk-size line (with extensions) followed */
-#define CL_DIGITS_MAX 18      /* keeps a Content-Length below 2^63 */
+#define CHUNK_LINE_MAX 4096 /* longest chunk-size line (with extensions) followed */
+#define CL_DIGITS_MAX 18    /* keeps a Content-Length below 2^63 */
 
 /* Byte classes. */
-#define C_TCHAR 0x01 /* token character (RFC 9110 5.6.2) */
-#define C_FV 0x02    /* allowed inside a field value or reason phrase: HTAB, SP, VCHAR, obs-text */
+#define C_TCHAR 0x01  /* token character (RFC 9110 5.6.2) */
+#define C_FV 0x02     /* allowed inside a field value or reason phrase: HTAB, SP, VCHAR, obs-text */
 #define C_TARGET 0x04 /* allowed in a request target: VCHAR and obs-text */
-#define C_METHOD 0x08 /* allowed in a method: A-Z, '-', '_' (stricter than token, to reject other
-                       * protocols such as Redis early) */
+/* Allowed in a method: A-Z, '-', '_' (stricter than token, to reject other protocols such as
+ * Redis early). */
+#define C_METHOD 0x08
 
 static const uint8_t cls[256] = {
     ['\t'] = C_FV,
@@ -102,10 +103,11 @@ static const uint8_t cls[256] = {
 static const char http1[] = "HTTP/1.";
 
 static const char *const method_names[LDT_HTTP_M_COUNT] = {
-    [LDT_HTTP_M_OTHER] = "_OTHER",   [LDT_HTTP_M_GET] = "GET",         [LDT_HTTP_M_HEAD] = "HEAD",
-    [LDT_HTTP_M_POST] = "POST",      [LDT_HTTP_M_PUT] = "PUT",         [LDT_HTTP_M_DELETE] = "DELETE",
-    [LDT_HTTP_M_CONNECT] = "CONNECT", [LDT_HTTP_M_OPTIONS] = "OPTIONS", [LDT_HTTP_M_TRACE] = "TRACE",
-    [LDT_HTTP_M_PATCH] = "PATCH",
+    [LDT_HTTP_M_OTHER] = "_OTHER",    [LDT_HTTP_M_GET] = "GET",
+    [LDT_HTTP_M_HEAD] = "HEAD",       [LDT_HTTP_M_POST] = "POST",
+    [LDT_HTTP_M_PUT] = "PUT",         [LDT_HTTP_M_DELETE] = "DELETE",
+    [LDT_HTTP_M_CONNECT] = "CONNECT", [LDT_HTTP_M_OPTIONS] = "OPTIONS",
+    [LDT_HTTP_M_TRACE] = "TRACE",     [LDT_HTTP_M_PATCH] = "PATCH",
 };
 
 static inline int is_ows(unsigned c)
@@ -844,8 +846,8 @@ static size_t status_run(struct ldt_http_parser *p, const unsigned char *b, size
 {
     const unsigned char *s = b + j;
 
-    if (p->tok != 0 || n - j < 12 || memcmp(s, http1, 7) != 0 || s[8] != ' ' ||
-        !is_digit(s[7]) || !is_digit(s[9]) || !is_digit(s[10]) || !is_digit(s[11]))
+    if (p->tok != 0 || n - j < 12 || memcmp(s, http1, 7) != 0 || s[8] != ' ' || !is_digit(s[7]) ||
+        !is_digit(s[9]) || !is_digit(s[10]) || !is_digit(s[11]))
         return j;
     unsigned st = (s[9] - '0') * 100u + (s[10] - '0') * 10u + (s[11] - '0');
     if (st < 100)

@@ -1,4 +1,4 @@
-/* test_http.c - unit tests for the incremental HTTP/1.x sniffer: rules table, real captures, splits. */
+/* test_http.c - unit tests of the HTTP/1.x sniffer: rules table, real captures, every split. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 
@@ -88,8 +88,8 @@ static void drv_init(struct drv *d, enum ldt_http_dir dir, const char *methods)
 
 static void out_flags(struct drv *d, unsigned f)
 {
-    static const char *const names[] = {"CH", "CL", "CLOSE", "UPG", "E100", "PT", "HT", "TPT",
-                                        "TST", "TPM", "UC", "10"};
+    static const char *const names[] = {"CH", "CL",  "CLOSE", "UPG", "E100", "PT",
+                                        "HT", "TPT", "TST",   "TPM", "UC",   "10"};
     if (!f)
         return;
     out(d, " [");
@@ -288,14 +288,17 @@ static const struct rule rules[] = {
      "GET / tp=" TP1 "@29 [TPM];D;E1", "two traceparent lines"},
     {RQ, NULL, IN("GET / HTTP/1.1\r\ntracestate: a=1 , b=2 \r\nx: y\r\nTraceState: c=3\r\n\r\n"),
      "GET / ts=a=1 , b=2,c=3;D;E1", "tracestate lines joined"},
-    {RQ, NULL, IN("GET / HTTP/1.1\r\ntracestate:\r\ntracestate: c=3\r\n\r\n"),
-     "GET / ts=c=3;D;E1", "empty tracestate line"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\ntracestate:\r\ntracestate: c=3\r\n\r\n"), "GET / ts=c=3;D;E1",
+     "empty tracestate line"},
     {RQ, NULL, IN("GET / HTTP/1.1\nHost: a\ntraceparent: " TP1 "\n\n"),
      "GET / h=a tp=" TP1 "@36;D;E1", "LF-only lines"},
     {RQ, NULL, IN("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), "X1;E1", "space before the colon"},
     {RQ, NULL, IN("GET / HTTP/1.1\r\n: a\r\n\r\n"), "X1;E1", "empty header name"},
     {RQ, NULL, IN("GET / HTTP/1.1\r\nX-A: b\r\n  c\r\n\r\n"), "X1;E1", "obs-fold"},
-    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-A: b\x00" "c\r\n\r\n"), "X1;E1", "NUL in a value"},
+    {RQ, NULL,
+     IN("GET / HTTP/1.1\r\nX-A: b\x00"
+        "c\r\n\r\n"),
+     "X1;E1", "NUL in a value"},
     {RQ, NULL, IN("GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n"), "X1;E1", "NUL in a kept value"},
     {RQ, NULL, IN("GET / HTTP/1.1\r\nX-A: b\rc\r\n\r\n"), "X1;E1", "bare CR in a value"},
     {RQ, NULL, IN("GET / HTTP/1.1\r\nX-A: b\x7f\r\n\r\n"), "X1;E1", "DEL in a value"},
@@ -305,25 +308,31 @@ static const struct rule rules[] = {
     {RQ, NULL, IN("GET / HTTP/1.1\r\nhostxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx: a\r\n\r\n"),
      "GET /;D;E1", "long name starting like host"},
     {RQ, NULL, IN("GET /a\x01 HTTP/1.1\r\n\r\n"), "X1;E1", "control byte in the target"},
-    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaa\x7f" "bbbbbbbbbbbbbbbb\r\n\r\n"),
+    {RQ, NULL,
+     IN("GET / HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaa\x7f"
+        "bbbbbbbbbbbbbbbb\r\n\r\n"),
      "X1;E1", "DEL deep inside a long value"},
-    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\x00\r\n\r\n"),
-     "X1;E1", "NUL at the end of a long value"},
-    {RQ, NULL, IN("GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaa\x0b" "aaaaaaaaaa\r\n\r\n"), "X1;E1",
-     "VT inside a long Host"},
-    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-Tabs: a\tb\tccccccccccccccccccccccccc\td\r\n"
-                  "Host: x\ty  \t    \t\r\n\r\n"),
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\x00\r\n\r\n"), "X1;E1",
+     "NUL at the end of a long value"},
+    {RQ, NULL,
+     IN("GET / HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaa\x0b"
+        "aaaaaaaaaa\r\n\r\n"),
+     "X1;E1", "VT inside a long Host"},
+    {RQ, NULL,
+     IN("GET / HTTP/1.1\r\nX-Tabs: a\tb\tccccccccccccccccccccccccc\td\r\n"
+        "Host: x\ty  \t    \t\r\n\r\n"),
      "GET / h=x\ty;D;E1", "tabs inside values, long trailing OWS"},
     {RQ, NULL, IN("GET / HTTP/1.1\r\nConnection: keep-alive,\tUpgrade , close;x=1\r\n\r\n"),
      "GET / [CLOSE];D;E1", "Connection list with tabs and parameters"},
-    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: \t 2 \t\r\n\r\nab"),
-     "POST / cl=2 [CL];D;E1", "CL with OWS around it"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: \t 2 \t\r\n\r\nab"), "POST / cl=2 [CL];D;E1",
+     "CL with OWS around it"},
     {RS, NULL, IN("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
      "200 [CH,CLOSE,UC,10];D;E1", "HTTP/1.0 response with TE reads until close"},
     {RS, NULL, IN("HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n"), "999 cl=0 [CL];D;E1",
      "unknown three-digit status"},
-    {RQ, NULL, IN("OPTIONS * HTTP/1.1\r\n\r\nDELETE /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
-                  "PATCH /y HTTP/1.1\r\n\r\n"),
+    {RQ, NULL,
+     IN("OPTIONS * HTTP/1.1\r\n\r\nDELETE /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+        "PATCH /y HTTP/1.1\r\n\r\n"),
      "OPTIONS *;D;DELETE /x cl=0 [CL];D;PATCH /y;D;E1", "more methods, CL 0"},
 
     /* Content-Length (RFC 9112 6.3) */
@@ -341,30 +350,34 @@ static const struct rule rules[] = {
      "POST / cl=2 [CL];D;E1", "CL repeated with the same value"},
     {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 1234567890123456789\r\n\r\n"), "X1;E1",
      "CL too large"},
-    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 007\r\n\r\n1234567"),
-     "POST / cl=7 [CL];D;E1", "CL leading zeros"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 007\r\n\r\n1234567"), "POST / cl=7 [CL];D;E1",
+     "CL leading zeros"},
     {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab"), "POST / cl=5 [CL];E0",
      "eof inside a CL body"},
     {RQ, NULL, IN("GET / HTTP/1.1\r\nHost: a\r\n"), "E0", "eof inside the headers"},
     {RQ, NULL, IN("GET / HTT"), "E0", "eof inside the request line"},
 
     /* Transfer-Encoding */
-    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 100\r\n\r\n"
-               "3\r\nabc\r\n0\r\n\r\nGET /n HTTP/1.1\r\n\r\n"),
+    {RQ, NULL,
+     IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 100\r\n\r\n"
+        "3\r\nabc\r\n0\r\n\r\nGET /n HTTP/1.1\r\n\r\n"),
      "POST / cl=100 [CH,CL];D;GET /n;D;E1", "TE takes precedence over CL"},
     {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n0\r\n\r\n"),
      "POST / [CH];D;E1", "chunked last in a list"},
-    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
-               "0\r\n\r\n"), "POST / [CH];D;E1", "chunked last over two lines"},
+    {RQ, NULL,
+     IN("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "0\r\n\r\n"),
+     "POST / [CH];D;E1", "chunked last over two lines"},
     {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), "X1;E1",
      "request with chunked not last"},
     {RQ, NULL, IN("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), "X1;E1",
      "HTTP/1.0 request with TE"},
     {RS, NULL, IN("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabcdef"),
      "200 cl=3 [CL,UC];D;E1", "response with TE not chunked reads until close"},
-    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-               "a;name=\"v\";x\r\n0123456789\r\n10 \r\n0123456789abcdef\r\n"
-               "0;last\r\nTrailer-A: 1\r\nTrailer-B: 2\r\n\r\n"),
+    {RQ, NULL,
+     IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "a;name=\"v\";x\r\n0123456789\r\n10 \r\n0123456789abcdef\r\n"
+        "0;last\r\nTrailer-A: 1\r\nTrailer-B: 2\r\n\r\n"),
      "POST / [CH];D;E1", "chunk extensions and trailers"},
     {RQ, NULL, IN("POST / HTTP/1.1\nTransfer-Encoding: chunked\n\n3\nabc\n0\nT: 1\n\n"),
      "POST / [CH];D;E1", "chunked with bare LF lines"},
@@ -372,12 +385,14 @@ static const struct rule rules[] = {
      "POST / [CH];X1;E1", "chunk size not hex"},
     {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3x\r\n"),
      "POST / [CH];X1;E1", "chunk size with junk"},
-    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-               "1000000000000000000\r\n"), "POST / [CH];X1;E1", "chunk size overflow"},
+    {RQ, NULL,
+     IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "1000000000000000000\r\n"),
+     "POST / [CH];X1;E1", "chunk size overflow"},
     {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n"),
      "POST / [CH];X1;E1", "chunk data not followed by CRLF"},
-    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"),
-     "POST / [CH];E0", "eof inside a chunk"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"), "POST / [CH];E0",
+     "eof inside a chunk"},
 
     /* Connection, Upgrade, Expect, HTTP/1.0 */
     {RQ, NULL, IN("GET / HTTP/1.1\r\nConnection: foo, Close\r\n\r\n"), "GET / [CLOSE];D;E1",
@@ -393,8 +408,10 @@ static const struct rule rules[] = {
      "200 cl=1 [CL,10];D;E1", "HTTP/1.0 keep-alive response"},
     {RQ, NULL, IN("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nx"),
      "POST / cl=1 [CL,E100];D;E1", "Expect 100-continue"},
-    {RQ, NULL, IN("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-               "\x81\x85\x37\xfa"), "GET /ws [UPG];D;T;E1", "Upgrade request, then frames"},
+    {RQ, NULL,
+     IN("GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        "\x81\x85\x37\xfa"),
+     "GET /ws [UPG];D;T;E1", "Upgrade request, then frames"},
     {RQ, NULL, IN("GET /ws HTTP/1.1\r\nUpgrade: h2c\r\n\r\nGET /next HTTP/1.1\r\n\r\n"),
      "GET /ws [UPG];D;GET /next;D;E1", "Upgrade refused, next request"},
     {RS, NULL, IN("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"),
@@ -403,26 +420,32 @@ static const struct rule rules[] = {
     /* 1xx, 204, 304, HEAD, CONNECT */
     {RS, NULL, IN("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
      "100;D;200 cl=0 [CL];D;E1", "100 Continue then the final response"},
-    {RS, NULL, IN("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\n"
-               "Content-Length: 1\r\n\r\nx"), "103;D;200 cl=1 [CL];D;E1", "103 Early Hints"},
+    {RS, NULL,
+     IN("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\n"
+        "Content-Length: 1\r\n\r\nx"),
+     "103;D;200 cl=1 [CL];D;E1", "103 Early Hints"},
     {RS, "H", IN("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
      "100;D;200 cl=9 [CL];D;E1", "HEAD still applies after a 1xx"},
     {RS, NULL, IN("HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
      "204;D;200 cl=0 [CL];D;E1", "204 has no body"},
-    {RS, NULL, IN("HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"
-               "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    {RS, NULL,
+     IN("HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
      "304 cl=50 [CL];D;200 cl=0 [CL];D;E1", "304 has no body even with a CL"},
-    {RS, "HG", IN("HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\nHTTP/1.1 200 OK\r\n"
-               "Content-Length: 2\r\n\r\nok"), "200 cl=24 [CL];D;200 cl=2 [CL];D;E1",
-     "HEAD response has no body"},
+    {RS, "HG",
+     IN("HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\nHTTP/1.1 200 OK\r\n"
+        "Content-Length: 2\r\n\r\nok"),
+     "200 cl=24 [CL];D;200 cl=2 [CL];D;E1", "HEAD response has no body"},
     {RS, "C", IN("HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01"), "200;D;T;E1",
      "2xx to CONNECT switches to pass-through"},
-    {RS, "CG", IN("HTTP/1.1 407 Proxy Auth\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n"
-               "Content-Length: 0\r\n\r\n"), "407 cl=1 [CL];D;200 cl=0 [CL];D;E1",
-     "non-2xx to CONNECT stays HTTP"},
-    {RQ, NULL, IN("CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\nContent-Length: 5\r\n\r\n"
-               "\x16\x03\x01\x00\x05"), "CONNECT db:5432 h=db:5432 cl=5 [CL];D;T;E1",
-     "CONNECT request has no body, then the tunnel"},
+    {RS, "CG",
+     IN("HTTP/1.1 407 Proxy Auth\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n"
+        "Content-Length: 0\r\n\r\n"),
+     "407 cl=1 [CL];D;200 cl=0 [CL];D;E1", "non-2xx to CONNECT stays HTTP"},
+    {RQ, NULL,
+     IN("CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\nContent-Length: 5\r\n\r\n"
+        "\x16\x03\x01\x00\x05"),
+     "CONNECT db:5432 h=db:5432 cl=5 [CL];D;T;E1", "CONNECT request has no body, then the tunnel"},
     {RQ, NULL, IN("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nHEAD /c HTTP/1.1\r\n\r\n"),
      "GET /a;D;GET /b;D;HEAD /c;D;E1", "pipelined requests in one buffer"},
 };
@@ -609,8 +632,7 @@ static char *big_request(size_t total, size_t *len)
     return s;
 }
 
-Test(http_request, cookie_before_traceparent_up_to_the_cap, .init = guard_init,
-     .fini = guard_fini)
+Test(http_request, cookie_before_traceparent_up_to_the_cap, .init = guard_init, .fini = guard_fini)
 {
     static struct drv d;
     size_t n;
@@ -668,8 +690,8 @@ Test(http_request, long_fields_are_truncated_and_flagged, .init = guard_init, .f
     cr_assert_eq(p.msg.tp_len, LDT_HTTP_TP_MAX);
     cr_assert_eq(p.msg.ts_len, LDT_HTTP_TS_MAX);
     cr_assert_eq(p.msg.ts[sizeof(ts)], ',', "tracestate lines joined with ','");
-    unsigned want = LDT_HTTP_F_PATH_TRUNC | LDT_HTTP_F_HOST_TRUNC | LDT_HTTP_F_TP_TRUNC |
-                    LDT_HTTP_F_TS_TRUNC;
+    unsigned want =
+        LDT_HTTP_F_PATH_TRUNC | LDT_HTTP_F_HOST_TRUNC | LDT_HTTP_F_TP_TRUNC | LDT_HTTP_F_TS_TRUNC;
     cr_assert_eq(p.msg.flags, want, "flags %#x", p.msg.flags);
 }
 
@@ -680,8 +702,8 @@ Test(http_request, exact_fit_is_not_truncated, .init = guard_init, .fini = guard
 
     memset(path, 'p', sizeof(path));
     path[0] = '/';
-    int n = snprintf(s, sizeof(s), "GET %.*s HTTP/1.1\r\nHost: h  \t\r\n\r\n", (int)sizeof(path),
-                     path);
+    int n =
+        snprintf(s, sizeof(s), "GET %.*s HTTP/1.1\r\nHost: h  \t\r\n\r\n", (int)sizeof(path), path);
     ldt_http_init(&p, LDT_HTTP_REQUEST);
     cr_assert_eq(ldt_http_feed(&p, guarded(s, (size_t)n), (size_t)n), n);
     cr_assert_eq(p.msg.path_len, LDT_HTTP_PATH_MAX);
