@@ -16,6 +16,7 @@ int ldt__mode;
 struct ldt_config ldt__cfg;
 _Atomic uint32_t ldt__fork_epoch;
 __thread int ldt__depth __attribute__((tls_model("initial-exec")));
+__thread uint64_t ldt__io_end __attribute__((tls_model("initial-exec")));
 
 static struct ldt__fd *_Atomic chunks[LDT__FD_MAX_CHUNKS];
 

@@ -90,6 +90,9 @@ extern int ldt__mode;                   /* enum ldt__mode */
 extern struct ldt_config ldt__cfg;      /* read once by the constructor; tests fill it directly */
 extern _Atomic uint32_t ldt__fork_epoch; /* bumped in the parent at every fork */
 extern __thread int ldt__depth __attribute__((tls_model("initial-exec")));
+/* Monotonic time the current hook's real call returned (0 outside one): spans ending inside a hook end
+ * then, not after our own work (a stack capture can take milliseconds). */
+extern __thread uint64_t ldt__io_end __attribute__((tls_model("initial-exec")));
 
 /* ------------------------------------------------------------------------------------------------
  * The fd table (fdtab.c): one small entry per fd, in mmapped chunks of LDT__FD_CHUNK entries.

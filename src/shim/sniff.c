@@ -412,6 +412,7 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
                    ssize_t n, int err, uint64_t io_ns)
 {
     int saved = errno;
+    ldt__io_end = ldt_clock_mono_ns();
     e->calls++;
     if (n > 0)
         *(dir == LDT__IN ? &e->bytes_in : &e->bytes_out) += (uint64_t)n;
@@ -421,6 +422,7 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
         classify(fd, e, dir, iov, cnt, (size_t)n);
     struct ldt__conn *c = e->conn;
     if (e->cls != LDT__CLS_HTTP || !c || c->dead) {
+        ldt__io_end = 0;
         errno = saved;
         return;
     }
@@ -439,6 +441,7 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
     if (late && !c->dead)
         account(c, dir, n, err, io_ns);
     ldt__conn_unlock(c);
+    ldt__io_end = 0;
     errno = saved;
 }
 
@@ -460,6 +463,7 @@ int ldt__sniff_wants_inject(int fd, struct ldt__fd *e, const struct iovec *iov, 
 void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t io_ns)
 {
     int saved = errno;
+    ldt__io_end = ldt_clock_mono_ns();
     e->calls++;
     if (n > 0)
         e->bytes_out += (uint64_t)n;
@@ -482,6 +486,7 @@ void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t
         ldt__conn_unlock(c);
     }
     (void)fd;
+    ldt__io_end = 0;
     errno = saved;
 }
 

@@ -370,7 +370,8 @@ static void set_status(const struct ldt__span *s, struct ldt_span_rec *r)
 
 void ldt__span_end(struct ldt__span *s, struct ldt__conn *c)
 {
-    s->rec.dur_ns = ldt_clock_mono_ns() - s->start_mono;
+    uint64_t end = ldt__io_end ? ldt__io_end : ldt_clock_mono_ns();
+    s->rec.dur_ns = end > s->start_mono ? end - s->start_mono : 0;
     if (c)
         fill_addrs(&s->rec, c);
     set_status(s, &s->rec);
