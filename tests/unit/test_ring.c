@@ -600,8 +600,10 @@ Test(ring, killed_producer_leaves_only_valid_records)
         child_main();
     cr_assert_eq(open_child_seg(&r), 0);
     /* Read while it writes, then kill it at an arbitrary point. */
-    while (read < scaled(200000))
+    while (read < scaled(200000)) {
         drain(&r, 0, next, &read, &bad);
+        cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "the producer died on its own");
+    }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     cr_assert_eq(ldt_seg_alive(&r), 0);
