@@ -397,6 +397,11 @@ const char *ldt__drain_errwhat(const struct ldt__drain *d)
     return d->errwhat;
 }
 
+size_t ldt__drain_open_segments(const struct ldt__drain *d)
+{
+    return d->nsegs;
+}
+
 void ldt__drain_stats(struct ldt__drain *d, struct ldt__stats *out)
 {
     *out = d->st;

@@ -3,12 +3,15 @@
  * measurement. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/common.h"
 #include "sidecar/sidecar.h"
@@ -24,6 +27,7 @@ struct opts {
     int stats;
     unsigned poll_ms;
     unsigned long long bench;
+    long idle_s; /* --exit-when-idle SECONDS, -1 when not given */
 };
 
 static volatile sig_atomic_t stop_flag;
@@ -44,12 +48,14 @@ static void on_usr1(int sig)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: ldtraced [--dir DIR] [--out FILE | --otlp URL] [--once] [--stats] "
-               "[--poll-ms N]\n"
+               "[--poll-ms N] [--exit-when-idle SECONDS]\n"
                "       ldtraced --bench-encode N [--out FILE]\n"
                "Drains the ldtrace span rings in DIR (default $LDTRACE_DIR, else "
                "/dev/shm/ldtrace-<uid>)\n"
                "into OTLP JSON lines in FILE (default " DEFAULT_OUT ").\n"
                "--once: drain what is committed and exit. --stats: print counters every 10 s.\n"
+               "--exit-when-idle S: exit once no segment is left and no `ldtrace run` holds\n"
+               "DIR/.ldtrace-run.lock, for S seconds.\n"
                "SIGTERM/SIGINT: drain, flush and exit 0. SIGUSR1: print counters to stderr.\n");
 }
 
@@ -68,13 +74,16 @@ static int parse_uint(const char *s, unsigned long long *out)
 static int parse_num(int c, const char *arg, struct opts *o)
 {
     unsigned long long v;
-    if (parse_uint(arg, &v) < 0 || (c == 'p' && v > 60000)) {
-        fprintf(stderr, "ldtraced: --%s %s: Invalid argument\n",
-                c == 'p' ? "poll-ms" : "bench-encode", arg);
+    static const char *const names[] = {
+        ['p'] = "poll-ms", ['b'] = "bench-encode", ['i'] = "exit-when-idle"};
+    if (parse_uint(arg, &v) < 0 || (c != 'b' && v > 86400000)) {
+        fprintf(stderr, "ldtraced: --%s %s: Invalid argument\n", names[c], arg);
         return -1;
     }
     if (c == 'p')
         o->poll_ms = (unsigned)v;
+    else if (c == 'i')
+        o->idle_s = (long)v;
     else
         o->bench = v;
     return 0;
@@ -112,9 +121,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
                                              {"poll-ms", required_argument, 0, 'p'},
                                              {"bench-encode", required_argument, 0, 'b'},
                                              {"help", no_argument, 0, 'h'},
+                                             {"exit-when-idle", required_argument, 0, 'i'},
                                              {0, 0, 0, 0}};
     int c;
     o->poll_ms = 1;
+    o->idle_s = -1;
     opterr = 0; /* one-line errors of our own */
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         if (c == 'd')
@@ -123,7 +134,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
             *(c == 'o' ? &o->out : &o->otlp) = optarg;
         else if (c == '1' || c == 's')
             *(c == '1' ? &o->once : &o->stats) = 1;
-        else if ((c == 'p' || c == 'b') && parse_num(c, optarg, o) < 0)
+        else if ((c == 'p' || c == 'b' || c == 'i') && parse_num(c, optarg, o) < 0)
             return -1;
         else if (c == 'h' || c == '?')
             break;
@@ -184,6 +195,48 @@ static void report(struct ldt__drain *d, int rc, int *last)
             strerror(-rc));
 }
 
+/* --exit-when-idle: ldtrace run holds DIR/.ldtrace-run.lock shared while its command runs. We are
+ * idle when no segment is open and that lock can be taken exclusively; after idle_s seconds of that
+ * we keep the lock (so a new run waits for us to leave and then starts a new sidecar) and exit. */
+struct idle {
+    long idle_s;
+    uint64_t since; /* monotonic ns when the idle stretch began, 0 when busy */
+    uint64_t next;  /* next check (every 100 ms: the lock costs two syscalls) */
+    int lockfd;
+};
+
+static int runs_active(const char *dir, struct idle *id)
+{
+    if (id->lockfd < 0) {
+        char path[600];
+        snprintf(path, sizeof(path), "%s/.ldtrace-run.lock", dir);
+        id->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (id->lockfd < 0)
+            return 0; /* no directory, no lock file: no run can be waiting on us */
+    }
+    return flock(id->lockfd, LOCK_EX | LOCK_NB) < 0;
+}
+
+/* Returns 1 when it is time to exit (the run lock is then held). */
+static int idle_expired(const char *dir, struct ldt__drain *d, struct idle *id)
+{
+    uint64_t now = ldt_clock_mono_ns();
+    if (id->idle_s < 0 || now < id->next)
+        return 0;
+    id->next = now + 100000000u;
+    if (ldt__drain_open_segments(d) > 0 || runs_active(dir, id)) {
+        id->since = 0;
+        return 0;
+    }
+    if (id->since == 0)
+        id->since = now;
+    if (now - id->since >= (uint64_t)id->idle_s * 1000000000u)
+        return 1;
+    if (id->lockfd >= 0)
+        flock(id->lockfd, LOCK_UN);
+    return 0;
+}
+
 /* The directory may not exist yet (no producer has started), but one we cannot read is an error. */
 static int check_dir(const char *dir)
 {
@@ -208,8 +261,9 @@ static int run(const struct opts *o, struct ldt__exporter *e)
         return 1;
     }
     int last = 0;
+    struct idle id = {.idle_s = o->idle_s, .lockfd = -1};
     uint64_t next_stats = ldt_clock_mono_ns() + STATS_EVERY_NS;
-    while (!o->once && !stop_flag) {
+    while (!o->once && !stop_flag && !idle_expired(o->dir, d, &id)) {
         int rc = ldt__drain_pass(d);
         report(d, rc, &last);
         if (stats_flag || (o->stats && ldt_clock_mono_ns() >= next_stats)) {

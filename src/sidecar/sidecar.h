@@ -205,6 +205,9 @@ int ldt__drain_all(struct ldt__drain *d);
  * one-line error message of a negative return above; "" before any failure (and for -ENOMEM). */
 const char *ldt__drain_errwhat(const struct ldt__drain *d);
 
+/* Segments open right now (producers alive, or not yet noticed gone). */
+size_t ldt__drain_open_segments(const struct ldt__drain *d);
+
 /* Current counters (dropped includes the live segments' counters). */
 void ldt__drain_stats(struct ldt__drain *d, struct ldt__stats *out);
 

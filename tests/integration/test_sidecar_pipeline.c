@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -521,6 +522,44 @@ Test(pipeline, live_producer_flushed_by_timer_and_sigusr1_stats)
                        "%s", slurp(side_log));
     unlink(side_log);
     cr_assert_eq(check_output(), 300);
+    cr_assert_eq(ring_files(), 0);
+}
+
+/* Milliseconds until pid exits (reaped), or -1 if it is still running after max_ms. */
+static long exits_within(pid_t pid, long max_ms, int *status)
+{
+    for (long ms = 0; ms <= max_ms; ms += 10) {
+        if (waitpid(pid, status, WNOHANG) == pid)
+            return ms;
+        usleep(10000);
+    }
+    return -1;
+}
+
+Test(pipeline, exit_when_idle_waits_for_runs_and_segments)
+{
+    char ldtraced[512], emit[512], lockpath[256];
+    snprintf(lockpath, sizeof(lockpath), "%s/.ldtrace-run.lock", dir);
+    int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    cr_assert_geq(lock, 0);
+    cr_assert_eq(flock(lock, LOCK_SH), 0, "we play an `ldtrace run` in progress");
+    char *sargv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)), "--dir", dir,
+                     "--out", out_path, "--exit-when-idle", "1", NULL};
+    pid_t side = spawn(sargv, err_path);
+    int st;
+    cr_assert_eq(exits_within(side, 1800, &st), -1, "a run holds the lock: the sidecar stays");
+    /* A producer alive for ~1.5 s keeps it too, after the run lock is gone. */
+    char *eargv[] = {(char *)tool("tests/tools/ldtrace-emit", emit, sizeof(emit)), "--dir", dir,
+                     "--spans", "150", "--threads", "1", "--procs", "1", "--rate", "100", NULL};
+    pid_t em = spawn(eargv, err_path);
+    usleep(300000);
+    close(lock);
+    cr_assert_eq(exits_within(side, 1800, &st), -1, "a live segment keeps the sidecar");
+    cr_assert_eq(wait_exit(em, 30), 0);
+    long ms = exits_within(side, 5000, &st);
+    cr_assert_geq(ms, 0, "idle for 1 s: the sidecar exits");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    cr_assert_not_null(strstr(slurp(err_path), "ldtraced: spans=150 "), "%s", slurp(err_path));
     cr_assert_eq(ring_files(), 0);
 }
 
