@@ -104,7 +104,7 @@ static int flush_seg(struct ldt__drain *d, struct seg *s)
     ldt__batch_reset(&s->batch);
     if (rc < 0) {
         d->st.write_errors++;
-        return failed(d, rc, "write", d->o.exp->target);
+        return failed(d, rc, d->o.exp->ops->verb, d->o.exp->target);
     }
     d->st.spans += n;
     return 0;

@@ -42,6 +42,7 @@ static void file_close(struct ldt__exporter *e)
 
 static const struct ldt__exporter_ops file_ops = {
     .name = "file",
+    .verb = "write",
     .export_line = file_export,
     .flush = file_flush,
     .close = file_close,

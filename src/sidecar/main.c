@@ -290,12 +290,8 @@ int main(int argc, char **argv)
     struct ldt__exporter e;
     const char *target = o.otlp ? o.otlp : o.out ? o.out : o.bench ? "/dev/null" : DEFAULT_OUT;
     rc = o.otlp ? ldt__export_http_open(&e, o.otlp) : ldt__export_file_open(&e, target);
-    if (rc == -ENOTSUP) {
-        fprintf(stderr, "ldtraced: --otlp %s: OTLP/HTTP export is not yet supported\n", o.otlp);
-        return 1;
-    }
     if (rc < 0) {
-        fprintf(stderr, "ldtraced: open %s: %s\n", target, strerror(-rc));
+        fprintf(stderr, "ldtraced: %s %s: %s\n", o.otlp ? "--otlp" : "open", target, strerror(-rc));
         return 1;
     }
     set_signals();

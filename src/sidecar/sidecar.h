@@ -147,6 +147,7 @@ struct ldt__exporter;
 /* A small vtable: the file exporter now, OTLP/HTTP later. */
 struct ldt__exporter_ops {
     const char *name;
+    const char *verb; /* the call named in error messages: "write", "POST" */
     /* Send one complete line (an ExportTraceServiceRequest). Returns 0 or a negative errno. */
     int (*export_line)(struct ldt__exporter *e, const char *line, size_t len);
     /* Push anything buffered to its destination. Returns 0 or a negative errno. */
@@ -156,15 +157,26 @@ struct ldt__exporter_ops {
 
 struct ldt__exporter {
     const struct ldt__exporter_ops *ops;
-    int fd;
+    int fd;           /* file exporter */
+    void *impl;       /* other exporters' state */
     char target[512]; /* file path or URL, for error messages */
 };
 
 /* Open the file exporter: append to path (created 0644). Returns 0 or a negative errno. */
 int ldt__export_file_open(struct ldt__exporter *e, const char *path);
 
-/* Open the OTLP/HTTP exporter for url: not implemented yet, returns -ENOTSUP. */
+/* Open the OTLP/HTTP exporter (libcurl) for a collector URL (see ldt__otlp_url), with the headers
+ * of OTEL_EXPORTER_OTLP_HEADERS / OTEL_EXPORTER_OTLP_TRACES_HEADERS. Each exported line is one
+ * POST, retried up to 5 times with backoff (100 ms doubling) on transport errors and
+ * 429/502/503/504, then dropped (-ECONNREFUSED, -ETIMEDOUT, -EIO, or -EPROTO for another status).
+ * No spool yet. Returns 0, -EINVAL for a bad URL or headers variable, or -ENOMEM/-EIO from libcurl.
+ */
 int ldt__export_http_open(struct ldt__exporter *e, const char *url);
+
+/* The traces endpoint for --otlp: a base URL without a path ("http://h:4318" or "http://h:4318/")
+ * gets "/v1/traces"; a URL with a path is used as is. Returns 0, -EINVAL (not http[s]://...) or
+ * -ENAMETOOLONG. */
+int ldt__otlp_url(const char *base, char *out, size_t cap);
 
 /* ---- the drain loop (drain.c) ---- */
 

@@ -6,7 +6,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <signal.h>
 #include <spawn.h>
@@ -15,6 +18,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -120,9 +124,18 @@ static void run_emit(const char *extra1, const char *extra2)
     snprintf(spans, sizeof(spans), "%d", SPANS);
     snprintf(threads, sizeof(threads), "%d", THREADS);
     snprintf(procs, sizeof(procs), "%d", PROCS);
-    char *argv[] = {(char *)tool("tests/tools/ldtrace-emit", emit, sizeof(emit)), "--dir", dir,
-                    "--spans", spans, "--threads", threads, "--procs", procs,
-                    (char *)extra1, (char *)extra2, NULL};
+    char *argv[] = {(char *)tool("tests/tools/ldtrace-emit", emit, sizeof(emit)),
+                    "--dir",
+                    dir,
+                    "--spans",
+                    spans,
+                    "--threads",
+                    threads,
+                    "--procs",
+                    procs,
+                    (char *)extra1,
+                    (char *)extra2,
+                    NULL};
     cr_assert_eq(wait_exit(spawn(argv, err_path), 120), 0, "ldtrace-emit failed: %s",
                  slurp(err_path));
     char want[64];
@@ -346,8 +359,8 @@ static unsigned check_resource(json_t *res)
     const char *iid = str_of(attr(a, "service.instance.id"), "stringValue");
     snprintf(buf, sizeof(buf), "%lld-", pid);
     cr_assert(strncmp(iid, buf, strlen(buf)) == 0 && strlen(iid) == strlen(buf) + 16, "%s", iid);
-    json_t *args = json_object_get(json_object_get(attr(a, "process.command_args"), "arrayValue"),
-                                   "values");
+    json_t *args =
+        json_object_get(json_object_get(attr(a, "process.command_args"), "arrayValue"), "values");
     cr_assert_eq(json_array_size(args), 3);
     cr_assert_str_eq(str_of(json_array_get(args, 0), "stringValue"), "ldtrace-emit");
     cr_assert_str_eq(str_of(json_array_get(args, 1), "stringValue"), "--proc");
@@ -379,8 +392,8 @@ static void arena_free(void *p)
 
 static void arena_on(void)
 {
-    arena = mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
+    arena = mmap(NULL, ARENA_SIZE, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     cr_assert_neq(arena, MAP_FAILED);
     arena_used = 0;
     json_set_alloc_funcs(arena_malloc, arena_free);
@@ -390,6 +403,33 @@ static void arena_off(void)
 {
     json_set_alloc_funcs(malloc, free);
     munmap(arena, ARENA_SIZE);
+}
+
+/* Check one ExportTraceServiceRequest (a line of the file or a POST body); returns its spans. */
+static size_t check_request(const char *text, size_t n, uint8_t *seen)
+{
+    json_error_t err;
+    json_t *root = json_loadb(text, n, 0, &err);
+    cr_assert_not_null(root, "bad JSON request: %s", err.text);
+    json_t *rss = json_object_get(root, "resourceSpans");
+    cr_assert_eq(json_array_size(rss), 1, "one process per request");
+    json_t *rs = json_array_get(rss, 0);
+    unsigned p = check_resource(json_object_get(rs, "resource"));
+    json_t *ss = json_array_get(json_object_get(rs, "scopeSpans"), 0);
+    cr_assert_str_eq(str_of(json_object_get(ss, "scope"), "name"), "ldtrace");
+    json_t *spans = json_object_get(ss, "spans");
+    size_t total = json_array_size(spans);
+    cr_assert_gt(total, 0);
+    cr_assert_leq(total, 4096, "batches stay at most 4096 spans");
+    size_t k;
+    json_t *sp;
+    json_array_foreach(spans, k, sp)
+    {
+        check_span(sp, p, seen);
+    }
+    json_decref(root);
+    arena_used = 0;
+    return total;
 }
 
 /* Read the output file and check everything; returns the number of spans. */
@@ -402,29 +442,8 @@ static size_t check_output(void)
     char *line = NULL;
     size_t cap = 0, total = 0;
     ssize_t n;
-    while ((n = getline(&line, &cap, f)) > 0) {
-        json_error_t err;
-        json_t *root = json_loadb(line, (size_t)n, 0, &err);
-        cr_assert_not_null(root, "bad JSON line: %s", err.text);
-        json_t *rss = json_object_get(root, "resourceSpans");
-        cr_assert_eq(json_array_size(rss), 1, "one process per line");
-        json_t *rs = json_array_get(rss, 0);
-        unsigned p = check_resource(json_object_get(rs, "resource"));
-        json_t *ss = json_array_get(json_object_get(rs, "scopeSpans"), 0);
-        cr_assert_str_eq(str_of(json_object_get(ss, "scope"), "name"), "ldtrace");
-        json_t *spans = json_object_get(ss, "spans");
-        cr_assert_gt(json_array_size(spans), 0);
-        cr_assert_leq(json_array_size(spans), 4096, "batches stay at most 4096 spans");
-        size_t k;
-        json_t *sp;
-        json_array_foreach(spans, k, sp)
-        {
-            check_span(sp, p, seen);
-            total++;
-        }
-        json_decref(root);
-        arena_used = 0;
-    }
+    while ((n = getline(&line, &cap, f)) > 0)
+        total += check_request(line, (size_t)n, seen);
     free(line);
     fclose(f);
     free(seen);
@@ -458,8 +477,13 @@ Test(pipeline, once_drains_every_span_exactly)
     run_emit("--slots", "32768");
     cr_assert_eq(ring_files(), PROCS);
     char ldtraced[512];
-    char *argv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)), "--dir", dir,
-                    "--out", out_path, "--once", NULL};
+    char *argv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)),
+                    "--dir",
+                    dir,
+                    "--out",
+                    out_path,
+                    "--once",
+                    NULL};
     truncate(err_path, 0);
     cr_assert_eq(wait_exit(spawn(argv, err_path), 120), 0, "ldtraced: %s", slurp(err_path));
     check_stats_line(slurp(err_path), 0);
@@ -470,8 +494,14 @@ Test(pipeline, once_drains_every_span_exactly)
 Test(pipeline, running_sidecar_drains_then_sigterm_flushes)
 {
     char ldtraced[512];
-    char *argv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)), "--dir", dir,
-                    "--out", out_path, "--poll-ms", "1", NULL};
+    char *argv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)),
+                    "--dir",
+                    dir,
+                    "--out",
+                    out_path,
+                    "--poll-ms",
+                    "1",
+                    NULL};
     char side_log[256];
     snprintf(side_log, sizeof(side_log), "%s.side", err_path);
     pid_t side = spawn(argv, side_log);
@@ -499,13 +529,27 @@ Test(pipeline, live_producer_flushed_by_timer_and_sigusr1_stats)
 {
     char ldtraced[512], emit[512], side_log[256];
     snprintf(side_log, sizeof(side_log), "%s.side", err_path);
-    char *sargv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)), "--dir", dir,
-                     "--out", out_path, NULL};
+    char *sargv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)),
+                     "--dir",
+                     dir,
+                     "--out",
+                     out_path,
+                     NULL};
     pid_t side = spawn(sargv, side_log);
     /* One producer writing 100 spans a second for 3 s: it stays alive, so only the flush timer
      * (200 ms) can bring its spans to the file while it runs. */
-    char *eargv[] = {(char *)tool("tests/tools/ldtrace-emit", emit, sizeof(emit)), "--dir", dir,
-                     "--spans", "300", "--threads", "1", "--procs", "1", "--rate", "100", NULL};
+    char *eargv[] = {(char *)tool("tests/tools/ldtrace-emit", emit, sizeof(emit)),
+                     "--dir",
+                     dir,
+                     "--spans",
+                     "300",
+                     "--threads",
+                     "1",
+                     "--procs",
+                     "1",
+                     "--rate",
+                     "100",
+                     NULL};
     pid_t em = spawn(eargv, err_path);
     usleep(1000000);
     cr_assert_eq(waitpid(em, NULL, WNOHANG), 0, "the producer is still running");
@@ -543,14 +587,30 @@ Test(pipeline, exit_when_idle_waits_for_runs_and_segments)
     int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     cr_assert_geq(lock, 0);
     cr_assert_eq(flock(lock, LOCK_SH), 0, "we play an `ldtrace run` in progress");
-    char *sargv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)), "--dir", dir,
-                     "--out", out_path, "--exit-when-idle", "1", NULL};
+    char *sargv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)),
+                     "--dir",
+                     dir,
+                     "--out",
+                     out_path,
+                     "--exit-when-idle",
+                     "1",
+                     NULL};
     pid_t side = spawn(sargv, err_path);
     int st;
     cr_assert_eq(exits_within(side, 1800, &st), -1, "a run holds the lock: the sidecar stays");
     /* A producer alive for ~1.5 s keeps it too, after the run lock is gone. */
-    char *eargv[] = {(char *)tool("tests/tools/ldtrace-emit", emit, sizeof(emit)), "--dir", dir,
-                     "--spans", "150", "--threads", "1", "--procs", "1", "--rate", "100", NULL};
+    char *eargv[] = {(char *)tool("tests/tools/ldtrace-emit", emit, sizeof(emit)),
+                     "--dir",
+                     dir,
+                     "--spans",
+                     "150",
+                     "--threads",
+                     "1",
+                     "--procs",
+                     "1",
+                     "--rate",
+                     "100",
+                     NULL};
     pid_t em = spawn(eargv, err_path);
     usleep(300000);
     close(lock);
@@ -563,6 +623,133 @@ Test(pipeline, exit_when_idle_waits_for_runs_and_segments)
     cr_assert_eq(ring_files(), 0);
 }
 
+/* ---- a fake OTLP/HTTP collector: answers 503 to the first request, 200 to the others ---- */
+
+struct collector {
+    int lfd;
+    int port;
+    int requests;     /* requests seen */
+    int bad_requests; /* wrong request line or headers */
+    char *bodies[64]; /* bodies answered 200 */
+    size_t lens[64];
+    int nbodies;
+};
+
+/* Read one request on fd: headers, then Content-Length bytes. Returns 0, or -1 at EOF/error. */
+static int read_request(int fd, struct collector *c)
+{
+    static char buf[1 << 16];
+    size_t have = 0;
+    char *end = NULL;
+    while (!(end = memmem(buf, have, "\r\n\r\n", 4))) {
+        ssize_t n = have < sizeof(buf) - 1 ? read(fd, buf + have, sizeof(buf) - 1 - have) : -1;
+        if (n <= 0)
+            return -1;
+        have += (size_t)n;
+        buf[have] = '\0'; /* the string searches below stop here */
+    }
+    size_t hlen = (size_t)(end + 4 - buf);
+    const char *cl = strcasestr(buf, "\r\ncontent-length:");
+    size_t len = cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
+    int ok = strncmp(buf, "POST /v1/traces HTTP/1.1\r\n", 26) == 0 &&
+             memmem(buf, hlen, "x-test: yes\r\n", 13) &&
+             strcasestr(buf, "\r\ncontent-type: application/json\r\n") != NULL;
+    char *body = malloc(len + 1);
+    size_t got = have - hlen < len ? have - hlen : len;
+    memcpy(body, buf + hlen, got);
+    while (got < len) {
+        ssize_t n = read(fd, body + got, len - got);
+        if (n <= 0) {
+            free(body);
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    c->bad_requests += !ok;
+    if (c->requests++ == 0 || c->nbodies == 64) {
+        free(body);
+        static const char r503[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+        return write(fd, r503, sizeof(r503) - 1) == (ssize_t)sizeof(r503) - 1 ? 0 : -1;
+    }
+    c->bodies[c->nbodies] = body;
+    c->lens[c->nbodies++] = len;
+    const char ok200[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    return write(fd, ok200, sizeof(ok200) - 1) == (ssize_t)sizeof(ok200) - 1 ? 0 : -1;
+}
+
+static void *collector_main(void *arg)
+{
+    struct collector *c = arg;
+    int fd;
+    while ((fd = accept(c->lfd, NULL, NULL)) >= 0) {
+        while (read_request(fd, c) == 0)
+            ;
+        close(fd);
+    }
+    return NULL;
+}
+
+static void collector_start(struct collector *c, pthread_t *th)
+{
+    memset(c, 0, sizeof(*c));
+    c->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    cr_assert_eq(bind(c->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(c->lfd, 8), 0);
+    getsockname(c->lfd, (struct sockaddr *)&a, &alen);
+    c->port = ntohs(a.sin_port);
+    cr_assert_eq(pthread_create(th, NULL, collector_main, c), 0);
+}
+
+Test(pipeline, otlp_http_posts_every_span_with_retry)
+{
+    struct collector c;
+    pthread_t th;
+    collector_start(&c, &th);
+    char emit[512], ldtraced[512], url[64];
+    char *eargv[] = {(char *)tool("tests/tools/ldtrace-emit", emit, sizeof(emit)),
+                     "--dir",
+                     dir,
+                     "--spans",
+                     "1000",
+                     "--threads",
+                     "2",
+                     "--procs",
+                     "1",
+                     NULL};
+    cr_assert_eq(wait_exit(spawn(eargv, err_path), 60), 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", c.port);
+    setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-test=yes", 1);
+    char *sargv[] = {(char *)tool("src/sidecar/ldtraced", ldtraced, sizeof(ldtraced)),
+                     "--dir",
+                     dir,
+                     "--otlp",
+                     url,
+                     "--once",
+                     NULL};
+    truncate(err_path, 0);
+    cr_assert_eq(wait_exit(spawn(sargv, err_path), 60), 0, "%s", slurp(err_path));
+    cr_assert_not_null(strstr(slurp(err_path), "ldtraced: spans=2000 "), "%s", slurp(err_path));
+    shutdown(c.lfd, SHUT_RDWR);
+    close(c.lfd);
+    pthread_join(th, NULL);
+    cr_assert_eq(c.bad_requests, 0, "request line, Content-Type and x-test header");
+    cr_assert_eq(c.requests, c.nbodies + 1, "the 503 was retried");
+    arena_on();
+    uint8_t *seen = calloc((size_t)PROCS * THREADS * SPANS, 1);
+    size_t total = 0;
+    for (int i = 0; i < c.nbodies; i++) {
+        total += check_request(c.bodies[i], c.lens[i], seen);
+        free(c.bodies[i]);
+    }
+    free(seen);
+    arena_off();
+    cr_assert_eq(total, 2000);
+    cr_assert_eq(ring_files(), 0);
+}
+
 Test(pipeline, errors_are_one_line_and_exit_1)
 {
     char ldtraced[512];
@@ -572,9 +759,9 @@ Test(pipeline, errors_are_one_line_and_exit_1)
     cr_assert_str_eq(slurp(err_path),
                      "ldtraced: open /nonexistent-dir/x.jsonl: No such file or directory\n");
     truncate(err_path, 0);
-    char *a2[] = {ldtraced, "--dir", dir, "--otlp", "http://127.0.0.1:4318", "--once", NULL};
+    char *a2[] = {ldtraced, "--dir", dir, "--otlp", "ftp://127.0.0.1:4318", "--once", NULL};
     cr_assert_eq(wait_exit(spawn(a2, err_path), 30), 1);
-    cr_assert_not_null(strstr(slurp(err_path), "not yet supported"));
+    cr_assert_str_eq(slurp(err_path), "ldtraced: --otlp ftp://127.0.0.1:4318: Invalid argument\n");
     truncate(err_path, 0);
     char *a3[] = {ldtraced, "--poll-ms", "abc", NULL};
     cr_assert_eq(wait_exit(spawn(a3, err_path), 30), 1);

@@ -869,9 +869,29 @@ Test(drain, missing_directory_is_not_an_error)
     e.ops->close(&e);
 }
 
-Test(export, file_open_error_and_http_not_supported)
+Test(export, file_open_error)
 {
     struct ldt__exporter e;
     cr_assert_eq(ldt__export_file_open(&e, "/nonexistent/dir/out.jsonl"), -ENOENT);
-    cr_assert_eq(ldt__export_http_open(&e, "http://127.0.0.1:4318"), -ENOTSUP);
+}
+
+Test(export, otlp_url_rules)
+{
+    static const struct {
+        const char *in, *out;
+    } ok[] = {{"http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"},
+              {"http://h:4318/", "http://h:4318/v1/traces"},
+              {"https://c.example/otlp/v1/traces", "https://c.example/otlp/v1/traces"},
+              {"http://h/custom", "http://h/custom"}};
+    char out[64];
+    for (size_t i = 0; i < LDT_ARRAY_LEN(ok); i++) {
+        cr_assert_eq(ldt__otlp_url(ok[i].in, out, sizeof(out)), 0, "%s", ok[i].in);
+        cr_assert_str_eq(out, ok[i].out);
+    }
+    cr_assert_eq(ldt__otlp_url("ftp://h", out, sizeof(out)), -EINVAL);
+    cr_assert_eq(ldt__otlp_url("127.0.0.1:4318", out, sizeof(out)), -EINVAL);
+    cr_assert_eq(ldt__otlp_url("http://a-very-long-host-name.example.com:4318", out, 40),
+                 -ENAMETOOLONG);
+    struct ldt__exporter e;
+    cr_assert_eq(ldt__export_http_open(&e, "localhost:4318"), -EINVAL);
 }
