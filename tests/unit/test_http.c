@@ -926,3 +926,33 @@ Test(http_request, lf_only_offsets)
     cr_assert_eq(p.msg.reqline_len, 16);
     cr_assert_eq(p.msg.hdr_len, strlen(s) - 1, "the blank line's LF");
 }
+
+Test(http_body, chunk_lines_and_trailers_are_bounded, .init = guard_init, .fini = guard_fini)
+{
+    static struct drv d;
+    const char *head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    size_t cap = 200000;
+    char *s = malloc(cap);
+
+    /* A chunk extension longer than the bound on a size line. */
+    int n = snprintf(s, cap, "%s1;%0*d\r\nx\r\n0\r\n\r\n", head, 5000, 0);
+    drv_init(&d, LDT_HTTP_REQUEST, NULL);
+    run_whole(&d, s, (size_t)n);
+    cr_assert_str_eq(d.out, "POST / [CH];X2;E1");
+
+    /* Trailer lines adding up to more than LDT_HTTP_HDR_CAP. */
+    n = snprintf(s, cap, "%s0\r\n", head);
+    while ((size_t)n < LDT_HTTP_HDR_CAP + 1000)
+        n += snprintf(s + n, cap - (size_t)n, "X-Trailer: %0*d\r\n", 100, n);
+    n += snprintf(s + n, cap - (size_t)n, "\r\n");
+    drv_init(&d, LDT_HTTP_REQUEST, NULL);
+    run_whole(&d, s, (size_t)n);
+    cr_assert_str_eq(d.out, "POST / [CH];X2;E1");
+
+    /* Under the bounds: accepted. */
+    n = snprintf(s, cap, "%s1;%0*d\r\nx\r\n0\r\nX-T: 1\r\n\r\n", head, 4000, 0);
+    drv_init(&d, LDT_HTTP_REQUEST, NULL);
+    run_bytes(&d, s, (size_t)n);
+    cr_assert_str_eq(d.out, "POST / [CH];D;E1");
+    free(s);
+}
