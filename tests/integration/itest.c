@@ -317,6 +317,27 @@ pid_t itest_start_server(const struct itest_env *e, char *const argv[], int port
     return pid;
 }
 
+void itest_get_argv(char **argv, const char *const headers[], const char *const urls[])
+{
+    const char *first = getenv("ITEST_PRELOAD_FIRST");
+    size_t n = 0;
+    if (first && *first) {
+        argv[n++] = ITEST_PYTHON;
+        argv[n++] = itest_src("tests/integration/py/client.py");
+    } else {
+        static char *const curl[] = {ITEST_CURL, "-s", "-S", "--max-time", "10"};
+        for (size_t i = 0; i < 5; i++)
+            argv[n++] = curl[i];
+    }
+    for (size_t i = 0; headers && headers[i]; i++) {
+        argv[n++] = "-H";
+        argv[n++] = (char *)headers[i];
+    }
+    for (size_t i = 0; urls[i]; i++)
+        argv[n++] = (char *)urls[i];
+    argv[n] = NULL;
+}
+
 /* ---- network ---- */
 
 static void loopback(struct sockaddr_in *sa, int port)
@@ -374,7 +395,7 @@ int itest_drain(const char *dir, const char *out)
     pid_t pid = itest_spawn_io(&e, argv, NULL, err);
     int rc = pid < 0 ? (int)pid : itest_wait(pid, 20000);
     itest_env_free(&e);
-    if (rc != 0) {
+    if (rc != 0 || getenv("ITEST_VERBOSE")) {
         char *msg = itest_slurp(err, NULL);
         fprintf(stderr, "itest: ldtraced --dir %s --once: status %d: %s\n", dir, rc, msg ? msg : "");
         free(msg);

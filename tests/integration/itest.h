@@ -100,6 +100,12 @@ int itest_run(const struct itest_env *e, char *const argv[], const char *out_pat
 pid_t itest_start_server(const struct itest_env *e, char *const argv[], int port,
                          const char *err_path);
 
+/* The argv of a client that GETs urls (one keep-alive connection, bodies to stdout) sending each of
+ * headers ("Name: value", may be NULL): curl, except in a sanitizer build, where curl deadlocks in
+ * setlocale under a preloaded libasan and tests/integration/py/client.py stands in. argv must have
+ * room for 8 + 2 * headers + urls entries; it is NULL-terminated and points into the arguments. */
+void itest_get_argv(char **argv, const char *const headers[], const char *const urls[]);
+
 /* ---- network (127.0.0.1 only) ---- */
 
 /* A TCP port that was free a moment ago (bind port 0, read it back, close). */

@@ -12,11 +12,10 @@ struct nb_result {
     json_t *report;      /* sink.py's answer: head, len, sha256 */
 };
 
-/* Start sink.py (never traced), run nbclient (traced when dir is set), collect its output. */
-static void run_upload(const char *dir, struct nb_result *r)
+/* Start sink.py (never traced) on port, run nbclient (traced when dir is set), collect its output. */
+static void run_upload(const char *dir, int port, struct nb_result *r)
 {
     char port_s[16], out[ITEST_PATH_MAX];
-    int port = itest_free_port();
     snprintf(port_s, sizeof(port_s), "%d", port);
     struct itest_env es, ec;
     itest_env_init(&es);
@@ -72,8 +71,9 @@ Test(shim_nonblock, partial_writes_keep_app_bytes_and_inject_one_line, .timeout 
     struct nb_result plain = {0}, traced = {0};
     char dir[ITEST_PATH_MAX];
     cr_assert_eq(itest_mkdtemp(dir), 0);
-    run_upload(NULL, &plain);
-    run_upload(dir, &traced);
+    int port = itest_free_port();
+    run_upload(NULL, port, &plain);
+    run_upload(dir, port, &traced);
     cr_assert_eq(plain.status, 0, "nbclient failed without the shim");
     cr_assert_gt(plain.partial + plain.eagain, 0, "the setup did not force partial writes");
     cr_assert_eq(traced.status, 0, "nbclient saw an inconsistent return value under the shim");
@@ -92,8 +92,10 @@ Test(shim_nonblock, partial_writes_keep_app_bytes_and_inject_one_line, .timeout 
     cr_assert_eq(strip_traceparent(ph, none, sizeof(none), &no_line), 0);
     cr_assert_eq(strip_traceparent(th, stripped, sizeof(stripped), &tp_line), 1,
                  "expected one traceparent line in:\n%s", th);
-    cr_assert_str_eq(stripped, ph, "the app's header bytes changed");
-    cr_assert(strncmp(th, "POST /upload HTTP/1.1\r\ntraceparent: ", 37) == 0,
+    cr_assert_str_eq(stripped, ph, "the app's header bytes changed:\n%s\n-- without the shim --\n%s",
+                     th, ph);
+    static const char first[] = "POST /upload HTTP/1.1\r\ntraceparent: ";
+    cr_assert(strncmp(th, first, sizeof(first) - 1) == 0,
               "traceparent is not right after the request line:\n%s", th);
 
     /* One CLIENT span, 200, whose ids are the injected ones. */
