@@ -18,7 +18,8 @@ _Atomic uint32_t ldt__fork_epoch;
 __thread int ldt__depth __attribute__((tls_model("initial-exec")));
 __thread uint64_t ldt__io_end __attribute__((tls_model("initial-exec")));
 
-static struct ldt__fd *_Atomic chunks[LDT__FD_MAX_CHUNKS];
+struct ldt__fd *_Atomic ldt__fd_chunks[LDT__FD_MAX_CHUNKS];
+#define chunks ldt__fd_chunks
 
 /* Map one chunk of the table; another thread may race us to it: the loser unmaps its copy. */
 static struct ldt__fd *chunk_get(unsigned i)

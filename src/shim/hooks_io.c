@@ -30,70 +30,84 @@ static void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt,
     errno = err;
 }
 
-#define IN_HOOK(call, fd, buf, len, flags) \
-    do { \
+/* A socket already classified as not HTTP: count its bytes, nothing else (no clock, no sniffer).
+ * Touches nothing that could change errno. */
+static inline ssize_t pass_count(struct ldt__fd *e, ssize_t n, uint64_t *counter)
+{
+    e->calls++;
+    if (n > 0)
+        *counter += (uint64_t)n;
+    ldt__leave();
+    return n;
+}
+
+#define PASS_ONLY(e) ((e)->cls == LDT__CLS_PASS && !(e)->conn)
+#define UNPAREN(...) __VA_ARGS__
+
+/* A hook in two parts: the fast path (not a traced socket) is a tail call to libc with no frame of
+ * its own; everything else lives in a separate, never-inlined function. */
+#define HOOK(ret, name, params, args, fd, ...) \
+    static __attribute__((noinline)) ret name##_traced params \
+    { \
         struct ldt__fd *e = ldt__enter(fd); \
         if (!e) \
-            return call; \
-        struct iovec v = {(void *)(buf), (len)}; \
-        uint64_t t0 = ldt_clock_mono_ns(); \
-        ssize_t n = call; \
-        in_done(fd, e, &v, 1, n, flags, t0); \
-        return n; \
-    } while (0)
+            return ldt_real.name args; \
+        __VA_ARGS__ \
+    } \
+    LDT_HOOK ret name params \
+    { \
+        if (LDT_LIKELY(ldt__skip(fd))) \
+            return ldt_real.name args; \
+        return name##_traced args; \
+    }
 
-LDT_HOOK ssize_t read(int fd, void *buf, size_t len)
-{
-    IN_HOOK(ldt_real.read(fd, buf, len), fd, buf, len, 0);
-}
-
-LDT_HOOK ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
-{
-    IN_HOOK(ldt_real.__read_chk(fd, buf, len, buflen), fd, buf, len, 0);
-}
-
-LDT_HOOK ssize_t recv(int fd, void *buf, size_t len, int flags)
-{
-    IN_HOOK(ldt_real.recv(fd, buf, len, flags), fd, buf, len, flags);
-}
-
-LDT_HOOK ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
-{
-    IN_HOOK(ldt_real.__recv_chk(fd, buf, len, buflen, flags), fd, buf, len, flags);
-}
-
-LDT_HOOK ssize_t recvfrom(int fd, void *buf, size_t len, int flags, __SOCKADDR_ARG a, socklen_t *l)
-{
-    IN_HOOK(ldt_real.recvfrom(fd, buf, len, flags, a, l), fd, buf, len, flags);
-}
-
-LDT_HOOK ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
-                                __SOCKADDR_ARG a, socklen_t *l)
-{
-    IN_HOOK(ldt_real.__recvfrom_chk(fd, buf, len, buflen, flags, a, l), fd, buf, len, flags);
-}
-
-LDT_HOOK ssize_t readv(int fd, const struct iovec *iov, int cnt)
-{
-    struct ldt__fd *e = ldt__enter(fd);
-    if (!e)
-        return ldt_real.readv(fd, iov, cnt);
-    uint64_t t0 = ldt_clock_mono_ns();
-    ssize_t n = ldt_real.readv(fd, iov, cnt);
-    in_done(fd, e, iov, cnt, n, 0, t0);
+/* The traced part of a one-buffer receive. */
+#define IN_BODY(call, fd, buf, len, flags) \
+    if (PASS_ONLY(e)) \
+        return pass_count(e, call, &e->bytes_in); \
+    struct iovec v = {(void *)(buf), (len)}; \
+    uint64_t t0 = ldt_clock_mono_ns(); \
+    ssize_t n = call; \
+    in_done(fd, e, &v, 1, n, flags, t0); \
     return n;
-}
 
-LDT_HOOK ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
-{
-    struct ldt__fd *e = ldt__enter(fd);
-    if (!e)
-        return ldt_real.recvmsg(fd, msg, flags);
-    uint64_t t0 = ldt_clock_mono_ns();
-    ssize_t n = ldt_real.recvmsg(fd, msg, flags);
-    in_done(fd, e, msg->msg_iov, (int)msg->msg_iovlen, n, flags, t0);
-    return n;
-}
+HOOK(ssize_t, read, (int fd, void *buf, size_t len), (fd, buf, len), fd,
+     IN_BODY(ldt_real.read(fd, buf, len), fd, buf, len, 0))
+
+HOOK(ssize_t, __read_chk, (int fd, void *buf, size_t len, size_t buflen), (fd, buf, len, buflen),
+     fd, IN_BODY(ldt_real.__read_chk(fd, buf, len, buflen), fd, buf, len, 0))
+
+HOOK(ssize_t, recv, (int fd, void *buf, size_t len, int flags), (fd, buf, len, flags), fd,
+     IN_BODY(ldt_real.recv(fd, buf, len, flags), fd, buf, len, flags))
+
+HOOK(ssize_t, __recv_chk, (int fd, void *buf, size_t len, size_t buflen, int flags),
+     (fd, buf, len, buflen, flags), fd,
+     IN_BODY(ldt_real.__recv_chk(fd, buf, len, buflen, flags), fd, buf, len, flags))
+
+HOOK(ssize_t, recvfrom, (int fd, void *buf, size_t len, int flags, __SOCKADDR_ARG a, socklen_t *l),
+     (fd, buf, len, flags, a, l), fd,
+     IN_BODY(ldt_real.recvfrom(fd, buf, len, flags, a, l), fd, buf, len, flags))
+
+HOOK(ssize_t, __recvfrom_chk, (int fd, void *buf, size_t len, size_t buflen, int flags,
+                               __SOCKADDR_ARG a, socklen_t *l),
+     (fd, buf, len, buflen, flags, a, l), fd,
+     IN_BODY(ldt_real.__recvfrom_chk(fd, buf, len, buflen, flags, a, l), fd, buf, len, flags))
+
+HOOK(ssize_t, readv, (int fd, const struct iovec *iov, int cnt), (fd, iov, cnt), fd,
+     if (PASS_ONLY(e))
+         return pass_count(e, ldt_real.readv(fd, iov, cnt), &e->bytes_in);
+     uint64_t t0 = ldt_clock_mono_ns();
+     ssize_t n = ldt_real.readv(fd, iov, cnt);
+     in_done(fd, e, iov, cnt, n, 0, t0);
+     return n;)
+
+HOOK(ssize_t, recvmsg, (int fd, struct msghdr *msg, int flags), (fd, msg, flags), fd,
+     if (PASS_ONLY(e))
+         return pass_count(e, ldt_real.recvmsg(fd, msg, flags), &e->bytes_in);
+     uint64_t t0 = ldt_clock_mono_ns();
+     ssize_t n = ldt_real.recvmsg(fd, msg, flags);
+     in_done(fd, e, msg->msg_iov, (int)msg->msg_iovlen, n, flags, t0);
+     return n;)
 
 /* ---- send side -------------------------------------------------------------------------------- */
 
@@ -147,50 +161,38 @@ static void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt
     errno = err;
 }
 
-#define OUT_HOOK(call, fd, iov, cnt, ...) \
-    do { \
-        struct ldt__fd *e = ldt__enter(fd); \
-        if (!e) \
-            return call; \
-        struct out_call o = {fd, __VA_ARGS__}; \
-        if (ldt__sniff_wants_inject(fd, e, iov, cnt)) \
-            return out_inject(e, &o, iov, cnt); \
-        uint64_t t0 = ldt_clock_mono_ns(); \
-        ssize_t n = call; \
-        out_done(fd, e, iov, cnt, n, t0); \
-        return n; \
-    } while (0)
+/* The traced part of a send: through the injector on a client-role HTTP connection. */
+#define OUT_BODY(call, fd, iov, cnt, ...) \
+    if (PASS_ONLY(e)) \
+        return pass_count(e, call, &e->bytes_out); \
+    struct out_call o = {fd, __VA_ARGS__}; \
+    if (ldt__sniff_wants_inject(fd, e, iov, cnt)) \
+        return out_inject(e, &o, iov, cnt); \
+    uint64_t t0 = ldt_clock_mono_ns(); \
+    ssize_t n = call; \
+    out_done(fd, e, iov, cnt, n, t0); \
+    return n;
 
-LDT_HOOK ssize_t write(int fd, const void *buf, size_t len)
-{
-    struct iovec v = {(void *)buf, len};
-    OUT_HOOK(ldt_real.write(fd, buf, len), fd, &v, 1, 0, 0, NULL, 0, NULL);
-}
+HOOK(ssize_t, write, (int fd, const void *buf, size_t len), (fd, buf, len), fd,
+     struct iovec v = {(void *)buf, len};
+     OUT_BODY(ldt_real.write(fd, buf, len), fd, &v, 1, 0, 0, NULL, 0, NULL))
 
-LDT_HOOK ssize_t writev(int fd, const struct iovec *iov, int cnt)
-{
-    OUT_HOOK(ldt_real.writev(fd, iov, cnt), fd, iov, cnt, 0, 0, NULL, 0, NULL);
-}
+HOOK(ssize_t, writev, (int fd, const struct iovec *iov, int cnt), (fd, iov, cnt), fd,
+     OUT_BODY(ldt_real.writev(fd, iov, cnt), fd, iov, cnt, 0, 0, NULL, 0, NULL))
 
-LDT_HOOK ssize_t send(int fd, const void *buf, size_t len, int flags)
-{
-    struct iovec v = {(void *)buf, len};
-    OUT_HOOK(ldt_real.send(fd, buf, len, flags), fd, &v, 1, 1, flags, NULL, 0, NULL);
-}
+HOOK(ssize_t, send, (int fd, const void *buf, size_t len, int flags), (fd, buf, len, flags), fd,
+     struct iovec v = {(void *)buf, len};
+     OUT_BODY(ldt_real.send(fd, buf, len, flags), fd, &v, 1, 1, flags, NULL, 0, NULL))
 
-LDT_HOOK ssize_t sendto(int fd, const void *buf, size_t len, int flags, __CONST_SOCKADDR_ARG a,
-                        socklen_t alen)
-{
-    struct iovec v = {(void *)buf, len};
-    OUT_HOOK(ldt_real.sendto(fd, buf, len, flags, a, alen), fd, &v, 1, 1, flags,
-             a.__sockaddr__, alen, NULL);
-}
+HOOK(ssize_t, sendto, (int fd, const void *buf, size_t len, int flags, __CONST_SOCKADDR_ARG a,
+                       socklen_t alen), (fd, buf, len, flags, a, alen), fd,
+     struct iovec v = {(void *)buf, len};
+     OUT_BODY(ldt_real.sendto(fd, buf, len, flags, a, alen), fd, &v, 1, 1, flags, a.__sockaddr__,
+              alen, NULL))
 
-LDT_HOOK ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
-{
-    OUT_HOOK(ldt_real.sendmsg(fd, msg, flags), fd, msg->msg_iov, (int)msg->msg_iovlen, 1, flags,
-             msg->msg_name, msg->msg_namelen, msg);
-}
+HOOK(ssize_t, sendmsg, (int fd, const struct msghdr *msg, int flags), (fd, msg, flags), fd,
+     OUT_BODY(ldt_real.sendmsg(fd, msg, flags), fd, msg->msg_iov, (int)msg->msg_iovlen, 1, flags,
+              msg->msg_name, msg->msg_namelen, msg))
 
 /* sendfile moves body bytes we never see: the out-parser skips them (Content-Length or until-close
  * bodies; anything else makes the connection pass-through). */

@@ -6,6 +6,8 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
+#include <stdint.h>
 
 #include "shim/shim.h"
 
@@ -23,13 +25,38 @@ LDT_REAL_SYMS(LDT__X)
 #pragma GCC diagnostic pop
 
 /* Where this library is mapped: a dlsym result inside it is one of our own hooks (a broken link
- * order), which must count as missing or every call would recurse forever. */
+ * order), which must count as missing or every call would recurse forever. Found once (one dladdr
+ * and one walk of the program headers); dladdr per symbol would cost ~50k instructions each. */
+static uintptr_t self_lo, self_hi;
+
+static int find_self(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    uintptr_t base = (uintptr_t)arg;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t a = info->dlpi_addr + ph->p_vaddr;
+        lo = a < lo ? a : lo;
+        hi = a + ph->p_memsz > hi ? a + ph->p_memsz : hi;
+    }
+    if (lo > base || base >= hi)
+        return 0;
+    self_lo = lo;
+    self_hi = hi;
+    return 1;
+}
+
 static int is_ours(void *p)
 {
-    Dl_info self, got;
-    if (!dladdr((void *)is_ours, &self) || !dladdr(p, &got))
-        return 0;
-    return self.dli_fbase == got.dli_fbase;
+    if (!self_hi) {
+        Dl_info self;
+        if (dladdr((void *)is_ours, &self))
+            dl_iterate_phdr(find_self, (void *)(uintptr_t)is_ours);
+    }
+    return (uintptr_t)p >= self_lo && (uintptr_t)p < self_hi;
 }
 
 static void *resolve_one(const char *name, void *stub)

@@ -130,6 +130,8 @@ struct ldt__fd {
     struct ldt__conn *conn; /* HTTP or pending-connect state, from the conn pool */
 };
 
+extern struct ldt__fd *_Atomic ldt__fd_chunks[LDT__FD_MAX_CHUNKS];
+
 /* The entry of fd, probing an unknown fd once (fstat + SO_TYPE + SO_DOMAIN); NULL when fd is negative
  * or past the table. Lock-free; a chunk is mmapped on first use of its range. Preserves errno. */
 struct ldt__fd *ldt__fd_get(int fd);
@@ -381,11 +383,40 @@ static inline struct ldt__fd *ldt__enter(int fd)
 {
     if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON) || ldt__depth)
         return NULL;
-    struct ldt__fd *e = ldt__fd_get(fd);
-    if (!e || atomic_load_explicit(&e->kind, memory_order_relaxed) != LDT__FD_SOCK)
+    /* The hot path, inline: two loads for a known fd; unknown ones go to ldt__fd_get to be probed.
+     * Acquire pairs with the release that published the chunk (free on x86). */
+    unsigned u = (unsigned)fd;
+    struct ldt__fd *e = NULL;
+    if (LDT_LIKELY(u < LDT__FD_CHUNK * LDT__FD_MAX_CHUNKS)) {
+        struct ldt__fd *c = atomic_load_explicit(&ldt__fd_chunks[u >> LDT__FD_CHUNK_SHIFT],
+                                                 memory_order_acquire);
+        e = c ? &c[u & (LDT__FD_CHUNK - 1)] : NULL;
+    }
+    uint8_t k = e ? atomic_load_explicit(&e->kind, memory_order_relaxed) : LDT__FD_UNKNOWN;
+    if (LDT_UNLIKELY(k == LDT__FD_UNKNOWN)) {
+        e = ldt__fd_get(fd);
+        k = e ? atomic_load_explicit(&e->kind, memory_order_relaxed) : LDT__FD_OTHER;
+    }
+    if (k != LDT__FD_SOCK)
         return NULL;
     ldt__depth++;
     return e;
+}
+
+/* 1 when fd certainly needs nothing from us right now (nested, not initialised, disabled, or a
+ * known fd that is not a traced socket): the hook then tail-calls libc with no frame of its own.
+ * 0 means "maybe": the hook's out-of-line part calls ldt__enter (which probes unknown fds). */
+static inline int ldt__skip(int fd)
+{
+    if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON) || ldt__depth)
+        return 1;
+    unsigned u = (unsigned)fd;
+    if (LDT_UNLIKELY(u >= LDT__FD_CHUNK * LDT__FD_MAX_CHUNKS))
+        return 1;
+    struct ldt__fd *c = atomic_load_explicit(&ldt__fd_chunks[u >> LDT__FD_CHUNK_SHIFT],
+                                             memory_order_acquire);
+    return c && atomic_load_explicit(&c[u & (LDT__FD_CHUNK - 1)].kind, memory_order_relaxed)
+                    == LDT__FD_OTHER;
 }
 
 /* Enter for a hook that is not about one fd (getaddrinfo): 1 when recording is allowed. */
