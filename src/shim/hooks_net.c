@@ -112,15 +112,31 @@ static void forget(int fd, int closing)
     ldt__depth--;
 }
 
+/* Our one long-lived fd is the diagnostics log (O_CLOEXEC, numbered >= 100). When the app closes or
+ * dup2s over that number (a daemon closing every fd), logging stops and the fd is given back first,
+ * so the app gets exactly what it would get without us and never writes into our file. */
+static void guard_log_fd(int fd)
+{
+    if (fd >= 0 && fd == ldt_log_fd()) {
+        int err = errno;
+        ldt_log_open(NULL);
+        errno = err;
+    }
+}
+
 LDT_HOOK int close(int fd)
 {
-    if (LDT_LIKELY(ldt__mode == LDT__MODE_ON) && !ldt__depth)
+    if (LDT_LIKELY(ldt__mode == LDT__MODE_ON) && !ldt__depth) {
         forget(fd, 1);
+        guard_log_fd(fd);
+    }
     return ldt_real.close(fd);
 }
 
 LDT_HOOK int dup2(int oldfd, int newfd)
 {
+    if (ldt__mode == LDT__MODE_ON && !ldt__depth && oldfd != newfd)
+        guard_log_fd(newfd);
     int rc = ldt_real.dup2(oldfd, newfd);
     if (rc >= 0 && oldfd != newfd && ldt__mode == LDT__MODE_ON && !ldt__depth) {
         int err = errno;
@@ -132,6 +148,8 @@ LDT_HOOK int dup2(int oldfd, int newfd)
 
 LDT_HOOK int dup3(int oldfd, int newfd, int flags)
 {
+    if (ldt__mode == LDT__MODE_ON && !ldt__depth && oldfd != newfd)
+        guard_log_fd(newfd);
     int rc = ldt_real.dup3(oldfd, newfd, flags);
     if (rc >= 0 && ldt__mode == LDT__MODE_ON && !ldt__depth) {
         int err = errno;
