@@ -1,0 +1,256 @@
+/* test_matrix_pairs.c - compatibility matrix: unmodified clients (curl, wget, python urllib, node http)
+ * against unmodified servers (python ThreadingHTTPServer, node http, nginx reverse proxy) under the
+ * shim: one trace per request with correct parentage, answers byte-identical to an untraced run. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_matrix_lib.h"
+
+#define NREQ 2
+
+enum server_kind { SRV_PYTHON, SRV_NODE, SRV_NGINX };
+enum client_kind { CLI_CURL, CLI_WGET, CLI_URLLIB, CLI_NODE, CLI_COUNT };
+
+static const char *const client_names[CLI_COUNT] = {"curl", "wget", "urllib", "node"};
+
+/* The servers of one run: an echo server (python or node) and, for SRV_NGINX, nginx in front of
+ * backend.py. port is where the clients go. */
+struct servers {
+    enum server_kind kind;
+    char dir[ITEST_PATH_MAX];
+    int port, echo_port;
+    pid_t echo;
+    struct mx_nginx nginx;
+    struct itest_env env_echo, env_nginx, env_client;
+};
+
+/* ports: the echo server's and nginx's, 0 to pick free ones (a traced run reuses the plain run's, as
+ * the clients send the port in Host). */
+static void servers_start(struct servers *s, enum server_kind kind, int traced, const int ports[2])
+{
+    memset(s, 0, sizeof(*s));
+    s->kind = kind;
+    cr_assert_eq(itest_mkdtemp(s->dir), 0);
+    s->echo_port = ports ? ports[0] : itest_free_port();
+    itest_env_init(&s->env_echo);
+    itest_env_init(&s->env_nginx);
+    itest_env_init(&s->env_client);
+    if (traced) {
+        cr_assert_eq(itest_env_trace(&s->env_echo, s->dir, "echo"), 0, "shim not built");
+        itest_env_trace(&s->env_nginx, s->dir, "nginx");
+        itest_env_trace(&s->env_client, s->dir, "client");
+    }
+    char ep[16];
+    snprintf(ep, sizeof(ep), "%d", s->echo_port);
+    char *py[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), ep, NULL};
+    char *js[] = {MX_NODE, itest_src("tests/integration/node/matrix_server.js"), "echo", ep, NULL};
+    s->echo = itest_start_server(&s->env_echo, kind == SRV_NODE ? js : py, s->echo_port, NULL);
+    cr_assert_gt(s->echo, 0, "echo server did not start");
+    s->port = s->echo_port;
+    if (kind == SRV_NGINX) {
+        s->port = ports ? ports[1] : itest_free_port();
+        cr_assert_gt(mx_nginx_start(&s->nginx, &s->env_nginx, s->port, s->echo_port), 0,
+                     "nginx did not start");
+    }
+}
+
+static void servers_stop(struct servers *s)
+{
+    if (s->kind == SRV_NGINX)
+        mx_nginx_stop(&s->nginx);
+    itest_stop(s->echo);
+}
+
+static void servers_free(struct servers *s)
+{
+    itest_env_free(&s->env_echo);
+    itest_env_free(&s->env_nginx);
+    itest_env_free(&s->env_client);
+    itest_rmtree(s->dir);
+}
+
+/* Run client c (traced when the servers are) for NREQ paths /m/<client>/<k>; its stdout. */
+static char *run_client(struct servers *s, enum client_kind c)
+{
+    char urls[NREQ][128], svc[32], out[ITEST_PATH_MAX + 32];
+    for (int k = 0; k < NREQ; k++)
+        snprintf(urls[k], sizeof(urls[k]), "http://127.0.0.1:%d/m/%s/%d", s->port,
+                 client_names[c], k);
+    snprintf(svc, sizeof(svc), "c-%s", client_names[c]);
+    snprintf(out, sizeof(out), "%s.%s.out", s->dir, client_names[c]);
+    itest_env_set(&s->env_client, "OTEL_SERVICE_NAME", svc);
+    char *curl[] = {ITEST_CURL, "-s", "-f", urls[0], urls[1], NULL};
+    char *wget[] = {MX_WGET, "-q", "-O", "-", urls[0], urls[1], NULL};
+    char *urllib[] = {ITEST_PYTHON, itest_src("tests/integration/py/matrix_urllib.py"), urls[0],
+                      urls[1], NULL};
+    char *node[] = {MX_NODE, itest_src("tests/integration/node/matrix_client.js"), urls[0], urls[1],
+                    NULL};
+    char *const *argv[CLI_COUNT] = {curl, wget, urllib, node};
+    int rc = itest_run(&s->env_client, argv[c], out, 20000);
+    cr_assert_eq(rc, 0, "%s exited with %d", client_names[c], rc);
+    char *body = itest_slurp(out, NULL);
+    unlink(out);
+    cr_assert_not_null(body);
+    return body;
+}
+
+/* The spans of request path: client CLIENT -> [nginx SERVER -> nginx CLIENT ->] echo SERVER. */
+static void check_chain(const struct itest_spans *sp, const struct servers *s, enum client_kind c,
+                        const char *path, char *trace_out)
+{
+    char svc[32];
+    snprintf(svc, sizeof(svc), "c-%s", client_names[c]);
+    const struct itest_span *cc = mx_one(sp, ITEST_CLIENT, svc, path);
+    const struct itest_span *es = mx_one(sp, ITEST_SERVER, "echo", path);
+    cr_assert_not_null(cc, "%s: no unique CLIENT span of %s", path, svc);
+    cr_assert_not_null(es, "%s: no unique SERVER span of the echo server", path);
+    mx_expect_id(path, "the client's span is a root", cc->parent_id, "");
+    const struct itest_span *parent = cc;
+    if (s->kind == SRV_NGINX) {
+        const struct itest_span *ns = mx_one(sp, ITEST_SERVER, "nginx", path);
+        const struct itest_span *nc = mx_one(sp, ITEST_CLIENT, "nginx", path);
+        cr_assert_not_null(ns, "%s: no unique nginx SERVER span", path);
+        cr_assert_not_null(nc, "%s: no unique nginx CLIENT span", path);
+        mx_expect_id(path, "nginx SERVER left the trace", ns->trace_id, cc->trace_id);
+        mx_expect_id(path, "nginx SERVER parent", ns->parent_id, cc->span_id);
+        mx_expect_id(path, "nginx CLIENT left the trace", nc->trace_id, cc->trace_id);
+        mx_expect_id(path, "nginx CLIENT parent", nc->parent_id, ns->span_id);
+        parent = nc;
+    }
+    mx_expect_id(path, "echo SERVER left the trace", es->trace_id, cc->trace_id);
+    mx_expect_id(path, "echo SERVER parent", es->parent_id, parent->span_id);
+    mx_expect(itest_attr_int(es, "http.response.status_code", 0) == 200, "%s: echo status", path);
+    mx_expect(cc->status != 2, "%s: client span is an error", path);
+    snprintf(trace_out, 33, "%s", cc->trace_id);
+}
+
+static int client_runs(enum client_kind c)
+{
+    /* A preloaded libasan deadlocks curl in setlocale (see itest_get_argv): not the shim's doing. */
+    return !(c == CLI_CURL && mx_asan());
+}
+
+static void matrix_for_server(enum server_kind kind)
+{
+    struct servers u, t;
+    char *plain[CLI_COUNT] = {NULL}, *traced[CLI_COUNT] = {NULL};
+    servers_start(&u, kind, 0, NULL);
+    for (int c = 0; c < CLI_COUNT; c++)
+        plain[c] = client_runs(c) ? run_client(&u, c) : NULL;
+    servers_stop(&u);
+    servers_start(&t, kind, 1, (int[2]){u.echo_port, u.port});
+    for (int c = 0; c < CLI_COUNT; c++)
+        traced[c] = client_runs(c) ? run_client(&t, c) : NULL;
+    servers_stop(&t);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp, "ldtraced failed");
+    mx_expect(itest_duplicates(sp) == 0, "duplicate span ids");
+    for (int c = 0; c < CLI_COUNT; c++) {
+        if (!plain[c])
+            continue;
+        int min, max;
+        mx_expect(mx_header_counts(plain[c], "traceparent", &min, &max) == NREQ, "%s: plain answer", client_names[c]);
+        mx_expect(max == 0, "%s: a traceparent without the shim", client_names[c]);
+        mx_expect(mx_header_counts(traced[c], "traceparent", &min, &max) == NREQ, "%s: traced answer", client_names[c]);
+        mx_expect(min == 1 && max == 1, "%s: traceparent lines per request %d..%d, want 1",
+                  client_names[c], min, max);
+        char *a = mx_canonical(plain[c]), *b = mx_canonical(traced[c]);
+        mx_expect(a && b && strcmp(a, b) == 0, "%s: answers differ: %s VERSUS %s", client_names[c],
+                  a ? a : plain[c], b ? b : traced[c]);
+        free(a);
+        free(b);
+        char traces[NREQ][33];
+        for (int k = 0; k < NREQ; k++) {
+            char path[64];
+            snprintf(path, sizeof(path), "/m/%s/%d", client_names[c], k);
+            check_chain(sp, &t, c, path, traces[k]);
+        }
+        mx_expect(strcmp(traces[0], traces[1]) != 0, "%s: two requests in one trace", client_names[c]);
+        free(plain[c]);
+        free(traced[c]);
+    }
+    if (mx_failures) /* diagnostics only */
+        itest_dump(sp);
+    itest_spans_free(sp);
+    servers_free(&u);
+    servers_free(&t);
+}
+
+Test(matrix_pairs, clients_to_python_threading_server, .timeout = 60)
+{
+    matrix_for_server(SRV_PYTHON);
+}
+
+Test(matrix_pairs, clients_to_node_http_server, .timeout = 60)
+{
+    matrix_for_server(SRV_NODE);
+}
+
+Test(matrix_pairs, clients_through_nginx_reverse_proxy, .timeout = 60)
+{
+    matrix_for_server(SRV_NGINX);
+}
+
+/* Five requests on one client connection through nginx, which reuses one upstream connection:
+ * five traces, each client -> nginx SERVER -> nginx CLIENT -> backend SERVER. */
+Test(matrix_pairs, nginx_reused_upstream_connection_traces_each_request, .timeout = 60)
+{
+    struct servers t;
+    servers_start(&t, SRV_NGINX, 1, NULL);
+    char urls[5][128], out[ITEST_PATH_MAX + 32];
+    const char *u[6] = {NULL};
+    for (int k = 0; k < 5; k++) {
+        snprintf(urls[k], sizeof(urls[k]), "http://127.0.0.1:%d/ka/%d", t.port, k);
+        u[k] = urls[k];
+    }
+    char *argv[24];
+    itest_get_argv(argv, NULL, u);
+    snprintf(out, sizeof(out), "%s.ka.out", t.dir);
+    itest_env_set(&t.env_client, "OTEL_SERVICE_NAME", "c-ka");
+    cr_assert_eq(itest_run(&t.env_client, argv, out, 20000), 0);
+    servers_stop(&t);
+    char *body = itest_slurp(out, NULL);
+    unlink(out);
+    cr_assert_not_null(body);
+    json_t *ports = json_object();
+    for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert_not_null(j, "answer line is not JSON: %s", line);
+        char port[32];
+        snprintf(port, sizeof(port), "%lld", json_integer_value(json_object_get(j, "client_port")));
+        json_object_set_new(ports, port, json_true());
+        json_decref(j);
+    }
+    mx_expect(json_object_size(ports) == 1, "nginx used %zu upstream connections, want 1 reused",
+                 json_object_size(ports));
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    json_t *traces = json_object();
+    for (int k = 0; k < 5; k++) {
+        char path[32];
+        snprintf(path, sizeof(path), "/ka/%d", k);
+        const struct itest_span *cc = mx_one(sp, ITEST_CLIENT, "c-ka", path);
+        const struct itest_span *ns = mx_one(sp, ITEST_SERVER, "nginx", path);
+        const struct itest_span *nc = mx_one(sp, ITEST_CLIENT, "nginx", path);
+        const struct itest_span *es = mx_one(sp, ITEST_SERVER, "echo", path);
+        cr_assert(cc && ns && nc && es, "%s: spans missing (%d %d %d %d)", path, !!cc, !!ns, !!nc,
+                  !!es);
+        mx_expect_id(path, "nginx SERVER parent", ns->parent_id, cc->span_id);
+        mx_expect_id(path, "nginx CLIENT parent", nc->parent_id, ns->span_id);
+        mx_expect_id(path, "echo SERVER parent", es->parent_id, nc->span_id);
+        mx_expect(strcmp(ns->trace_id, cc->trace_id) == 0 && strcmp(es->trace_id, cc->trace_id) == 0
+                      && strcmp(nc->trace_id, cc->trace_id) == 0,
+                  "%s: spans of one request in several traces", path);
+        json_object_set_new(traces, cc->trace_id, json_true());
+    }
+    mx_expect(json_object_size(traces) == 5, "5 requests gave %zu traces", json_object_size(traces));
+    if (mx_failures)
+        itest_dump(sp);
+    json_decref(ports);
+    json_decref(traces);
+    free(body);
+    itest_spans_free(sp);
+    servers_free(&t);
+}
