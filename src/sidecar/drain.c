@@ -19,6 +19,7 @@
 #include "sidecar/sidecar.h"
 
 #define YOUNG_NS 1000000000ull /* a rejected file this fresh may still be under construction */
+#define TRIM_KEEP (64 * 1024)  /* batch buffer kept by a process that only trickles spans */
 
 struct seg {
     struct ldt_seg_reader r;
@@ -370,9 +371,13 @@ int ldt__drain_pass(struct ldt__drain *d)
     for (size_t i = 0; i < d->nsegs; i++) {
         struct seg *s = d->segs[i];
         total += drain_seg(d, s, s->r.ring_cap, &err);
-        if (s->batch.nspans && now - s->batch.first_ns >= (uint64_t)d->o.flush_ms * 1000000u)
+        if (s->batch.nspans && now - s->batch.first_ns >= (uint64_t)d->o.flush_ms * 1000000u) {
             if ((rc = flush_seg(d, s)) < 0)
                 err = rc;
+            /* A timer flush means a slow producer: give back what a past burst grew (up to
+             * ~4 MB per process), instead of holding it for every quiet process. */
+            ldt__batch_trim(&s->batch, TRIM_KEEP);
+        }
     }
     return err < 0 ? err : total;
 }

@@ -3,6 +3,7 @@
  * per-span hot path: literals are memcpy'd, numbers and ids are formatted by hand, and each span
  * reserves its worst case once so that the writers below never check for room. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/common.h"
@@ -352,6 +353,18 @@ void ldt__batch_reset(struct ldt__batch *bt)
 {
     bt->buf.len = bt->prefix_len;
     bt->nspans = 0;
+}
+
+void ldt__batch_trim(struct ldt__batch *bt, size_t keep)
+{
+    size_t want = bt->buf.len > keep ? bt->buf.len : keep;
+    if (bt->buf.cap <= 2 * want)
+        return;
+    char *p = realloc(bt->buf.p, want);
+    if (p) { /* on failure the bigger buffer simply stays */
+        bt->buf.p = p;
+        bt->buf.cap = want;
+    }
 }
 
 void ldt__batch_free(struct ldt__batch *bt)

@@ -118,6 +118,9 @@ const char *ldt__batch_finish(struct ldt__batch *bt, size_t *len);
 /* Drop the spans (keep the prefix) so the batch can be filled again. */
 void ldt__batch_reset(struct ldt__batch *bt);
 
+/* Shrink the buffer's capacity to max(keep, bytes in use) when it is more than twice that. */
+void ldt__batch_trim(struct ldt__batch *bt, size_t keep);
+
 void ldt__batch_free(struct ldt__batch *bt);
 
 /* The span name: the HTTP method for HTTP spans, "connect", "dns.lookup", "send", "recv", "accept"

@@ -522,6 +522,9 @@ Test(encode, batch_of_many_spans_resets)
         cr_assert_eq(json_array_size(json_object_get(ss, "spans")), (size_t)(1000 + round));
         json_decref(root);
         ldt__batch_reset(&bt);
+        ldt__batch_trim(&bt, 4096);
+        cr_assert_leq(bt.buf.cap, 4096, "trimmed to what it keeps");
+        cr_assert_eq(bt.buf.len, bt.prefix_len, "the prefix survives");
     }
     ldt__batch_free(&bt);
 }
