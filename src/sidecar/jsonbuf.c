@@ -119,25 +119,41 @@ char *ldt__json_str(char *o, const char *s, size_t n)
     return o;
 }
 
+static unsigned count_digits(uint64_t v)
+{
+    unsigned n = 1;
+    for (;;) {
+        if (v < 10)
+            return n;
+        if (v < 100)
+            return n + 1;
+        if (v < 1000)
+            return n + 2;
+        if (v < 10000)
+            return n + 3;
+        v /= 10000;
+        n += 4;
+    }
+}
+
+/* Two digits at a time, written backwards straight into place (no temporary, no memcpy call). */
 char *ldt__fmt_u64(char *out, uint64_t v)
 {
-    char tmp[20];
-    char *t = tmp + sizeof(tmp);
+    char *end = out + count_digits(v), *t = end;
     while (v >= 100) {
-        unsigned r = (unsigned)(v % 100);
+        unsigned r = (unsigned)(v % 100) * 2;
         v /= 100;
         t -= 2;
-        memcpy(t, dec_pairs + 2 * r, 2);
+        t[0] = dec_pairs[r];
+        t[1] = dec_pairs[r + 1];
     }
     if (v >= 10) {
-        t -= 2;
-        memcpy(t, dec_pairs + 2 * v, 2);
+        t[-2] = dec_pairs[2 * v];
+        t[-1] = dec_pairs[2 * v + 1];
     } else {
-        *--t = (char)('0' + v);
+        t[-1] = (char)('0' + v);
     }
-    size_t n = (size_t)(tmp + sizeof(tmp) - t);
-    memcpy(out, t, n);
-    return out + n;
+    return end;
 }
 
 char *ldt__fmt_i64(char *out, int64_t v)
