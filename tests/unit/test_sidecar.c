@@ -799,13 +799,16 @@ Test(drain, bad_segment_reported_once)
     cr_assert_geq(fd, 0);
     cr_assert_eq(write(fd, "garbage", 7), 7);
     close(fd);
-    struct timespec old[2] = {{.tv_sec = 1000000}, {.tv_sec = 1000000}};
-    cr_assert_eq(utimensat(AT_FDCWD, bad, old, 0), 0);
     struct ldt__exporter e;
     cr_assert_eq(ldt__export_file_open(&e, out), 0);
     struct ldt__drain_opts o = {.dir = tmpdir, .exp = &e, .poll_ms = 1};
     struct ldt__drain *d = ldt__drain_new(&o);
     struct ldt__stats st;
+    cr_assert_eq(ldt__drain_all(d), 0);
+    ldt__drain_stats(d, &st);
+    cr_assert_eq(st.bad_segments, 0, "a fresh file may be a segment being created: not yet");
+    struct timespec old[2] = {{.tv_sec = 1000000}, {.tv_sec = 1000000}};
+    cr_assert_eq(utimensat(AT_FDCWD, bad, old, 0), 0);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(ldt__drain_all(d), 0);
     ldt__drain_stats(d, &st);
