@@ -1,6 +1,6 @@
 /* test_sidecar.c - unit tests of ldtraced's logic: JSON escaping and number formatting, the OTLP
- * encoder (every field parsed back with jansson), resource attributes, stack assembly, and the drain
- * loop over real segments in a private directory. */
+ * encoder (every field parsed back with jansson), resource attributes, stack assembly, and the
+ * drain loop over real segments in a private directory. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -87,10 +87,13 @@ static const char *get_s(json_t *o, const char *key)
 struct esc_case {
     char in[16];
     size_t inlen;
-    char json[64];      /* exact encoder output */
+    char json[64]; /* exact encoder output */
 };
 
-#define ESC(lit, out) {lit, sizeof(lit) - 1, out}
+#define ESC(lit, out)                                                                              \
+    {                                                                                              \
+        lit, sizeof(lit) - 1, out                                                                  \
+    }
 
 ParameterizedTestParameters(json_str, escapes_exactly)
 {
@@ -104,15 +107,15 @@ ParameterizedTestParameters(json_str, escapes_exactly)
         ESC("\x01\x1f", "\"\\u0001\\u001f\""),
         ESC("a\0b", "\"a\\u0000b\""),
         ESC("\x7f", "\"\x7f\""),
-        ESC("\xc3\xa9", "\"\xc3\xa9\""),                          /* é */
-        ESC("\xe2\x82\xac", "\"\xe2\x82\xac\""),                  /* € */
-        ESC("\xf0\x9f\x98\x80", "\"\xf0\x9f\x98\x80\""),          /* U+1F600 */
-        ESC("\x80", "\"\xef\xbf\xbd\""),                          /* lone continuation */
-        ESC("\xc0\xaf", "\"\xef\xbf\xbd\xef\xbf\xbd\""),          /* overlong '/' */
+        ESC("\xc3\xa9", "\"\xc3\xa9\""),                                 /* é */
+        ESC("\xe2\x82\xac", "\"\xe2\x82\xac\""),                         /* € */
+        ESC("\xf0\x9f\x98\x80", "\"\xf0\x9f\x98\x80\""),                 /* U+1F600 */
+        ESC("\x80", "\"\xef\xbf\xbd\""),                                 /* lone continuation */
+        ESC("\xc0\xaf", "\"\xef\xbf\xbd\xef\xbf\xbd\""),                 /* overlong '/' */
         ESC("\xed\xa0\x80", "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""), /* surrogate */
         ESC("\xf4\x90\x80\x80", "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""),
-        ESC("\xe2\x82", "\"\xef\xbf\xbd\xef\xbf\xbd\""),          /* truncated at the end */
-        ESC("\xe2\x82x", "\"\xef\xbf\xbd\xef\xbf\xbdx\""),        /* truncated in the middle */
+        ESC("\xe2\x82", "\"\xef\xbf\xbd\xef\xbf\xbd\""),   /* truncated at the end */
+        ESC("\xe2\x82x", "\"\xef\xbf\xbd\xef\xbf\xbdx\""), /* truncated in the middle */
         ESC("\xff\xfe", "\"\xef\xbf\xbd\xef\xbf\xbd\""),
     };
     return cr_make_param_array(struct esc_case, cases, sizeof(cases) / sizeof(cases[0]));
@@ -200,9 +203,17 @@ Test(fmt, addresses_rfc5952)
     cr_assert_str_eq(b, "192.168.0.255");
     cr_assert_eq(ldt__fmt_addr(b, LDT_AF_UNIX, v4), b);
     cr_assert_eq(ldt__fmt_addr(b, LDT_AF_NONE, v4), b);
-    const char *texts[] = {"::", "::1", "2001:db8::1", "2001:db8::1:0:0:1", "1:0:0:2::3",
-                           "fe80::1:2", "1::", "1:2:3:4:5:6:7:8", "2001:0:1::",
-                           "::ffff:10.0.0.1", "1:0:2:0:3:0:4:0"};
+    const char *texts[] = {"::",
+                           "::1",
+                           "2001:db8::1",
+                           "2001:db8::1:0:0:1",
+                           "1:0:0:2::3",
+                           "fe80::1:2",
+                           "1::",
+                           "1:2:3:4:5:6:7:8",
+                           "2001:0:1::",
+                           "::ffff:10.0.0.1",
+                           "1:0:2:0:3:0:4:0"};
     for (size_t i = 0; i < LDT_ARRAY_LEN(texts); i++)
         check_addr6(texts[i]);
 }
@@ -464,8 +475,8 @@ Test(encode, resource_every_attribute)
     cr_assert_str_eq(attr_s(res, "service.instance.id"), "31337-00a1b2c3d4e5f607");
     cr_assert_eq(attr_i(res, "process.pid"), 31337);
     cr_assert_str_eq(attr_s(res, "process.executable.name"), "python3");
-    json_t *args = json_object_get(json_object_get(attr(res, "process.command_args"), "arrayValue"),
-                                   "values");
+    json_t *args =
+        json_object_get(json_object_get(attr(res, "process.command_args"), "arrayValue"), "values");
     const char *want[] = {"python3", "app.py", "--port", "8080"};
     cr_assert_eq(json_array_size(args), 4);
     for (size_t i = 0; i < 4; i++)
@@ -517,7 +528,8 @@ Test(encode, batch_of_many_spans_resets)
         const char *line = ldt__batch_finish(&bt, &len);
         json_t *root = parse(line, len);
         json_t *ss = json_array_get(
-            json_object_get(json_array_get(json_object_get(root, "resourceSpans"), 0), "scopeSpans"),
+            json_object_get(json_array_get(json_object_get(root, "resourceSpans"), 0),
+                            "scopeSpans"),
             0);
         cr_assert_eq(json_array_size(json_object_get(ss, "spans")), (size_t)(1000 + round));
         json_decref(root);
@@ -582,8 +594,8 @@ struct bad_res {
 
 ParameterizedTestParameters(resource, bad_input_rejected)
 {
-    static struct bad_res bad[] = {{"novalue"}, {"a=1,novalue"}, {"=v"}, {" =v"}, {"a=%"}, {"a=%4"}, {"a=%G1"},
-               {"a=%4g"}, {"%zz=1"}, {"a=1,b=%"}};
+    static struct bad_res bad[] = {{"novalue"}, {"a=1,novalue"}, {"=v"},    {" =v"},   {"a=%"},
+                                   {"a=%4"},    {"a=%G1"},       {"a=%4g"}, {"%zz=1"}, {"a=1,b=%"}};
     return cr_make_param_array(struct bad_res, bad, sizeof(bad) / sizeof(bad[0]));
 }
 
@@ -846,7 +858,8 @@ Test(drain, torn_slot_of_exited_producer_is_skipped)
     struct ldt__stats st;
     cr_assert_eq(ldt__drain_all(d), 0);
     ldt__drain_stats(d, &st);
-    cr_assert_eq(st.spans, 1, "alive: stops at the uncommitted slot (got %llu)", (unsigned long long)st.spans);
+    cr_assert_eq(st.spans, 1, "alive: stops at the uncommitted slot (got %llu)",
+                 (unsigned long long)st.spans);
     ldt_seg_mark_exited(&seg);
     cr_assert_eq(ldt__drain_all(d), 0);
     ldt__drain_stats(d, &st);
