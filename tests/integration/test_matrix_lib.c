@@ -32,7 +32,7 @@ void mx_rmrf(const char *dir)
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static int write_nginx_conf(const char *prefix, int port, int upstream)
+static int write_nginx_conf(const char *prefix, int port, int upstream, const char *extra)
 {
     char path[ITEST_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/nginx.conf", prefix);
@@ -48,16 +48,22 @@ static int write_nginx_conf(const char *prefix, int port, int upstream)
             "  upstream up { server 127.0.0.1:%d; keepalive 8; }\n"
             "  server {\n    listen 127.0.0.1:%d;\n    keepalive_requests 10000;\n"
             "    location / { proxy_pass http://up; proxy_http_version 1.1;\n"
-            "      proxy_set_header Connection \"\"; }\n  }\n}\n",
-            prefix, prefix, prefix, prefix, prefix, upstream, port);
+            "      proxy_set_header Connection \"\"; %s }\n  }\n}\n",
+            prefix, prefix, prefix, prefix, prefix, upstream, port, extra ? extra : "");
     return fclose(f) == 0 ? 0 : -errno;
 }
 
 pid_t mx_nginx_start(struct mx_nginx *n, const struct itest_env *e, int port, int upstream)
 {
+    return mx_nginx_start_with(n, e, port, upstream, NULL);
+}
+
+pid_t mx_nginx_start_with(struct mx_nginx *n, const struct itest_env *e, int port, int upstream,
+                          const char *extra)
+{
     n->pid = -1;
     int rc = itest_mkdtemp(n->prefix);
-    if (rc < 0 || (rc = write_nginx_conf(n->prefix, port, upstream)) < 0)
+    if (rc < 0 || (rc = write_nginx_conf(n->prefix, port, upstream, extra)) < 0)
         return rc;
     char globals[ITEST_PATH_MAX * 3], err[ITEST_PATH_MAX + 32];
     snprintf(globals, sizeof(globals), "daemon off; pid %s/nginx.pid; error_log %s/error.log;",

@@ -37,12 +37,16 @@ void mx_rmrf(const char *dir);
 /* nginx as a reverse proxy (master + 1 worker, non-daemon, access_log off, user root, every temp path
  * and the error log in its own temp directory) listening on 127.0.0.1:port in front of 127.0.0.1:upstream
  * through an upstream block with keepalive 8, HTTP/1.1 and an empty Connection header, so upstream
- * connections are reused. mx_nginx_start returns the master's pid once the port accepts, or -errno. */
+ * connections are reused. Returns the master's pid once the port accepts, or -errno. */
 struct mx_nginx {
     char prefix[ITEST_PATH_MAX];
     pid_t pid;
 };
 pid_t mx_nginx_start(struct mx_nginx *n, const struct itest_env *e, int port, int upstream);
+
+/* mx_nginx_start with extra directives (may be NULL) added to the proxying location. */
+pid_t mx_nginx_start_with(struct mx_nginx *n, const struct itest_env *e, int port, int upstream,
+                          const char *extra);
 void mx_nginx_stop(struct mx_nginx *n);
 
 /* The process.pid resource attribute of every span in the OTLP JSON file path: an object mapping span
