@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -415,7 +416,7 @@ static void forward(int sig)
 }
 
 /* In the command's child: the environment, then exec. Never returns. */
-static void cmd_child(const struct run_args *a, const char *shim)
+static void cmd_child(const struct run_args *a, const char *shim, pid_t parent)
 {
     char preload[8192];
     if (ldt__run_preload_value(shim, getenv("LD_PRELOAD"), preload, sizeof(preload)) < 0) {
@@ -428,6 +429,10 @@ static void cmd_child(const struct run_args *a, const char *shim)
         setenv("OTEL_SERVICE_NAME", a->service, 1);
     signal(SIGINT, SIG_DFL);
     signal(SIGQUIT, SIG_DFL);
+    /* If ldtrace run is killed (even with SIGKILL), the command it wraps goes with it. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        _exit(128 + SIGTERM);
     execvp(a->cmd[0], a->cmd);
     int err = errno;
     fprintf(stderr, "ldtrace: run: exec %s: %s\n", a->cmd[0], strerror(err));
@@ -442,9 +447,9 @@ static int run_command(const struct run_args *a, const char *shim)
     struct sigaction old_int, old_quit;
     sigaction(SIGINT, &ign, &old_int);
     sigaction(SIGQUIT, &ign, &old_quit);
-    pid_t pid = fork();
+    pid_t self = getpid(), pid = fork();
     if (pid == 0)
-        cmd_child(a, shim);
+        cmd_child(a, shim, self);
     if (pid < 0) {
         fprintf(stderr, "ldtrace: run: fork: %s\n", strerror(errno));
         return 1;

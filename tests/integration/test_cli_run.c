@@ -30,8 +30,12 @@ static void setup(struct ctx *c)
     strcpy(c->out, c->dir);
     strcat(c->out, "/out.jsonl");
     itest_env_init(&c->env);
-    /* ldtrace itself is not traced; an ASan-built shim in the children needs these. */
+    /* ldtrace itself is not traced; an ASan-built shim in the children needs the sanitizer runtime
+     * preloaded in front of it, as a user of such a build would do (ldtrace run keeps it first). */
     itest_env_set(&c->env, "ASAN_OPTIONS", "detect_leaks=0:verify_asan_link_order=0");
+    const char *first = getenv("ITEST_PRELOAD_FIRST");
+    if (first && *first)
+        itest_env_set(&c->env, "LD_PRELOAD", first);
 }
 
 static void teardown(struct ctx *c)
@@ -204,7 +208,9 @@ Test(cli_run, client_spans_exported_and_viewable, .timeout = 60)
     pid_t srv = itest_start_server(&plain, srv_argv, port, err);
     cr_assert_gt(srv, 0, "python http.server on %d", port);
     const char *svc[] = {"--service", "fetcher", NULL};
-    const char *cmd[] = {ITEST_CURL, "-s", "-o", "/dev/null", url, NULL};
+    char code[160];
+    snprintf(code, sizeof(code), "import urllib.request; urllib.request.urlopen('%s').read()", url);
+    const char *cmd[] = {ITEST_PYTHON, "-c", code, NULL};
     cr_expect_eq(ldtrace_run(&c, svc, cmd, NULL), 0);
     cr_expect_eq(wait_sidecar_gone(&c, 20000), 0);
     itest_stop(srv);
