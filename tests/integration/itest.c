@@ -294,6 +294,13 @@ int itest_stop(pid_t pid)
     return itest_wait(pid, 2000);
 }
 
+void itest_settle(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
 int itest_run(const struct itest_env *e, char *const argv[], const char *out_path, int timeout_ms)
 {
     pid_t pid = itest_spawn(e, argv, out_path);

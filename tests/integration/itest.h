@@ -92,6 +92,11 @@ int itest_wait(pid_t pid, int timeout_ms);
 /* SIGTERM, wait up to 2 s, then SIGKILL; always reaps. Returns what itest_wait returned. */
 int itest_stop(pid_t pid);
 
+/* Sleep ms milliseconds. Call it once before stopping traced servers: a span is written when it ends,
+ * just after the real call that ended it, so a server killed the moment its client got the last byte
+ * may not have committed that span yet. */
+void itest_settle(int ms);
+
 /* itest_spawn + itest_wait: the exit status or a negative errno. */
 int itest_run(const struct itest_env *e, char *const argv[], const char *out_path, int timeout_ms);
 

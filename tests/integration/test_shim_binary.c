@@ -30,6 +30,7 @@ Test(shim_binary, random_payloads_echo_identically_and_export_no_http_spans, .ti
         cr_assert(text && strncmp(text, "ok bytes=", 9) == 0, "seed %d: %s", seed, text);
         free(text);
     }
+    itest_settle(250);
     itest_stop(srv);
     struct itest_spans *sp = itest_drain_load(dir);
     cr_assert_not_null(sp);

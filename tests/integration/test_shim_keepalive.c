@@ -60,6 +60,7 @@ Test(shim_keepalive, three_requests_on_one_connection_give_three_linked_pairs, .
     char *cargv[16];
     itest_get_argv(cargv, NULL, urls);
     int rc = itest_run(&ec, cargv, out, 15000);
+    itest_settle(250);
     itest_stop(srv);
     cr_assert_eq(rc, 0, "curl exited with %d", rc);
     char *text = itest_slurp(out, NULL);

@@ -60,6 +60,7 @@ static void chain_start(struct chain *c, int traced, int bport, int pport, const
 
 static void chain_stop(struct chain *c)
 {
+    itest_settle(250);
     itest_stop(c->proxy);
     itest_stop(c->backend);
 }
@@ -264,7 +265,7 @@ Test(shim_proxy, foreign_traceparent_is_left_as_the_app_wrote_it, .timeout = 30)
     chain_free(&t);
 }
 
-Test(shim_sampling, unsampled_parent_propagates_flags_00_and_exports_nothing, .timeout = 30)
+Test(shim_proxy, sampling_unsampled_parent_propagates_flags_00_and_exports_nothing, .timeout = 30)
 {
     struct chain t;
     chain_start(&t, 1, 0, 0, NULL);
@@ -285,7 +286,7 @@ Test(shim_sampling, unsampled_parent_propagates_flags_00_and_exports_nothing, .t
     chain_free(&t);
 }
 
-Test(shim_sampling, sdk_disabled_creates_no_segment_and_injects_nothing, .timeout = 30)
+Test(shim_proxy, sampling_sdk_disabled_creates_no_segment_and_injects_nothing, .timeout = 30)
 {
     struct chain t;
     chain_start(&t, 1, 0, 0, "OTEL_SDK_DISABLED=true");
