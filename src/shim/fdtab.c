@@ -128,15 +128,22 @@ void ldt__fd_reset(int fd)
 
 #define POOL_CHUNK 32
 
+#define POOL_MAX_CHUNKS 4096
+
 static atomic_flag pool_lock = ATOMIC_FLAG_INIT;
 static struct ldt__conn *pool_free;
+static struct ldt__conn *pool_chunks[POOL_MAX_CHUNKS];  /* for the fork child's lock reset */
+static unsigned pool_nchunks;
 
 static void pool_refill(void)
 {
     size_t sz = POOL_CHUNK * sizeof(struct ldt__conn);
+    if (pool_nchunks == POOL_MAX_CHUNKS)
+        return;
     struct ldt__conn *m = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return;
+    pool_chunks[pool_nchunks++] = m;
     for (int i = 0; i < POOL_CHUNK; i++) {
         m[i].next_free = pool_free;
         pool_free = &m[i];
@@ -172,4 +179,14 @@ void ldt__conn_free(struct ldt__conn *c)
     c->next_free = pool_free;
     pool_free = c;
     atomic_flag_clear_explicit(&pool_lock, memory_order_release);
+}
+
+void ldt__conn_atfork_child(void)
+{
+    /* Only the forking thread lives on: a lock another thread held at fork() would never be
+     * released, and the child's first close() of that socket would spin forever. */
+    atomic_flag_clear(&pool_lock);
+    for (unsigned i = 0; i < pool_nchunks; i++)
+        for (int j = 0; j < POOL_CHUNK; j++)
+            atomic_flag_clear(&pool_chunks[i][j].lock);
 }

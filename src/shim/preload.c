@@ -16,6 +16,7 @@ static void atfork_parent(void)
 
 static void atfork_child(void)
 {
+    ldt__conn_atfork_child();
     ldt__span_atfork_child();
 }
 

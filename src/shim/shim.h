@@ -210,6 +210,9 @@ struct ldt__conn {
 struct ldt__conn *ldt__conn_alloc(void);
 void ldt__conn_free(struct ldt__conn *c);
 
+/* Fork child: release every lock of the pool and its conns (their holders did not survive). */
+void ldt__conn_atfork_child(void);
+
 static inline void ldt__conn_lock(struct ldt__conn *c)
 {
     while (atomic_flag_test_and_set_explicit(&c->lock, memory_order_acquire))

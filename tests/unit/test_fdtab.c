@@ -164,3 +164,14 @@ Test(fdtab, conn_pool_is_thread_safe, .init = setup)
         cr_assert_null(r);
     }
 }
+
+Test(fdtab, fork_child_releases_locks_held_by_vanished_threads, .init = setup)
+{
+    struct ldt__conn *c = ldt__conn_alloc();
+    cr_assert_not_null(c);
+    ldt__conn_lock(c);      /* as if another thread were sniffing when fork() happened */
+    ldt__conn_atfork_child();
+    cr_assert_not(atomic_flag_test_and_set(&c->lock), "the child can take the lock");
+    ldt__conn_unlock(c);
+    ldt__conn_free(c);
+}
