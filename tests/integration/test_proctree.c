@@ -1,0 +1,242 @@
+/* test_proctree.c - process trees under the shim: a shell running two curls, a pre-forking server, an
+ * inetd-style fork-per-connection server and a server that execs a worker per connection; and a
+ * statically linked client, which LD_PRELOAD cannot reach (it works, makes no span, does not crash). */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_matrix_lib.h"
+
+#define NCONN 6
+
+/* A traced upstream (backend.py, service "upstream") and a traced server under test ("srv"). */
+struct tree {
+    char dir[ITEST_PATH_MAX];
+    int port, up_port;
+    pid_t up, srv;
+    struct itest_env env_up, env_srv, env_plain;
+};
+
+static void tree_start(struct tree *t, const char *tool, const char *mode)
+{
+    memset(t, 0, sizeof(*t));
+    cr_assert_eq(itest_mkdtemp(t->dir), 0);
+    t->up_port = itest_free_port();
+    t->port = itest_free_port();
+    itest_env_init(&t->env_up);
+    itest_env_init(&t->env_srv);
+    itest_env_init(&t->env_plain);
+    cr_assert_eq(itest_env_trace(&t->env_up, t->dir, "upstream"), 0, "shim not built");
+    itest_env_trace(&t->env_srv, t->dir, "srv");
+    char up[16], port[16];
+    snprintf(up, sizeof(up), "%d", t->up_port);
+    snprintf(port, sizeof(port), "%d", t->port);
+    char *py[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), up, NULL};
+    t->up = itest_start_server(&t->env_up, py, t->up_port, NULL);
+    cr_assert_gt(t->up, 0, "backend.py did not start");
+    if (!tool)
+        return;
+    char path[64];
+    snprintf(path, sizeof(path), "tests/tools/%s", tool);
+    char *with_mode[] = {itest_build(path), (char *)mode, port, up, NULL};
+    char *plain[] = {itest_build(path), port, up, NULL};
+    t->srv = itest_start_server(&t->env_srv, mode ? with_mode : plain, t->port, NULL);
+    cr_assert_gt(t->srv, 0, "%s did not start", tool);
+}
+
+static void tree_free(struct tree *t)
+{
+    itest_env_free(&t->env_up);
+    itest_env_free(&t->env_srv);
+    itest_env_free(&t->env_plain);
+    itest_rmtree(t->dir);
+}
+
+/* NCONN concurrent one-request connections (conc_client, untraced, known traceparents) to srv. */
+static void load(struct tree *t)
+{
+    char port[16], nc[16];
+    snprintf(port, sizeof(port), "%d", t->port);
+    snprintf(nc, sizeof(nc), "%d", NCONN);
+    char *argv[] = {itest_build("tests/tools/conc_client"), port, nc, "1", "pt", NULL};
+    int rc = itest_run(&t->env_plain, argv, NULL, 20000);
+    cr_assert_eq(rc, 0, "conc_client exited with %d", rc);
+    /* Let the last upstream answers be recorded (the servers close right after answering). */
+    usleep(200 * 1000);
+}
+
+/* Request /pt/c/0: srv SERVER (parent = conc_client's span, in its trace) -> srv CLIENT in the same
+ * process -> upstream SERVER. Returns the serving pid, or -1. */
+static long check_request(const struct itest_spans *sp, json_t *pids, int c)
+{
+    char path[32], trace[33], parent[17];
+    snprintf(path, sizeof(path), "/pt/%d/0", c);
+    mx_conc_trace(trace, (unsigned)c, 0);
+    snprintf(parent, sizeof(parent), "5%07x%08x", (unsigned)c, 0u);
+    const struct itest_span *ss = mx_one(sp, ITEST_SERVER, "srv", path);
+    const struct itest_span *sc = mx_one(sp, ITEST_CLIENT, "srv", path);
+    const struct itest_span *us = mx_one(sp, ITEST_SERVER, "upstream", path);
+    mx_expect(ss && sc && us, "%s: spans missing: srv SERVER %d, srv CLIENT %d, upstream SERVER %d",
+              path, !!ss, !!sc, !!us);
+    if (us)
+        mx_expect_id(path, "upstream SERVER trace", us->trace_id, trace);
+    if (sc)
+        mx_expect_id(path, "srv CLIENT trace", sc->trace_id, trace);
+    if (sc && us)
+        mx_expect_id(path, "upstream SERVER parent", us->parent_id, sc->span_id);
+    if (!ss)
+        return -1;
+    mx_expect_id(path, "srv SERVER trace", ss->trace_id, trace);
+    mx_expect_id(path, "srv SERVER parent", ss->parent_id, parent);
+    if (!sc)
+        return -1;
+    mx_expect_id(path, "srv CLIENT parent", sc->parent_id, ss->span_id);
+    mx_expect(mx_pid(pids, ss) == mx_pid(pids, sc), "%s: SERVER in pid %ld, CLIENT in pid %ld", path,
+              mx_pid(pids, ss), mx_pid(pids, sc));
+    return mx_pid(pids, ss);
+}
+
+/* No span from the listening parent, no ERROR span and no connection-died span anywhere. */
+static void check_no_false_errors(const struct itest_spans *sp, json_t *pids, pid_t parent)
+{
+    for (size_t i = 0; i < sp->n; i++) {
+        const struct itest_span *s = &sp->v[i];
+        json_t *died = json_object_get(s->attrs, "ldtrace.conn_died");
+        mx_expect(mx_pid(pids, s) != (long)parent, "span %s %s from the listening parent %d",
+                  s->span_id, s->name, (int)parent);
+        mx_expect(s->status != 2, "span %s (%s, %s) has status ERROR", s->span_id, s->service,
+                  s->name);
+        mx_expect(!json_is_true(died), "span %s (%s) says the connection died", s->span_id,
+                  s->service);
+    }
+}
+
+/* Runs load, drains, checks every request; returns the number of distinct serving pids. */
+static size_t check_tree(const char *tool, const char *mode, size_t min_pids, size_t max_pids)
+{
+    struct tree t;
+    tree_start(&t, tool, mode);
+    load(&t);
+    int segments = itest_count_files(t.dir, ".ring");
+    itest_stop(t.srv);
+    itest_stop(t.up);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp, "ldtraced failed");
+    char spans[ITEST_PATH_MAX + 16];
+    snprintf(spans, sizeof(spans), "%s/spans.json", t.dir);
+    json_t *pids = mx_span_pids(spans);
+    json_t *serving = json_object();
+    for (int c = 0; c < NCONN; c++) {
+        char key[32];
+        snprintf(key, sizeof(key), "%ld", check_request(sp, pids, c));
+        json_object_set_new(serving, key, json_true());
+    }
+    check_no_false_errors(sp, pids, t.srv);
+    size_t n = mx_distinct_pids(sp, pids, "srv");
+    mx_expect(n >= min_pids && n <= max_pids, "%s: %zu serving processes, want %zu..%zu", tool, n,
+              min_pids, max_pids);
+    mx_expect(json_object_size(serving) == n && !json_object_get(serving, "-1"),
+              "%s: %zu pids served requests but %zu pids made srv spans", tool,
+              json_object_size(serving), n);
+    mx_expect(segments == (int)mx_distinct_pids(sp, pids, NULL),
+              "%s: %d segments for %zu traced processes", tool, segments,
+              mx_distinct_pids(sp, pids, NULL));
+    mx_expect(itest_duplicates(sp) == 0, "%s: duplicate span ids", tool);
+    if (mx_failures)
+        itest_dump(sp);
+    json_decref(serving);
+    json_decref(pids);
+    itest_spans_free(sp);
+    tree_free(&t);
+    return n;
+}
+
+Test(proctree, prefork_children_each_have_a_segment_and_parent_their_calls, .timeout = 40)
+{
+    check_tree("prefork_server", NULL, 1, 3);
+}
+
+Test(proctree, inetd_fork_per_connection_child_serves_and_parent_close_is_no_error,
+     .timeout = 40)
+{
+    check_tree("inetd_server", NULL, NCONN, NCONN);
+}
+
+Test(proctree, exec_worker_on_fd_0_1_parents_its_call_to_its_server_span, .timeout = 40)
+{
+    check_tree("exec_worker", "serve", NCONN, NCONN);
+}
+
+/* sh -c 'curl A; curl B': each curl is its own traced process image with its own segment; the shell
+ * itself makes no span and no segment. wget in a sanitizer build (curl deadlocks under libasan). */
+Test(proctree, shell_script_runs_each_client_with_its_own_segment, .timeout = 40)
+{
+    struct tree t;
+    tree_start(&t, NULL, NULL);
+    char script[512];
+    const char *cmd = mx_asan() ? MX_WGET " -q -O /dev/null" : ITEST_CURL " -s -o /dev/null";
+    snprintf(script, sizeof(script), "%s http://127.0.0.1:%d/sh/1; %s http://127.0.0.1:%d/sh/2", cmd,
+             t.up_port, cmd, t.up_port);
+    itest_env_trace(&t.env_srv, t.dir, "script");
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    cr_assert_eq(itest_run(&t.env_srv, argv, NULL, 20000), 0, "the script failed");
+    usleep(100 * 1000);
+    int segments = itest_count_files(t.dir, ".ring");
+    itest_stop(t.up);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    char spans[ITEST_PATH_MAX + 16];
+    snprintf(spans, sizeof(spans), "%s/spans.json", t.dir);
+    json_t *pids = mx_span_pids(spans);
+    const struct itest_span *c1 = mx_one(sp, ITEST_CLIENT, "script", "/sh/1");
+    const struct itest_span *c2 = mx_one(sp, ITEST_CLIENT, "script", "/sh/2");
+    const struct itest_span *s1 = mx_one(sp, ITEST_SERVER, "upstream", "/sh/1");
+    const struct itest_span *s2 = mx_one(sp, ITEST_SERVER, "upstream", "/sh/2");
+    if (!(c1 && c2 && s1 && s2))
+        itest_dump(sp);
+    cr_assert(c1 && c2 && s1 && s2, "spans missing: %d %d %d %d", !!c1, !!c2, !!s1, !!s2);
+    mx_expect_id("/sh/1", "upstream parent", s1->parent_id, c1->span_id);
+    mx_expect_id("/sh/2", "upstream parent", s2->parent_id, c2->span_id);
+    mx_expect(strcmp(c1->trace_id, c2->trace_id) != 0, "the two clients share trace %s",
+              c1->trace_id);
+    mx_expect(mx_pid(pids, c1) != mx_pid(pids, c2), "both clients in pid %ld", mx_pid(pids, c1));
+    mx_expect(mx_distinct_pids(sp, pids, "script") == 2, "%zu traced processes of the script",
+              mx_distinct_pids(sp, pids, "script"));
+    mx_expect(segments == 3, "%d segments, want 3 (two clients and the upstream)", segments);
+    json_decref(pids);
+    itest_spans_free(sp);
+    tree_free(&t);
+}
+
+/* A static binary ignores LD_PRELOAD: it still works, nothing is injected, no segment appears. */
+Test(proctree, static_binary_runs_untouched_without_spans, .timeout = 30)
+{
+    struct tree t;
+    memset(&t, 0, sizeof(t));
+    cr_assert_eq(itest_mkdtemp(t.dir), 0);
+    itest_env_init(&t.env_up);
+    itest_env_init(&t.env_srv);
+    itest_env_init(&t.env_plain);
+    t.up_port = itest_free_port();
+    char up[16], out[ITEST_PATH_MAX + 16];
+    snprintf(up, sizeof(up), "%d", t.up_port);
+    char *py[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), up, NULL};
+    t.up = itest_start_server(&t.env_plain, py, t.up_port, NULL);
+    cr_assert_gt(t.up, 0, "backend.py did not start");
+    itest_env_trace(&t.env_srv, t.dir, "static");
+    snprintf(out, sizeof(out), "%s.static.out", t.dir);
+    char *argv[] = {itest_build("tests/tools/static_client"), up, "/static", NULL};
+    int rc = itest_run(&t.env_srv, argv, out, 10000);
+    itest_stop(t.up);
+    char *body = itest_slurp(out, NULL);
+    unlink(out);
+    cr_assert_eq(rc, 0, "static_client under LD_PRELOAD exited with %d", rc);
+    cr_assert_not_null(body);
+    cr_expect(strstr(body, "HTTP/1.1 200") == body, "answer: %.80s", body);
+    cr_expect(strstr(body, "\"/static\"") != NULL, "the backend did not see /static");
+    cr_expect(strstr(body, "traceparent") == NULL, "a traceparent was injected into a static binary");
+    cr_expect_eq(itest_count_files(t.dir, NULL), 0, "a static binary created a segment");
+    free(body);
+    tree_free(&t);
+}
