@@ -102,10 +102,15 @@ static void classify(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
         got += k;
     }
     int r = ldt_http_classify(buf, got);
-    if (r == LDT_HTTP_REQUEST || r == LDT_HTTP_PARTIAL)
+    if (r == LDT_HTTP_REQUEST || r == LDT_HTTP_PARTIAL) {
         ldt__sniff_attach(fd, e, dir == LDT__IN ? LDT__ROLE_SERVER : LDT__ROLE_CLIENT);
-    else
-        e->cls = LDT__CLS_PASS;
+        return;
+    }
+    e->cls = LDT__CLS_PASS;
+    if (e->conn && !e->conn->connecting) {
+        ldt__conn_free(e->conn);    /* it only carried the CONNECT span, now ended */
+        e->conn = NULL;
+    }
 }
 
 /* ---- span bookkeeping -------------------------------------------------------------------------- */
