@@ -505,12 +505,21 @@ static int undrained(const char *dir, time_t since)
     return n;
 }
 
+static long lock_holder(int fd);
+
 /* Wait (bounded) until the sidecar has written out the spans of the processes that ran, so that
  * `ldtrace view` right after `ldtrace run` sees them. */
 static void wait_drained(const char *dir, time_t since)
 {
-    for (int waited = 0; waited < DRAIN_WAIT_MS && undrained(dir, since); waited += 20)
+    int lock = open_in(dir, ".ldtraced.lock", O_RDWR | O_CLOEXEC);
+    for (int waited = 0; lock >= 0 && waited < DRAIN_WAIT_MS && undrained(dir, since);
+         waited += 20) {
+        if (lock_holder(lock) < 0)
+            break; /* no sidecar (any more): nobody will drain them */
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    if (lock >= 0)
+        close(lock);
 }
 
 /* Resolve our own executable and the two deliverables next to it. */
