@@ -27,27 +27,36 @@ LDT_HOOK int socket(int domain, int type, int protocol)
     return fd;
 }
 
-/* A connect made while serving a request is a CONNECT child span of that request. A non-blocking
- * one (EINPROGRESS) stays open until the socket is first used or closed (sniff.c). */
-static void connect_span(int fd, struct ldt__fd *e, int rc, int err, uint64_t wall, uint64_t t0)
+/* A connect made while serving a request is a CONNECT child span of that request, with the peer
+ * address; a refused or timed-out one carries the app's stack. A non-blocking one (EINPROGRESS)
+ * stays open until the socket is first used or closed (sniff.c). */
+static void connect_span(struct ldt__fd *e, const struct sockaddr *sa, socklen_t len, int rc,
+                         int err, uint64_t wall, uint64_t t0)
 {
     struct ldt__ctx p;
     if (!ldt__ctx_current(&p))
         return;
-    if (rc == 0 || err != EINPROGRESS) {
-        ldt__span_internal(&p, LDT_OP_CONNECT, wall, ldt_clock_mono_ns() - t0, rc ? err : 0,
-                           NULL, 0);
+    struct ldt__conn *c = NULL;
+    if (rc != 0 && err == EINPROGRESS && (c = e->conn ? e->conn : ldt__conn_alloc()) == NULL)
+        return;
+    struct ldt__span tmp, *s = c ? &c->conn_span : &tmp;
+    ldt__span_begin(s, LDT_SPAN_INTERNAL, &p);
+    s->rec.op = LDT_OP_CONNECT;
+    s->rec.start_ns = wall;
+    s->start_mono = t0;
+    if (sa && len)
+        ldt__span_peer(&s->rec, sa, len);
+    if (c) {
+        e->conn = c;
+        c->connecting = 1;
         return;
     }
-    struct ldt__conn *c = e->conn ? e->conn : ldt__conn_alloc();
-    if (!c)
-        return;
-    e->conn = c;
-    ldt__span_begin(&c->conn_span, LDT_SPAN_INTERNAL, &p);
-    c->conn_span.rec.op = LDT_OP_CONNECT;
-    c->conn_span.rec.start_ns = wall;
-    c->connecting = 1;
-    (void)fd;
+    s->rec.err = rc ? err : 0;
+    if (s->sampled && ldt__stack_worthy(s->rec.err)) {
+        ldt__stack_capture(s->rec.span_id);
+        s->rec.flags |= LDT_SPAN_F_STACK;
+    }
+    ldt__span_end(s, NULL);
 }
 
 LDT_HOOK int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
@@ -59,7 +68,7 @@ LDT_HOOK int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
     int rc = ldt_real.connect(fd, addr, len);
     int err = errno;
     e->origin = LDT__ORIG_CONNECTED;
-    connect_span(fd, e, rc, err, wall, t0);
+    connect_span(e, addr.__sockaddr__, len, rc, err, wall, t0);
     ldt__leave();
     errno = err;
     return rc;

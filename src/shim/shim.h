@@ -247,6 +247,9 @@ void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t
 /* The connection's last fd is going away: end what is open (see the rules in sniff.c). */
 void ldt__sniff_close(struct ldt__conn *c, struct ldt__fd *e);
 
+/* Fill the peer address fields of r from a sockaddr (connect's argument). */
+void ldt__span_peer(struct ldt_span_rec *r, const struct sockaddr *sa, socklen_t len);
+
 /* Before the fd goes away: end a non-blocking CONNECT span still open on it (needs the fd). */
 void ldt__sniff_close_fd(int fd, struct ldt__fd *e);
 

@@ -33,6 +33,14 @@ static void addr_from(const struct sockaddr_storage *ss, socklen_t len, uint8_t 
     }
 }
 
+void ldt__span_peer(struct ldt_span_rec *r, const struct sockaddr *sa, socklen_t len)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, sa, len < sizeof ss ? len : sizeof ss);
+    addr_from(&ss, len, &r->peer_family, r->peer_addr, &r->peer_port);
+}
+
 /* The unix socket path: the peer's for a client, our own (the listening path) for a server. */
 static void unix_path_from(struct ldt__conn *c, const struct sockaddr_storage *ss, socklen_t len)
 {
@@ -380,7 +388,7 @@ static void connect_finish(int fd, struct ldt__conn *c)
     }
     if (!c->addrs)
         fetch_addrs(fd, c);
-    ldt__span_end(&c->conn_span, c);
+    ldt__span_end(&c->conn_span, soerr ? NULL : c);    /* failed: keep the address connect got */
 }
 
 static void account(struct ldt__conn *c, enum ldt__dir dir, ssize_t n, int err, uint64_t io_ns)
