@@ -778,13 +778,33 @@ static void mm_text(FILE *out, const char *s)
         fputc(strchr("\"[]{}()|<>#", *s) ? '_' : *s, out);
 }
 
+/* Highlight the bottleneck and the services where errors started. */
+static void mm_classes(FILE *out, const struct ldt__analysis *a, const char **names, int n)
+{
+    const struct ldt__stat *b = bottleneck(a);
+    fprintf(out, "  classDef bottleneck stroke:#d00,stroke-width:3px\n"
+                 "  classDef origin fill:#ffd0d0\n");
+    for (int i = 0; i < n; i++) {
+        const struct ldt__stat *st = svc_of(a, names[i]);
+        if (st && st == b && st->crit_ns) {
+            fprintf(out, "  class ");
+            mm_id(out, names[i]);
+            fprintf(out, " bottleneck\n");
+        }
+        if (is_origin(a, names[i])) {
+            fprintf(out, "  class ");
+            mm_id(out, names[i]);
+            fprintf(out, " origin\n");
+        }
+    }
+}
+
 static int print_mermaid(FILE *out, const struct ldt__analysis *a)
 {
     const char **names;
     int n = node_names(a, &names);
     if (n < 0)
         return n;
-    const struct ldt__stat *b = bottleneck(a);
     fprintf(out, "flowchart LR\n");
     for (int i = 0; i < n; i++) {
         const struct ldt__stat *st = svc_of(a, names[i]);
@@ -807,21 +827,7 @@ static int print_mermaid(FILE *out, const struct ldt__analysis *a)
         mm_id(out, e->to);
         fprintf(out, "\n");
     }
-    fprintf(out, "  classDef bottleneck stroke:#d00,stroke-width:3px\n"
-                 "  classDef origin fill:#ffd0d0\n");
-    for (int i = 0; i < n; i++) {
-        const struct ldt__stat *st = svc_of(a, names[i]);
-        if (st && st == b && st->crit_ns) {
-            fprintf(out, "  class ");
-            mm_id(out, names[i]);
-            fprintf(out, " bottleneck\n");
-        }
-        if (is_origin(a, names[i])) {
-            fprintf(out, "  class ");
-            mm_id(out, names[i]);
-            fprintf(out, " origin\n");
-        }
-    }
+    mm_classes(out, a, names, n);
     free(names);
     return 0;
 }
@@ -851,36 +857,45 @@ static void analyze_usage(FILE *f)
                "  call edge count, error rate and p50/p90/p99, error origin, retry storms\n");
 }
 
-int ldt__analyze_main(int argc, char **argv)
+static int known_format(const char *f)
+{
+    return !strcmp(f, "text") || !strcmp(f, "json") || !strcmp(f, "dot") || !strcmp(f, "mermaid");
+}
+
+/* Options into *trace and *format. Returns -1 to go on, else the exit status. */
+static int analyze_parse(int argc, char **argv, const char **trace, const char **format)
 {
     static const struct option opts[] = {{"trace", required_argument, 0, 't'},
                                          {"format", required_argument, 0, 'f'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *trace = NULL, *format = "text";
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "t:f:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 't':
-            trace = optarg;
+        if (ch == 't')
+            *trace = optarg;
+        else if (ch == 'f')
+            *format = optarg;
+        else
             break;
-        case 'f':
-            format = optarg;
-            break;
-        case 'h':
-            analyze_usage(stdout);
-            return 0;
-        default:
-            analyze_usage(stderr);
-            return 2;
-        }
     }
-    if (optind != argc - 1 || (strcmp(format, "text") && strcmp(format, "json") &&
-                               strcmp(format, "dot") && strcmp(format, "mermaid"))) {
+    if (ch == 'h') {
+        analyze_usage(stdout);
+        return 0;
+    }
+    if (ch != -1 || optind != argc - 1 || !known_format(*format)) {
         analyze_usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+int ldt__analyze_main(int argc, char **argv)
+{
+    const char *trace = NULL, *format = "text";
+    int early = analyze_parse(argc, argv, &trace, &format);
+    if (early >= 0)
+        return early;
     const char *file = argv[optind];
     struct ldt__spans s = {0};
     struct ldt__traces t = {0};

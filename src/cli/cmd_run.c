@@ -47,7 +47,7 @@
 #define SIDECAR_NAME "ldtraced"
 #define DEFAULT_IDLE "2" /* seconds a started sidecar lingers after the last traced process */
 #define STOP_TIMEOUT_MS 30000
-#define DRAIN_WAIT_MS 5000        /* longest ldtrace run waits for its spans to reach the output */
+#define DRAIN_WAIT_MS 5000 /* longest ldtrace run waits for its spans to reach the output */
 
 /* ---- locating the other deliverables ---- */
 
