@@ -47,11 +47,12 @@ static void chain_start(struct chain *c, int traced, int bport, int pport, const
         itest_env_set(&c->env_b, name, eq + 1);
         itest_env_set(&c->env_p, name, eq + 1);
     }
-    char bp[16], pp[16];
+    char bp[16], pp[16], dp[16];
     snprintf(bp, sizeof(bp), "%d", c->bport);
     snprintf(pp, sizeof(pp), "%d", c->pport);
+    snprintf(dp, sizeof(dp), "%d", itest_free_port());
     char *bargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), bp, NULL};
-    char *pargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/proxy.py"), pp, bp, NULL};
+    char *pargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/proxy.py"), pp, bp, dp, NULL};
     c->backend = itest_start_server(&c->env_b, bargv, c->bport, NULL);
     c->proxy = itest_start_server(&c->env_p, pargv, c->pport, NULL);
     cr_assert_gt(c->backend, 0, "backend.py did not start");
@@ -302,6 +303,72 @@ Test(shim_proxy, sampling_sdk_disabled_creates_no_segment_and_injects_nothing, .
     cr_assert_eq(sp->n, 0);
     json_decref(ans);
     json_decref(ans2);
+    itest_spans_free(sp);
+    chain_free(&t);
+}
+
+/* The span of service svc and kind whose url.path is path; fails the test when missing. */
+static const struct itest_span *span_at(const struct itest_spans *sp, int kind, const char *svc,
+                                        const char *path)
+{
+    const struct itest_span *s = itest_find(sp, kind, svc, "url.path", path);
+    if (!s)
+        itest_dump(sp);
+    cr_assert_not_null(s, "no kind=%d span of %s for %s", kind, svc, path);
+    return s;
+}
+
+Test(shim_proxy, error_status_on_5xx_servers_and_4xx_5xx_clients, .timeout = 40)
+{
+    struct chain t;
+    chain_start(&t, 1, 0, 0, NULL);
+    json_t *a500 = chain_get(&t, "/call/500", NULL, NULL, 0);
+    json_t *a404 = chain_get(&t, "/call/404", NULL, NULL, 0);
+    chain_stop(&t);
+    cr_assert_eq(json_integer_value(json_object_get(a500, "backend_status")), 500);
+    cr_assert_eq(json_integer_value(json_object_get(a404, "backend_status")), 404);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    const struct itest_span *s500 = span_at(sp, ITEST_SERVER, "backend", "/status/500");
+    const struct itest_span *c500 = span_at(sp, ITEST_CLIENT, "proxy", "/status/500");
+    const struct itest_span *s404 = span_at(sp, ITEST_SERVER, "backend", "/status/404");
+    const struct itest_span *c404 = span_at(sp, ITEST_CLIENT, "proxy", "/status/404");
+    cr_expect_eq(itest_attr_int(s500, "http.response.status_code", 0), 500);
+    cr_expect_eq(itest_attr_int(c404, "http.response.status_code", 0), 404);
+    cr_expect_eq(s500->status, 2, "5xx SERVER span must be ERROR");
+    cr_expect_eq(c500->status, 2, "5xx CLIENT span must be ERROR");
+    cr_expect_neq(s404->status, 2, "4xx SERVER span is not an error of the server");
+    cr_expect_eq(c404->status, 2, "4xx CLIENT span must be ERROR");
+    cr_expect_str_eq(s500->parent_id, c500->span_id);
+    cr_expect_str_eq(s404->parent_id, c404->span_id);
+    json_decref(a500);
+    json_decref(a404);
+    itest_spans_free(sp);
+    chain_free(&t);
+}
+
+/* urllib connects with a timeout: a non-blocking connect, then poll and getsockopt(SO_ERROR), which
+ * hands the error to the app and clears it; the span must still record the refusal. */
+Test(shim_proxy, refused_connect_with_timeout_is_an_error_span, .timeout = 30)
+{
+    struct chain t;
+    chain_start(&t, 1, 0, 0, NULL);
+    json_t *ref = chain_get(&t, "/refused", NULL, NULL, 0);
+    chain_stop(&t);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(ref, "backend"), "error"))
+                     ?: "", "[Errno 111] Connection refused");
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    const struct itest_span *r = span_at(sp, ITEST_SERVER, "proxy", "/refused");
+    cr_expect_eq(itest_attr_int(r, "http.response.status_code", 0), 502);
+    cr_expect_eq(r->status, 2, "5xx SERVER span must be ERROR");
+    int failed = 0;
+    for (size_t i = 0; i < sp->n; i++)
+        failed += strcmp(sp->v[i].parent_id, r->span_id) == 0 && sp->v[i].status == 2;
+    if (!failed)
+        itest_dump(sp);
+    cr_expect_gt(failed, 0, "no ERROR span under the request whose connect was refused");
+    json_decref(ref);
     itest_spans_free(sp);
     chain_free(&t);
 }

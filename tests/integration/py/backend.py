@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """backend.py - an HTTP/1.1 keep-alive server that answers every request with the headers it received.
 
-Usage: backend.py PORT. The body is one JSON line: {"method", "path", "client_port", "headers": [[name,
+Usage: backend.py PORT. GET /status/NNN answers with status NNN, everything else with 200. The body is one JSON line: {"method", "path", "client_port", "headers": [[name,
 value], ...]} with the header lines in the order and spelling they arrived, so a test can see exactly what
 a traced client put on the wire.
 """
@@ -21,7 +21,10 @@ class Echo(BaseHTTPRequestHandler):
                            "client_port": self.client_address[1],
                            "headers": [[k, v] for k, v in self.headers.items()]}) + "\n"
         data = body.encode()
-        self.send_response(200)
+        status = 200
+        if self.path.startswith("/status/"):
+            status = int(self.path[8:])
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
