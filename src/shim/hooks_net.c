@@ -74,6 +74,23 @@ LDT_HOOK int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)
     return rc;
 }
 
+/* Only SO_ERROR matters to us (a non-blocking connect's outcome, cleared by this very read). */
+LDT_HOOK int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+    if (LDT_LIKELY(level != SOL_SOCKET || name != SO_ERROR))
+        return ldt_real.getsockopt(fd, level, name, val, len);
+    struct ldt__fd *e = ldt__enter(fd);
+    if (!e)
+        return ldt_real.getsockopt(fd, level, name, val, len);
+    int rc = ldt_real.getsockopt(fd, level, name, val, len);
+    int err = errno;
+    if (rc == 0 && val && len && *len >= sizeof(int))
+        ldt__sniff_so_error(fd, e, *(int *)val);
+    ldt__leave();
+    errno = err;
+    return rc;
+}
+
 static int accepted(int rc)
 {
     if (rc >= 0)

@@ -61,7 +61,8 @@
     X(int, getaddrinfo, (const char *n, const char *s, const struct addrinfo *h, \
                          struct addrinfo **r), (n, s, h, r)) \
     X(int, getpeername, (int fd, __SOCKADDR_ARG a, socklen_t *l), (fd, a, l)) \
-    X(int, getsockname, (int fd, __SOCKADDR_ARG a, socklen_t *l), (fd, a, l))
+    X(int, getsockname, (int fd, __SOCKADDR_ARG a, socklen_t *l), (fd, a, l)) \
+    X(int, getsockopt, (int fd, int lv, int name, void *v, socklen_t *l), (fd, lv, name, v, l))
 
 struct ldt_real_syms {
 #define LDT__X(ret, name, params, args) ret (*name) params;
@@ -249,6 +250,10 @@ void ldt__sniff_close(struct ldt__conn *c, struct ldt__fd *e);
 
 /* Fill the peer address fields of r from a sockaddr (connect's argument). */
 void ldt__span_peer(struct ldt_span_rec *r, const struct sockaddr *sa, socklen_t len);
+
+/* The app read SO_ERROR (rc, value): that is how it learns a non-blocking connect's outcome, and
+ * reading clears it, so the open CONNECT span ends here with that value. */
+void ldt__sniff_so_error(int fd, struct ldt__fd *e, int value);
 
 /* Before the fd goes away: end a non-blocking CONNECT span still open on it (needs the fd). */
 void ldt__sniff_close_fd(int fd, struct ldt__fd *e);

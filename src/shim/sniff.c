@@ -373,12 +373,8 @@ static void on_error(int fd, struct ldt__conn *c, int err)
 
 /* A non-blocking connect's span ends at the first use of the socket (or its close): SO_ERROR says
  * how the handshake went. */
-static void connect_finish(int fd, struct ldt__conn *c)
+static void connect_end(int fd, struct ldt__conn *c, int soerr)
 {
-    int soerr = 0;
-    socklen_t l = sizeof soerr;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0)
-        soerr = 0;
     c->connecting = 0;
     c->conn_span.rec.err = soerr;
     c->conn_span.rec.op = LDT_OP_CONNECT;
@@ -389,6 +385,23 @@ static void connect_finish(int fd, struct ldt__conn *c)
     if (!c->addrs)
         fetch_addrs(fd, c);
     ldt__span_end(&c->conn_span, soerr ? NULL : c);    /* failed: keep the address connect got */
+}
+
+static void connect_finish(int fd, struct ldt__conn *c)
+{
+    int soerr = 0;
+    socklen_t l = sizeof soerr;
+    if (ldt_real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0)
+        soerr = 0;
+    connect_end(fd, c, soerr);
+}
+
+void ldt__sniff_so_error(int fd, struct ldt__fd *e, int value)
+{
+    int saved = errno;
+    if (e->conn && e->conn->connecting)
+        connect_end(fd, e->conn, value);
+    errno = saved;
 }
 
 static void account(struct ldt__conn *c, enum ldt__dir dir, ssize_t n, int err, uint64_t io_ns)
