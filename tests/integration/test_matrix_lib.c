@@ -47,9 +47,10 @@ static int write_nginx_conf(const char *prefix, int port, int upstream, const ch
             "  scgi_temp_path %s/scgi_temp;\n"
             "  upstream up { server 127.0.0.1:%d; keepalive 8; }\n"
             "  server {\n    listen 127.0.0.1:%d;\n    keepalive_requests 10000;\n"
+            "    location /static/ { root %s; sendfile on; }\n"
             "    location / { proxy_pass http://up; proxy_http_version 1.1;\n"
             "      proxy_set_header Connection \"\"; %s }\n  }\n}\n",
-            prefix, prefix, prefix, prefix, prefix, upstream, port, extra ? extra : "");
+            prefix, prefix, prefix, prefix, prefix, upstream, port, prefix, extra ? extra : "");
     return fclose(f) == 0 ? 0 : -errno;
 }
 

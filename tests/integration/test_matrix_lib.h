@@ -37,7 +37,8 @@ void mx_rmrf(const char *dir);
 /* nginx as a reverse proxy (master + 1 worker, non-daemon, access_log off, user root, every temp path
  * and the error log in its own temp directory) listening on 127.0.0.1:port in front of 127.0.0.1:upstream
  * through an upstream block with keepalive 8, HTTP/1.1 and an empty Connection header, so upstream
- * connections are reused. Returns the master's pid once the port accepts, or -errno. */
+ * connections are reused; /static/ is served from prefix/static with sendfile. Returns the master's
+ * pid once the port accepts, or -errno. */
 struct mx_nginx {
     char prefix[ITEST_PATH_MAX];
     pid_t pid;

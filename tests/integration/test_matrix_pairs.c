@@ -4,19 +4,20 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test_matrix_lib.h"
 
 #define NREQ 2
 
-enum server_kind { SRV_PYTHON, SRV_NODE, SRV_NGINX };
+enum server_kind { SRV_PYTHON, SRV_NODE, SRV_NGINX, SRV_NGINX_NODE };
 enum client_kind { CLI_CURL, CLI_WGET, CLI_URLLIB, CLI_NODE, CLI_COUNT };
 
 static const char *const client_names[CLI_COUNT] = {"curl", "wget", "urllib", "node"};
 
-/* The servers of one run: an echo server (python or node) and, for SRV_NGINX, nginx in front of
- * backend.py. port is where the clients go. */
+/* The servers of one run: an echo server (python or node) and, for SRV_NGINX (SRV_NGINX_NODE), nginx in
+ * front of backend.py (node/matrix_server.js). port is where the clients go. */
 struct servers {
     enum server_kind kind;
     char dir[ITEST_PATH_MAX];
@@ -46,10 +47,11 @@ static void servers_start(struct servers *s, enum server_kind kind, int traced, 
     snprintf(ep, sizeof(ep), "%d", s->echo_port);
     char *py[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), ep, NULL};
     char *js[] = {MX_NODE, itest_src("tests/integration/node/matrix_server.js"), "echo", ep, NULL};
-    s->echo = itest_start_server(&s->env_echo, kind == SRV_NODE ? js : py, s->echo_port, NULL);
+    int node = kind == SRV_NODE || kind == SRV_NGINX_NODE;
+    s->echo = itest_start_server(&s->env_echo, node ? js : py, s->echo_port, NULL);
     cr_assert_gt(s->echo, 0, "echo server did not start");
     s->port = s->echo_port;
-    if (kind == SRV_NGINX) {
+    if (kind == SRV_NGINX || kind == SRV_NGINX_NODE) {
         s->port = ports ? ports[1] : itest_free_port();
         cr_assert_gt(mx_nginx_start(&s->nginx, &s->env_nginx, s->port, s->echo_port), 0,
                      "nginx did not start");
@@ -58,7 +60,7 @@ static void servers_start(struct servers *s, enum server_kind kind, int traced, 
 
 static void servers_stop(struct servers *s)
 {
-    if (s->kind == SRV_NGINX)
+    if (s->kind == SRV_NGINX || s->kind == SRV_NGINX_NODE)
         mx_nginx_stop(&s->nginx);
     itest_stop(s->echo);
 }
@@ -252,5 +254,143 @@ Test(matrix_pairs, nginx_reused_upstream_connection_traces_each_request, .timeou
     json_decref(traces);
     free(body);
     itest_spans_free(sp);
+    servers_free(&t);
+}
+
+/* ---- large bodies: nginx sendfile, a chunked 1 MB answer, a 200 KB POST (node client) ---- */
+
+#define STATIC_LEN 300000
+#define BIG_LEN 1000000
+#define POST_LEN 200000
+
+struct big {
+    char *file, *chunked, *posted;
+    size_t file_len, chunked_len, posted_len;
+};
+
+static void write_pattern(const char *path, size_t n, unsigned mul)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "fopen %s", path);
+    for (size_t k = 0; k < n; k++)
+        fputc((int)((k * mul) & 0xff), f);
+    cr_assert_eq(fclose(f), 0);
+}
+
+/* node/matrix_client.js with extra arguments; its stdout and length. */
+static char *node_client(struct servers *s, char *const extra[], size_t *len)
+{
+    char out[ITEST_PATH_MAX + 32];
+    snprintf(out, sizeof(out), "%s.big.out", s->dir);
+    char *argv[8] = {MX_NODE, itest_src("tests/integration/node/matrix_client.js")};
+    for (int i = 0; extra[i]; i++)
+        argv[2 + i] = extra[i];
+    int rc = itest_run(&s->env_client, argv, out, 30000);
+    cr_assert_eq(rc, 0, "matrix_client.js %s exited with %d", extra[0], rc);
+    char *body = itest_slurp(out, len);
+    unlink(out);
+    cr_assert_not_null(body);
+    return body;
+}
+
+static void big_run(struct servers *s, struct big *b)
+{
+    char dir[ITEST_PATH_MAX + 16], file[ITEST_PATH_MAX + 32], post[ITEST_PATH_MAX + 32];
+    char u1[128], u2[128], u3[128];
+    snprintf(dir, sizeof(dir), "%s/static", s->nginx.prefix);
+    snprintf(file, sizeof(file), "%s/big.bin", dir);
+    snprintf(post, sizeof(post), "%s.post", s->dir);
+    cr_assert_eq(mkdir(dir, 0755), 0);
+    write_pattern(file, STATIC_LEN, 7);
+    write_pattern(post, POST_LEN, 13);
+    snprintf(u1, sizeof(u1), "http://127.0.0.1:%d/static/big.bin", s->port);
+    snprintf(u2, sizeof(u2), "http://127.0.0.1:%d/big/%d", s->port, BIG_LEN);
+    snprintf(u3, sizeof(u3), "http://127.0.0.1:%d/post/1", s->port);
+    itest_env_set(&s->env_client, "OTEL_SERVICE_NAME", "c-big");
+    b->file = node_client(s, (char *[]){u1, NULL}, &b->file_len);
+    b->chunked = node_client(s, (char *[]){u2, NULL}, &b->chunked_len);
+    b->posted = node_client(s, (char *[]){"--post", post, u3, NULL}, &b->posted_len);
+    unlink(post);
+}
+
+static void big_check_bytes(const struct big *b, const char *run)
+{
+    mx_expect(b->file_len == STATIC_LEN, "%s: static file: %zu bytes", run, b->file_len);
+    for (size_t k = 0; k < b->file_len && k < STATIC_LEN; k++)
+        if ((unsigned char)b->file[k] != ((k * 7) & 0xff)) {
+            mx_expect(0, "%s: static file differs at byte %zu", run, k);
+            break;
+        }
+    mx_expect(b->chunked_len == BIG_LEN, "%s: chunked answer: %zu bytes", run, b->chunked_len);
+    for (size_t k = 0; k < b->chunked_len && k < BIG_LEN; k++)
+        if ((unsigned char)b->chunked[k] != k % 251) {
+            mx_expect(0, "%s: chunked answer differs at byte %zu", run, k);
+            break;
+        }
+    mx_expect(strstr(b->posted, "\"body_len\":200000") != NULL, "%s: POST answer %.200s", run,
+              b->posted);
+}
+
+static void big_free(struct big *b)
+{
+    free(b->file);
+    free(b->chunked);
+    free(b->posted);
+}
+
+/* client CLIENT -> nginx SERVER [-> nginx CLIENT -> echo SERVER when proxied]. */
+static void big_chain(const struct itest_spans *sp, const char *path, int proxied)
+{
+    const struct itest_span *cc = mx_one(sp, ITEST_CLIENT, "c-big", path);
+    const struct itest_span *ns = mx_one(sp, ITEST_SERVER, "nginx", path);
+    const struct itest_span *nc = mx_one(sp, ITEST_CLIENT, "nginx", path);
+    const struct itest_span *es = mx_one(sp, ITEST_SERVER, "echo", path);
+    mx_expect(cc && ns && (!proxied || (nc && es)) && (proxied || (!nc && !es)),
+              "%s: spans client %d, nginx SERVER %d, nginx CLIENT %d, echo SERVER %d", path, !!cc,
+              !!ns, !!nc, !!es);
+    if (!cc || !ns)
+        return;
+    mx_expect_id(path, "nginx SERVER parent", ns->parent_id, cc->span_id);
+    mx_expect(itest_attr_int(ns, "http.response.status_code", 0) == 200, "%s: nginx status", path);
+    mx_expect(itest_attr_int(cc, "http.response.status_code", 0) == 200, "%s: client status", path);
+    if (proxied && nc && es) {
+        mx_expect_id(path, "nginx CLIENT parent", nc->parent_id, ns->span_id);
+        mx_expect_id(path, "echo SERVER parent", es->parent_id, nc->span_id);
+        mx_expect_id(path, "echo SERVER trace", es->trace_id, cc->trace_id);
+    }
+}
+
+Test(matrix_pairs, nginx_sendfile_chunked_and_posted_bodies_are_identical, .timeout = 60)
+{
+    struct servers u, t;
+    struct big bu, bt;
+    servers_start(&u, SRV_NGINX_NODE, 0, NULL);
+    big_run(&u, &bu);
+    servers_stop(&u);
+    servers_start(&t, SRV_NGINX_NODE, 1, (int[2]){u.echo_port, u.port});
+    big_run(&t, &bt);
+    servers_stop(&t);
+    big_check_bytes(&bu, "plain");
+    big_check_bytes(&bt, "traced");
+    char *a = mx_canonical(bu.posted), *b = mx_canonical(bt.posted);
+    mx_expect(a && b && strcmp(a, b) == 0, "POST answers differ: %s VERSUS %s", bu.posted,
+              bt.posted);
+    free(a);
+    free(b);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    big_chain(sp, "/static/big.bin", 0);
+    big_chain(sp, "/big/1000000", 1);
+    big_chain(sp, "/post/1", 1);
+    const struct itest_span *ns = mx_one(sp, ITEST_SERVER, "nginx", "/static/big.bin");
+    mx_expect(!ns || itest_attr_int(ns, "ldtrace.bytes_out", 0) >= STATIC_LEN,
+              "sendfile bytes not counted: ldtrace.bytes_out %lld",
+              ns ? itest_attr_int(ns, "ldtrace.bytes_out", 0) : -1);
+    if (mx_failures)
+        itest_dump(sp);
+    itest_spans_free(sp);
+    big_free(&bu);
+    big_free(&bt);
+    servers_free(&u);
     servers_free(&t);
 }

@@ -1,12 +1,15 @@
 // matrix_client.js - a node `http` client for the compatibility matrix: GETs each URL in turn over one
 // keep-alive agent and writes the bodies to stdout.
 //
-// Usage: node matrix_client.js [-H "Name: value"]... URL... Exit status 0 when every answer was a 200.
+// Usage: node matrix_client.js [-H "Name: value"]... [--post FILE] URL... (--post: POST the file's bytes
+// to every URL instead of GET). Exit status 0 when every answer was a 200.
 'use strict';
+const fs = require('fs');
 const http = require('http');
 
 const headers = {};
 const urls = [];
+let post = null;
 const args = process.argv.slice(2);
 while (args.length) {
   const a = args.shift();
@@ -14,6 +17,8 @@ while (args.length) {
     const h = args.shift();
     const i = h.indexOf(':');
     headers[h.slice(0, i).trim()] = h.slice(i + 1).trim();
+  } else if (a === '--post') {
+    post = fs.readFileSync(args.shift());
   } else {
     urls.push(a);
   }
@@ -22,11 +27,16 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 
 function get(url) {
   return new Promise((resolve, reject) => {
-    http.get(url, { agent, headers }, (res) => {
+    const opts = { agent, headers: { ...headers }, method: post ? 'POST' : 'GET' };
+    if (post)
+      opts.headers['Content-Length'] = post.length;
+    const req = http.request(url, opts, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => resolve([res.statusCode, Buffer.concat(chunks)]));
-    }).on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(post || undefined);
   });
 }
 

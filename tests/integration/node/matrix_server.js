@@ -3,8 +3,11 @@
 //
 // Usage: node matrix_server.js echo PORT | node matrix_server.js proxy PORT UPSTREAM_PORT.
 // The echo body is one JSON line {"method", "path", "headers": [[name, value], ...]} with the header lines
-// in the order and spelling they arrived. No tracing code: traced only through LD_PRELOAD.
+// in the order and spelling they arrived, plus "body_len" and "body_sha256" when a request body came;
+// GET /big/N answers N bytes (byte k = k % 251) in 64 KiB chunks, chunked transfer coding.
+// No tracing code: traced only through LD_PRELOAD.
 'use strict';
+const crypto = require('crypto');
 const http = require('http');
 
 const [mode, port, upstream] = process.argv.slice(2);
@@ -15,14 +18,34 @@ function reply(res, status, body) {
   res.end(body);
 }
 
+function big(res, n) {
+  res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
+  for (let off = 0; off < n; off += 65536) {
+    const piece = Buffer.alloc(Math.min(65536, n - off));
+    for (let k = 0; k < piece.length; k++)
+      piece[k] = (off + k) % 251;
+    res.write(piece);
+  }
+  res.end();
+}
+
 function echo(req, res) {
   const headers = [];
   for (let i = 0; i < req.rawHeaders.length; i += 2)
     headers.push([req.rawHeaders[i], req.rawHeaders[i + 1]]);
-  req.resume();
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
-    const body = JSON.stringify({ method: req.method, path: req.url, headers }) + '\n';
-    reply(res, 200, Buffer.from(body));
+    const m = /^\/big\/(\d+)$/.exec(req.url);
+    if (m && req.method === 'GET')
+      return big(res, +m[1]);
+    const answer = { method: req.method, path: req.url, headers };
+    const body = Buffer.concat(chunks);
+    if (body.length) {
+      answer.body_len = body.length;
+      answer.body_sha256 = crypto.createHash('sha256').update(body).digest('hex');
+    }
+    reply(res, 200, Buffer.from(JSON.stringify(answer) + '\n'));
   });
 }
 
