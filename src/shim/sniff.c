@@ -25,9 +25,14 @@ static void addr_from(const struct sockaddr_storage *ss, socklen_t len, uint8_t 
         *port = ntohs(s->sin_port);
     } else if (ss->ss_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
         const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
-        *fam = LDT_AF_INET6;
-        memcpy(addr, &s->sin6_addr, 16);
         *port = ntohs(s->sin6_port);
+        if (IN6_IS_ADDR_V4MAPPED(&s->sin6_addr)) {
+            *fam = LDT_AF_INET;     /* a dual-stack socket talking IPv4: report the IPv4 address */
+            memcpy(addr, &s->sin6_addr.s6_addr[12], 4);
+        } else {
+            *fam = LDT_AF_INET6;
+            memcpy(addr, &s->sin6_addr, 16);
+        }
     } else if (ss->ss_family == AF_UNIX) {
         *fam = LDT_AF_UNIX;
     }
