@@ -1,9 +1,14 @@
 /* test_proctree.c - process trees under the shim: a shell running two curls, a pre-forking server, an
  * inetd-style fork-per-connection server and a server that execs a worker per connection; and a
- * statically linked client, which LD_PRELOAD cannot reach (it works, makes no span, does not crash). */
+ * statically linked client and a setuid program, which LD_PRELOAD cannot reach (they work, make no span, do
+ * not crash). */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test_matrix_lib.h"
@@ -209,34 +214,103 @@ Test(proctree, shell_script_runs_each_client_with_its_own_segment, .timeout = 40
     tree_free(&t);
 }
 
+/* ---- out of reach of LD_PRELOAD: a static binary, a setuid program ---- */
+
+/* Run prog PORT /path with the shim preloaded (segments into dir), as user nobody when as_nobody;
+ * stdout to out. Returns the exit status (or 128 + signal, or -errno). */
+static int run_preloaded(const char *prog, const char *dir, int port, const char *path,
+                         int as_nobody, const char *out)
+{
+    struct itest_env e;
+    itest_env_init(&e);
+    itest_env_trace(&e, dir, "unreachable");
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    char *argv[] = {(char *)prog, ps, (char *)path, NULL};
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid = fd < 0 ? -1 : fork();
+    if (pid == 0) {
+        dup2(fd, 1);
+        if (as_nobody && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(126);
+        execve(prog, argv, e.vars);
+        _exit(127);
+    }
+    if (fd >= 0)
+        close(fd);
+    itest_env_free(&e);
+    return pid < 0 ? -errno : itest_wait(pid, 10000);
+}
+
+/* backend.py (untraced) answering prog's GET /path run under the shim; checks the answer, returns
+ * whether the backend saw a traceparent and how many segments the run left in a fresh directory. */
+static void run_unreachable(const char *prog, int as_nobody, int *injected, int *segments)
+{
+    char dir[ITEST_PATH_MAX], out[ITEST_PATH_MAX + 16], up[16];
+    cr_assert_eq(itest_mkdtemp(dir), 0);
+    int port = itest_free_port();
+    snprintf(up, sizeof(up), "%d", port);
+    snprintf(out, sizeof(out), "%s.out", dir);
+    struct itest_env plain;
+    itest_env_init(&plain);
+    char *py[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), up, NULL};
+    pid_t srv = itest_start_server(&plain, py, port, NULL);
+    cr_assert_gt(srv, 0, "backend.py did not start");
+    int rc = run_preloaded(prog, dir, port, "/unreachable", as_nobody, out);
+    itest_stop(srv);
+    itest_env_free(&plain);
+    char *body = itest_slurp(out, NULL);
+    unlink(out);
+    cr_assert_eq(rc, 0, "%s under LD_PRELOAD exited with %d", prog, rc);
+    cr_assert_not_null(body);
+    cr_expect(strncmp(body, "HTTP/1.1 200", 12) == 0, "answer: %.80s", body);
+    cr_expect(strstr(body, "\"/unreachable\"") != NULL, "the backend did not see /unreachable");
+    *injected = strstr(body, "traceparent") != NULL;
+    *segments = itest_count_files(dir, ".ring");
+    free(body);
+    itest_rmtree(dir);
+}
+
+/* The control: the same client, dynamically linked, is traced (a segment, an injected traceparent). */
+Test(proctree, dynamic_client_is_traced, .timeout = 30)
+{
+    int injected, segments;
+    run_unreachable(itest_build("tests/tools/dyn_client"), 0, &injected, &segments);
+    cr_expect(injected, "no traceparent from the dynamically linked client");
+    cr_expect_eq(segments, 1, "%d segments from the dynamically linked client", segments);
+}
+
 /* A static binary ignores LD_PRELOAD: it still works, nothing is injected, no segment appears. */
 Test(proctree, static_binary_runs_untouched_without_spans, .timeout = 30)
 {
-    struct tree t;
-    memset(&t, 0, sizeof(t));
-    cr_assert_eq(itest_mkdtemp(t.dir), 0);
-    itest_env_init(&t.env_up);
-    itest_env_init(&t.env_srv);
-    itest_env_init(&t.env_plain);
-    t.up_port = itest_free_port();
-    char up[16], out[ITEST_PATH_MAX + 16];
-    snprintf(up, sizeof(up), "%d", t.up_port);
-    char *py[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), up, NULL};
-    t.up = itest_start_server(&t.env_plain, py, t.up_port, NULL);
-    cr_assert_gt(t.up, 0, "backend.py did not start");
-    itest_env_trace(&t.env_srv, t.dir, "static");
-    snprintf(out, sizeof(out), "%s.static.out", t.dir);
-    char *argv[] = {itest_build("tests/tools/static_client"), up, "/static", NULL};
-    int rc = itest_run(&t.env_srv, argv, out, 10000);
-    itest_stop(t.up);
-    char *body = itest_slurp(out, NULL);
-    unlink(out);
-    cr_assert_eq(rc, 0, "static_client under LD_PRELOAD exited with %d", rc);
-    cr_assert_not_null(body);
-    cr_expect(strstr(body, "HTTP/1.1 200") == body, "answer: %.80s", body);
-    cr_expect(strstr(body, "\"/static\"") != NULL, "the backend did not see /static");
-    cr_expect(strstr(body, "traceparent") == NULL, "a traceparent was injected into a static binary");
-    cr_expect_eq(itest_count_files(t.dir, NULL), 0, "a static binary created a segment");
-    free(body);
-    tree_free(&t);
+    int injected, segments;
+    run_unreachable(itest_build("tests/tools/static_client"), 0, &injected, &segments);
+    cr_expect(!injected, "a traceparent was injected by a static binary");
+    cr_expect_eq(segments, 0, "a static binary created %d segments", segments);
+}
+
+/* A setuid-root program started by another user runs in glibc's secure mode, which drops LD_PRELOAD
+ * entries with a slash: it works and is not traced. */
+Test(proctree, setuid_program_runs_untouched_without_spans, .timeout = 30)
+{
+    char bin[ITEST_PATH_MAX], prog[ITEST_PATH_MAX + 16];
+    cr_assert_eq(itest_mkdtemp(bin), 0);
+    snprintf(prog, sizeof(prog), "%s/dyn_client", bin);
+    size_t len;
+    char *image = itest_slurp(itest_build("tests/tools/dyn_client"), &len);
+    cr_assert_not_null(image);
+    FILE *f = fopen(prog, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(image, 1, len, f), len);
+    fclose(f);
+    free(image);
+    if (geteuid() != 0 || chown(prog, 0, 0) != 0 || chmod(prog, 04755) != 0 || chmod(bin, 0755) != 0) {
+        itest_rmtree(bin);
+        cr_skip_test("needs root to make a setuid-root program");
+    }
+    int injected, segments;
+    run_unreachable(prog, 1, &injected, &segments);
+    itest_rmtree(bin);
+    cr_expect(!injected, "a traceparent was injected by a setuid program");
+    cr_expect_eq(segments, 0, "a setuid program created %d segments", segments);
 }

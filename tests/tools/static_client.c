@@ -1,6 +1,9 @@
 /* static_client.c - a tiny HTTP/1.1 client linked statically (-static), to show what LD_PRELOAD cannot
  * reach: it makes its socket calls through the libc copy inside the binary, so the shim never sees them.
  *
+ * Also built dynamically as dyn_client: the control that the shim does trace, and the program a test
+ * makes setuid root (glibc then ignores LD_PRELOAD).
+ *
  * Usage: static_client PORT PATH. Sends "GET PATH" to 127.0.0.1:PORT with Connection: close and writes the
  * whole response (status line, headers, body) to stdout. Exit status 0 for a 200 answer, 1 otherwise.
  */
