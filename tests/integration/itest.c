@@ -1,4 +1,4 @@
-/* itest.c - integration test helpers: child processes, ports, ldtraced runs and OTLP JSON span loading. */
+/* itest.c - integration test helpers: child processes, ports, ldtraced runs, OTLP JSON spans. */
 #include "itest.h"
 
 #include <arpa/inet.h>
@@ -127,8 +127,8 @@ char *itest_slurp(const char *path, size_t *len)
 
 static int is_tracing_var(const char *kv)
 {
-    return strncmp(kv, "LD_PRELOAD=", 11) == 0 || strncmp(kv, "LDTRACE_", 8) == 0
-           || strncmp(kv, "OTEL_", 5) == 0;
+    return strncmp(kv, "LD_PRELOAD=", 11) == 0 || strncmp(kv, "LDTRACE_", 8) == 0 ||
+           strncmp(kv, "OTEL_", 5) == 0;
 }
 
 static void env_push(struct itest_env *e, char *kv)
@@ -171,8 +171,8 @@ void itest_env_set(struct itest_env *e, const char *name, const char *value)
 }
 
 /* In a sanitizer build the shim itself is instrumented, so the sanitizer runtime must be the first
- * object in the child's link map: meson passes its path in ITEST_PRELOAD_FIRST. Leak checking is off in
- * children (python and curl are not ours to fix). */
+ * object in the child's link map: meson passes its path in ITEST_PRELOAD_FIRST. Leak checking is
+ * off in children (python and curl are not ours to fix). */
 int itest_env_trace(struct itest_env *e, const char *dir, const char *service)
 {
     const char *first = getenv("ITEST_PRELOAD_FIRST");
@@ -364,8 +364,8 @@ int itest_free_port(void)
     socklen_t sl = sizeof(sa);
     loopback(&sa, 0);
     int port = -EIO;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0
-        && getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
         port = ntohs(sa.sin_port);
     close(fd);
     return port;
@@ -395,8 +395,9 @@ int itest_drain(const char *dir, const char *out)
 {
     struct itest_env e;
     itest_env_init(&e);
-    char *argv[] = {itest_build("src/sidecar/ldtraced"), "--dir", (char *)dir, "--once", "--out",
-                    (char *)out, NULL};
+    char *argv[8] = {itest_build("src/sidecar/ldtraced"), "--dir", (char *)dir, "--once"};
+    argv[4] = "--out";
+    argv[5] = (char *)out;
     char err[ITEST_PATH_MAX + 16];
     snprintf(err, sizeof(err), "%s.stderr", out);
     pid_t pid = itest_spawn_io(&e, argv, NULL, err);
@@ -404,7 +405,8 @@ int itest_drain(const char *dir, const char *out)
     itest_env_free(&e);
     if (rc != 0 || getenv("ITEST_VERBOSE")) {
         char *msg = itest_slurp(err, NULL);
-        fprintf(stderr, "itest: ldtraced --dir %s --once: status %d: %s\n", dir, rc, msg ? msg : "");
+        fprintf(stderr, "itest: ldtraced --dir %s --once: status %d: %s\n", dir, rc,
+                msg ? msg : "");
         free(msg);
     }
     unlink(err);
@@ -446,7 +448,8 @@ static json_t *attr_object(json_t *arr)
     json_t *obj = json_object();
     size_t i;
     json_t *kv;
-    json_array_foreach(arr, i, kv) {
+    json_array_foreach(arr, i, kv)
+    {
         const char *k = json_string_value(json_object_get(kv, "key"));
         if (k)
             json_object_set_new(obj, k, any_value(json_object_get(kv, "value")));
@@ -476,9 +479,10 @@ static int enum_value(json_t *v, const char *const names[], int n)
 }
 
 static const char *const kind_names[] = {"SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL",
-                                         "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
-                                         "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER"};
-static const char *const code_names[] = {"STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"};
+                                         "SPAN_KIND_SERVER",      "SPAN_KIND_CLIENT",
+                                         "SPAN_KIND_PRODUCER",    "SPAN_KIND_CONSUMER"};
+static const char *const code_names[] = {"STATUS_CODE_UNSET", "STATUS_CODE_OK",
+                                         "STATUS_CODE_ERROR"};
 
 static void load_span(struct itest_span *s, json_t *js, const char *service)
 {
@@ -488,8 +492,7 @@ static void load_span(struct itest_span *s, json_t *js, const char *service)
     copy_str(s->parent_id, sizeof(s->parent_id), json_object_get(js, "parentSpanId"));
     if (strspn(s->parent_id, "0") == strlen(s->parent_id))
         s->parent_id[0] = '\0';
-    snprintf(s->name, sizeof(s->name), "%s",
-             json_string_value(json_object_get(js, "name")) ?: "");
+    snprintf(s->name, sizeof(s->name), "%s", json_string_value(json_object_get(js, "name")) ?: "");
     snprintf(s->service, sizeof(s->service), "%s", service ? service : "");
     s->kind = enum_value(json_object_get(js, "kind"), kind_names, 6);
     s->status = enum_value(json_object_get(json_object_get(js, "status"), "code"), code_names, 3);
@@ -510,12 +513,16 @@ static void load_request(struct itest_spans *ss, json_t *req)
 {
     size_t i, j, k;
     json_t *rs, *sc, *sp;
-    json_array_foreach(json_object_get(req, "resourceSpans"), i, rs) {
+    json_array_foreach(json_object_get(req, "resourceSpans"), i, rs)
+    {
         json_t *rattr = attr_object(json_object_get(json_object_get(rs, "resource"), "attributes"));
         const char *service = json_string_value(json_object_get(rattr, "service.name"));
-        json_array_foreach(json_object_get(rs, "scopeSpans"), j, sc) {
+        json_array_foreach(json_object_get(rs, "scopeSpans"), j, sc)
+        {
             json_array_foreach(json_object_get(sc, "spans"), k, sp)
+            {
                 push_span(ss, sp, service);
+            }
         }
         json_decref(rattr);
     }

@@ -1,4 +1,4 @@
-/* itest.h - helpers for integration tests: spawn real programs (traced or not), wait, drain, read spans.
+/* itest.h - integration test helpers: run real programs (traced or not), drain, read the spans.
  *
  * Usage (inside a Criterion test; link with itest_dep):
  *
@@ -6,21 +6,22 @@
  *     itest_mkdtemp(dir);                                 segment directory for this test
  *     int port = itest_free_port();
  *     struct itest_env env;
- *     itest_env_init(&env);                               a copy of our environment, tracing vars removed
- *     itest_env_trace(&env, dir, "backend");              LD_PRELOAD=<shim>, LDTRACE_DIR, OTEL_SERVICE_NAME
- *     char *argv[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), "8080", NULL};
- *     pid_t srv = itest_spawn(&env, argv, NULL);          stdout/stderr to /dev/null (or a file)
- *     cr_assert(itest_wait_port(port, 5000) == 0);
- *     ... run a client with itest_run(&env, argv, out_file, 10000) ...
- *     itest_stop(srv);                                    SIGTERM, then SIGKILL after 2 s; reaps
- *     struct itest_spans *sp = itest_drain_load(dir);     runs ldtraced --dir DIR --once, parses the file
+ *     itest_env_init(&env);                     our environment minus LD_PRELOAD, LDTRACE_*, OTEL_*
+ *     cr_assert_eq(itest_env_trace(&env, dir, "backend"), 0);   LD_PRELOAD, LDTRACE_DIR, service
+ *     char port_s[16];  snprintf(port_s, sizeof(port_s), "%d", port);
+ *     char *argv[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), port_s, NULL};
+ *     pid_t srv = itest_start_server(&env, argv, port, NULL);   spawn + wait for the port
+ *     ... run a client: itest_run(&env, client_argv, out_file, 10000) ...
+ *     itest_settle(250);                        let the server commit the span it just ended
+ *     itest_stop(srv);                          SIGTERM, SIGKILL after 2 s; reaps
+ *     struct itest_spans *sp = itest_drain_load(dir);   ldtraced --dir DIR --once, then parse
  *     const struct itest_span *s = itest_find(sp, ITEST_SERVER, "backend", "url.path", "/x");
  *     itest_spans_free(sp); itest_env_free(&env); itest_rmtree(dir);
  *
- * The shim is only ever preloaded into the children (never into the test binary: Criterion talks to its
- * workers over sockets). Paths come from LDT_BUILD_ROOT and LDT_SOURCE_ROOT, which meson test sets.
- * Children get PR_SET_PDEATHSIG(SIGKILL), so a test killed by its timeout leaves no server behind.
- * Nothing here is thread-safe; itest_src/itest_build return one of a few rotating static buffers.
+ * The shim is only ever preloaded into the children (never into the test binary: Criterion talks to
+ * its workers over sockets). Paths come from LDT_BUILD_ROOT and LDT_SOURCE_ROOT, set by meson test.
+ * Children get PR_SET_PDEATHSIG(SIGKILL): a test killed by its timeout leaves no server behind.
+ * Nothing here is thread-safe; itest_src/itest_build return one of 8 rotating static buffers.
  */
 #ifndef LDTRACE_ITEST_H
 #define LDTRACE_ITEST_H
@@ -33,7 +34,7 @@
 #define ITEST_PYTHON "/usr/bin/python3"
 #define ITEST_CURL "/usr/bin/curl"
 
-enum itest_kind {        /* OTLP Span.SpanKind */
+enum itest_kind { /* OTLP Span.SpanKind */
     ITEST_INTERNAL = 1,
     ITEST_SERVER = 2,
     ITEST_CLIENT = 3,
@@ -41,7 +42,7 @@ enum itest_kind {        /* OTLP Span.SpanKind */
 
 /* ---- paths ---- */
 
-/* "$LDT_SOURCE_ROOT/rel" and "$LDT_BUILD_ROOT/rel" in a rotating static buffer (8 live at a time). */
+/* "$LDT_SOURCE_ROOT/rel" and "$LDT_BUILD_ROOT/rel" in a rotating static buffer (8 live at once). */
 char *itest_src(const char *rel);
 char *itest_build(const char *rel);
 
@@ -51,7 +52,7 @@ int itest_mkdtemp(char *out);
 /* Remove a directory made by itest_mkdtemp and the plain files in it (one level). */
 void itest_rmtree(const char *dir);
 
-/* Number of directory entries in dir other than . and .. (segments, output files); -errno on error. */
+/* Entries in dir other than . and .. whose name ends with suffix (NULL: all); -errno on error. */
 int itest_count_files(const char *dir, const char *suffix);
 
 /* Read a whole file into a malloc'd NUL-terminated buffer; *len gets its size. NULL on error. */
@@ -60,7 +61,7 @@ char *itest_slurp(const char *path, size_t *len);
 /* ---- environment for children ---- */
 
 struct itest_env {
-    char **vars;         /* "NAME=value", NULL-terminated, malloc'd */
+    char **vars; /* "NAME=value", NULL-terminated, malloc'd */
     size_t n, cap;
 };
 
@@ -70,9 +71,10 @@ void itest_env_init(struct itest_env *e);
 /* Set (replace or add) NAME=value. */
 void itest_env_set(struct itest_env *e, const char *name, const char *value);
 
-/* Make children traced: LD_PRELOAD=$LDT_BUILD_ROOT/src/shim/libldtrace.so (after the sanitizer runtime
- * in an ASan build, see ITEST_PRELOAD_FIRST), LDTRACE_DIR=dir, OTEL_SERVICE_NAME=service (if not NULL).
- * Returns 0, or -ENOENT when the shim is not built (the environment is set all the same). */
+/* Make children traced: LD_PRELOAD=$LDT_BUILD_ROOT/src/shim/libldtrace.so (after the sanitizer
+ * runtime in an ASan build, see ITEST_PRELOAD_FIRST), LDTRACE_DIR=dir, OTEL_SERVICE_NAME=service
+ * (if not NULL). Returns 0, or -ENOENT when the shim is not built (the environment is set all the
+ * same). */
 int itest_env_trace(struct itest_env *e, const char *dir, const char *service);
 
 void itest_env_free(struct itest_env *e);
@@ -85,23 +87,23 @@ pid_t itest_spawn_io(const struct itest_env *e, char *const argv[], const char *
                      const char *err_path);
 pid_t itest_spawn(const struct itest_env *e, char *const argv[], const char *out_path);
 
-/* Wait for pid up to timeout_ms. Returns its exit status (0..255), 128+signal if a signal killed it,
- * or -ETIMEDOUT after killing it with SIGKILL and reaping it. */
+/* Wait for pid up to timeout_ms. Returns its exit status (0..255), 128+signal if a signal killed
+ * it, or -ETIMEDOUT after killing it with SIGKILL and reaping it. */
 int itest_wait(pid_t pid, int timeout_ms);
 
 /* SIGTERM, wait up to 2 s, then SIGKILL; always reaps. Returns what itest_wait returned. */
 int itest_stop(pid_t pid);
 
-/* Sleep ms milliseconds. Call it once before stopping traced servers: a span is written when it ends,
- * just after the real call that ended it, so a server killed the moment its client got the last byte
- * may not have committed that span yet. */
+/* Sleep ms milliseconds. Call it once before stopping traced servers: a span is written when it
+ * ends, just after the real call that ended it, so a server killed the moment its client got the
+ * last byte may not have committed that span yet. */
 void itest_settle(int ms);
 
 /* itest_spawn + itest_wait: the exit status or a negative errno. */
 int itest_run(const struct itest_env *e, char *const argv[], const char *out_path, int timeout_ms);
 
-/* Spawn a server (stdout and stderr to err_path, or /dev/null) and wait until 127.0.0.1:port accepts a
- * connection (up to 10 s). Returns the pid, or -errno after stopping it. */
+/* Spawn a server (stdout and stderr to err_path, or /dev/null) and wait until 127.0.0.1:port
+ * accepts a connection (up to 10 s). Returns the pid, or -errno after stopping it. */
 pid_t itest_start_server(const struct itest_env *e, char *const argv[], int port,
                          const char *err_path);
 
@@ -122,24 +124,24 @@ int itest_wait_port(int port, int timeout_ms);
 /* ---- spans ---- */
 
 struct itest_span {
-    char trace_id[33];   /* lower-case hex, "" if absent */
+    char trace_id[33]; /* lower-case hex, "" if absent */
     char span_id[17];
-    char parent_id[17];  /* "" for a root */
+    char parent_id[17]; /* "" for a root */
     char name[64];
-    char service[128];   /* resource attribute service.name */
-    int kind;            /* enum itest_kind, 0 if unknown */
-    int status;          /* Status.code: 0 unset, 1 ok, 2 error */
-    json_t *attrs;       /* object: key -> string/integer/real/boolean (intValue strings converted) */
+    char service[128]; /* resource attribute service.name */
+    int kind;          /* enum itest_kind, 0 if unknown */
+    int status;        /* Status.code: 0 unset, 1 ok, 2 error */
+    json_t *attrs;     /* object: key -> string/integer/real/boolean (intValue strings converted) */
 };
 
 struct itest_spans {
     size_t n;
     struct itest_span *v;
-    size_t lines;        /* ExportTraceServiceRequest lines read */
+    size_t lines; /* ExportTraceServiceRequest lines read */
 };
 
-/* Parse an OTLP JSON file (one ExportTraceServiceRequest per line). A missing or empty file gives an
- * empty set; NULL only for unparsable content (the reason is printed on stderr). */
+/* Parse an OTLP JSON file (one ExportTraceServiceRequest per line). A missing or empty file gives
+ * an empty set; NULL only for unparsable content (the reason is printed on stderr). */
 struct itest_spans *itest_load_spans(const char *path);
 void itest_spans_free(struct itest_spans *s);
 
@@ -150,8 +152,8 @@ int itest_drain(const char *dir, const char *out);
  * parse. */
 struct itest_spans *itest_drain_load(const char *dir);
 
-/* Attribute accessors: the string value (NULL if absent or not a string); the integer value, also from
- * a decimal string (dflt if absent). */
+/* Attribute accessors: the string value (NULL if absent or not a string); the integer value, also
+ * from a decimal string (dflt if absent). */
 const char *itest_attr_str(const struct itest_span *s, const char *key);
 long long itest_attr_int(const struct itest_span *s, const char *key, long long dflt);
 

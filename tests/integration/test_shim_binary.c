@@ -34,9 +34,9 @@ Test(shim_binary, random_payloads_echo_identically_and_export_no_http_spans, .ti
     itest_stop(srv);
     struct itest_spans *sp = itest_drain_load(dir);
     cr_assert_not_null(sp);
-    size_t http = itest_count(sp, ITEST_SERVER, NULL, NULL, NULL)
-                  + itest_count(sp, ITEST_CLIENT, NULL, NULL, NULL)
-                  + itest_count(sp, 0, NULL, "http.request.method", NULL);
+    size_t http = itest_count(sp, ITEST_SERVER, NULL, NULL, NULL) +
+                  itest_count(sp, ITEST_CLIENT, NULL, NULL, NULL) +
+                  itest_count(sp, 0, NULL, "http.request.method", NULL);
     if (http)
         itest_dump(sp);
     cr_assert_eq(http, 0, "a binary protocol produced HTTP spans");

@@ -1,4 +1,4 @@
-/* test_shim_errno.c - return values and errno of many calls are the same with and without the shim. */
+/* test_shim_errno.c - return values and errno of many calls, identical with or without the shim. */
 #include <criterion/criterion.h>
 #include <string.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-/* test_shim_keepalive.c - three requests on one keep-alive connection, client and server both traced. */
+/* test_shim_keepalive.c - three requests on one keep-alive connection, client and server traced. */
 #include <criterion/criterion.h>
 #include <string.h>
 #include <strings.h>
@@ -28,7 +28,8 @@ static const char *received_tp(json_t *answer)
     int n = 0;
     size_t i;
     json_t *h;
-    json_array_foreach(json_object_get(answer, "headers"), i, h) {
+    json_array_foreach(json_object_get(answer, "headers"), i, h)
+    {
         if (strcasecmp(json_string_value(json_array_get(h, 0)), "traceparent") == 0) {
             tp = json_string_value(json_array_get(h, 1));
             n++;
@@ -68,8 +69,8 @@ Test(shim_keepalive, three_requests_on_one_connection_give_three_linked_pairs, .
     struct itest_spans *sp = itest_drain_load(dir);
     cr_assert_not_null(sp);
     cr_assert_eq(itest_duplicates(sp), 0);
-    size_t http = itest_count(sp, ITEST_SERVER, NULL, NULL, NULL)
-                  + itest_count(sp, ITEST_CLIENT, NULL, NULL, NULL);
+    size_t http = itest_count(sp, ITEST_SERVER, NULL, NULL, NULL) +
+                  itest_count(sp, ITEST_CLIENT, NULL, NULL, NULL);
     if (http != 6)
         itest_dump(sp);
     cr_expect_eq(http, 6, "expected 6 HTTP spans, got %zu", http);

@@ -1,4 +1,4 @@
-/* test_shim_nonblock.c - a 1 MiB POST over a non-blocking socket with partial writes, under the shim. */
+/* test_shim_nonblock.c - a traced 1 MiB POST over a non-blocking socket with partial writes. */
 #include <criterion/criterion.h>
 #include <string.h>
 #include <unistd.h>
@@ -6,13 +6,14 @@
 #include "itest.h"
 
 struct nb_result {
-    int status;          /* nbclient's exit status */
+    int status; /* nbclient's exit status */
     unsigned partial, eagain;
     size_t sent, expected;
-    json_t *report;      /* sink.py's answer: head, len, sha256 */
+    json_t *report; /* sink.py's answer: head, len, sha256 */
 };
 
-/* Start sink.py (never traced) on port, run nbclient (traced when dir is set), collect its output. */
+/* Start sink.py (never traced) on port, run nbclient (traced when dir is set), collect its output.
+ */
 static void run_upload(const char *dir, int port, struct nb_result *r)
 {
     char port_s[16], out[ITEST_PATH_MAX];
@@ -33,7 +34,8 @@ static void run_upload(const char *dir, int port, struct nb_result *r)
     char *text = itest_slurp(out, NULL);
     cr_assert_not_null(text, "no output from nbclient");
     cr_assert_eq(sscanf(text, "sent=%zu expected=%zu calls=%*u partial=%u eagain=%u", &r->sent,
-                        &r->expected, &r->partial, &r->eagain), 4, "nbclient said: %.200s", text);
+                        &r->expected, &r->partial, &r->eagain),
+                 4, "nbclient said: %.200s", text);
     char *body = strstr(text, "\r\n\r\n");
     cr_assert_not_null(body, "no HTTP response in: %.300s", text);
     json_error_t err;
@@ -92,8 +94,8 @@ Test(shim_nonblock, partial_writes_keep_app_bytes_and_inject_one_line, .timeout 
     cr_assert_eq(strip_traceparent(ph, none, sizeof(none), &no_line), 0);
     cr_assert_eq(strip_traceparent(th, stripped, sizeof(stripped), &tp_line), 1,
                  "expected one traceparent line in:\n%s", th);
-    cr_assert_str_eq(stripped, ph, "the app's header bytes changed:\n%s\n-- without the shim --\n%s",
-                     th, ph);
+    cr_assert_str_eq(stripped, ph,
+                     "the app's header bytes changed:\n%s\n-- without the shim --\n%s", th, ph);
     static const char first[] = "POST /upload HTTP/1.1\r\ntraceparent: ";
     cr_assert(strncmp(th, first, sizeof(first) - 1) == 0,
               "traceparent is not right after the request line:\n%s", th);

@@ -1,4 +1,4 @@
-/* test_shim_proxy.c - curl -> python proxy -> python backend under the shim: propagation and sampling. */
+/* test_shim_proxy.c - curl -> python proxy -> python backend, traced: propagation, sampling. */
 #include <criterion/criterion.h>
 #include <string.h>
 #include <strings.h>
@@ -108,7 +108,8 @@ static int header_count(json_t *list, const char *name, const char **value)
     int n = 0;
     size_t i;
     json_t *h;
-    json_array_foreach(list, i, h) {
+    json_array_foreach(list, i, h)
+    {
         if (strcasecmp(json_string_value(json_array_get(h, 0)), name) != 0)
             continue;
         if (n++ == 0 && value)
@@ -161,7 +162,8 @@ Test(shim_proxy, chain_is_one_trace_with_linked_spans_and_identical_bytes, .time
     struct itest_spans *sp = itest_drain_load(t.dir);
     cr_assert_not_null(sp, "ldtraced --once failed or wrote unparsable JSON");
 
-    /* What the backend saw: exactly one traceparent, the proxy CLIENT span's, and the tracestate. */
+    /* What the backend saw: exactly one traceparent, the proxy CLIENT span's, and the tracestate.
+     */
     const char *tp = NULL, *ts = NULL, *ctp = NULL;
     cr_assert_eq(header_count(backend_headers(plain), "traceparent", NULL), 0);
     cr_assert_eq(header_count(backend_headers(traced), "traceparent", &tp), 1);
@@ -178,8 +180,8 @@ Test(shim_proxy, chain_is_one_trace_with_linked_spans_and_identical_bytes, .time
     const struct itest_span *ps = one_span(sp, ITEST_SERVER, "proxy");
     const struct itest_span *pc = one_span(sp, ITEST_CLIENT, "proxy");
     const struct itest_span *bs = one_span(sp, ITEST_SERVER, "backend");
-    size_t http = itest_count(sp, ITEST_SERVER, NULL, NULL, NULL)
-                  + itest_count(sp, ITEST_CLIENT, NULL, NULL, NULL);
+    size_t http = itest_count(sp, ITEST_SERVER, NULL, NULL, NULL) +
+                  itest_count(sp, ITEST_CLIENT, NULL, NULL, NULL);
     if (http != 4)
         itest_dump(sp);
     cr_expect_eq(http, 4, "expected exactly 4 HTTP spans, got %zu", http);
@@ -227,7 +229,8 @@ Test(shim_proxy, forwarded_traceparent_only_gets_its_parent_id_replaced, .timeou
     struct itest_spans *sp = itest_drain_load(t.dir);
     cr_assert_not_null(sp);
     const char *tp = NULL, *ts = NULL;
-    cr_assert_eq(header_count(backend_headers(ans), "traceparent", &tp), 1, "two traceparent lines");
+    cr_assert_eq(header_count(backend_headers(ans), "traceparent", &tp), 1,
+                 "two traceparent lines");
     cr_assert_eq(header_count(backend_headers(ans), "tracestate", &ts), 1, "two tracestate lines");
     cr_assert_str_eq(ts, TS);
     const struct itest_span *ps = one_span(sp, ITEST_SERVER, "proxy");
@@ -254,7 +257,8 @@ Test(shim_proxy, foreign_traceparent_is_left_as_the_app_wrote_it, .timeout = 30)
     struct itest_spans *sp = itest_drain_load(t.dir);
     cr_assert_not_null(sp);
     const char *tp = NULL;
-    cr_assert_eq(header_count(backend_headers(ans), "traceparent", &tp), 1, "two traceparent lines");
+    cr_assert_eq(header_count(backend_headers(ans), "traceparent", &tp), 1,
+                 "two traceparent lines");
     cr_assert_str_eq(tp, OTHER_TP);
     cr_assert_eq(header_count(backend_headers(ans), "tracestate", NULL), 0);
     const struct itest_span *bs = one_span(sp, ITEST_SERVER, "backend");
@@ -356,7 +360,8 @@ Test(shim_proxy, refused_connect_with_timeout_is_an_error_span, .timeout = 30)
     json_t *ref = chain_get(&t, "/refused", NULL, NULL, 0);
     chain_stop(&t);
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(ref, "backend"), "error"))
-                     ?: "", "[Errno 111] Connection refused");
+                         ?: "",
+                     "[Errno 111] Connection refused");
     struct itest_spans *sp = itest_drain_load(t.dir);
     cr_assert_not_null(sp);
     const struct itest_span *r = span_at(sp, ITEST_SERVER, "proxy", "/refused");

@@ -1,10 +1,11 @@
-/* echo_client.c - sends random binary payloads to echo_server and checks they come back byte-identical.
+/* echo_client.c - sends random binary payloads to echo_server, checks they come back identical.
  *
- * Usage: echo_client PORT [SEED [ROUNDS]]. Opens two connections; each round sends one payload of random
- * length (1..20000 bytes) of random bytes, some with HTTP-looking text planted mid-stream ("GET / HTTP/1.1",
- * "HTTP/1.1 200 OK", "traceparent: ..."), then reads exactly as many bytes back and compares them. Each
- * connection's first bytes are binary, so a sniffer must classify it as "other" and pass it through.
- * Prints "ok bytes=N rounds=R" and exits 0, or names the first mismatch and exits 1 (2: connect failed).
+ * Usage: echo_client PORT [SEED [ROUNDS]]. Opens two connections; each round sends one payload of
+ * random length (1..20000 bytes) of random bytes, some with HTTP-looking text planted mid-stream
+ * ("GET / HTTP/1.1", "HTTP/1.1 200 OK", "traceparent: ..."), then reads exactly as many bytes back
+ * and compares them. Each connection's first bytes are binary, so a sniffer must classify it as
+ * "other" and pass it through. Prints "ok bytes=N rounds=R" and exits 0, or names the first
+ * mismatch and exits 1 (2: connect failed).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,8 +28,10 @@ static uint32_t next(void)
 }
 
 static const char *const lures[] = {
-    "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-    "POST /a HTTP/1.0\r\n", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n",
+    "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "POST /a HTTP/1.0\r\n",
+    "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n",
 };
 
 static size_t fill(char *buf, int first)
@@ -61,8 +64,9 @@ static int send_all(int fd, const char *p, size_t len, unsigned k)
 {
     while (len) {
         struct iovec iov = {(void *)p, len};
-        ssize_t n = k % 3 == 0 ? write(fd, p, len)
-                  : k % 3 == 1 ? send(fd, p, len, MSG_NOSIGNAL) : writev(fd, &iov, 1);
+        ssize_t n = k % 3 == 0   ? write(fd, p, len)
+                    : k % 3 == 1 ? send(fd, p, len, MSG_NOSIGNAL)
+                                 : writev(fd, &iov, 1);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0 || (size_t)n > len)
@@ -106,8 +110,8 @@ int main(int argc, char **argv)
         }
         for (unsigned r = 0; r < rounds; r++) {
             size_t len = fill(out, r == 0);
-            if (send_all(fd, out, len, r) < 0 || recv_all(fd, in, len, r) < 0
-                || memcmp(out, in, len) != 0) {
+            if (send_all(fd, out, len, r) < 0 || recv_all(fd, in, len, r) < 0 ||
+                memcmp(out, in, len) != 0) {
                 printf("mismatch conn=%d round=%u len=%zu\n", conn, r, len);
                 return 1;
             }

@@ -1,8 +1,8 @@
-/* echo_server.c - a binary echo server on 127.0.0.1 (integration test: a protocol that is not HTTP).
+/* echo_server.c - a binary echo server on 127.0.0.1 (integration tests: a non-HTTP protocol).
  *
- * Usage: echo_server PORT. Serves one connection at a time and writes back every byte it reads, with a
- * mix of read/recv and write/send so every receive and send hook sees non-HTTP traffic. Runs until
- * killed.
+ * Usage: echo_server PORT. Serves one connection at a time and writes back every byte it reads,
+ * with a mix of read/recv and write/send so every receive and send hook sees non-HTTP traffic. Runs
+ * until killed.
  */
 #include <arpa/inet.h>
 #include <errno.h>

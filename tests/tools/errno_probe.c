@@ -2,10 +2,11 @@
  *
  * Usage: errno_probe. Exercises a bad fd, a closed socket, a refused connect (blocking and not), a
  * non-blocking receive with no data, a peer that closed or shut down, a regular file, a pipe and
- * socketpairs, through read/write/send/recv/readv/writev/sendmsg/recvmsg/sendto/recvfrom/accept/connect.
- * Before each call errno is set to 7777, so a call that succeeds must leave exactly that behind. One line
- * per call: "label ret=R errno=E"; descriptors print as "fd" so the output does not depend on numbering.
- * Run with and without the shim, the output must be identical. Exit status 0.
+ * socketpairs, through
+ * read/write/send/recv/readv/writev/sendmsg/recvmsg/sendto/recvfrom/accept/connect. Before each
+ * call errno is set to 7777, so a call that succeeds must leave exactly that behind. One line per
+ * call: "label ret=R errno=E"; descriptors print as "fd" so the output does not depend on
+ * numbering. Run with and without the shim, the output must be identical. Exit status 0.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,21 +28,22 @@ static void report(const char *label, long r, int e, int is_fd)
     if (is_fd && r >= 0)
         printf("%-28s ret=fd errno=%d\n", label, e);
     else
-        printf("%-28s ret=%ld errno=%d%s%s\n", label, r, e, r < 0 ? " " : "", r < 0 ? strerror(e) : "");
+        printf("%-28s ret=%ld errno=%d%s%s\n", label, r, e, r < 0 ? " " : "",
+               r < 0 ? strerror(e) : "");
 }
 
-#define CALL(label, expr)                    \
-    do {                                     \
-        errno = 7777;                        \
-        long r_ = (long)(expr);              \
-        report(label, r_, errno, 0);         \
+#define CALL(label, expr)                                                                          \
+    do {                                                                                           \
+        errno = 7777;                                                                              \
+        long r_ = (long)(expr);                                                                    \
+        report(label, r_, errno, 0);                                                               \
     } while (0)
 
-#define CALLFD(label, var, expr)             \
-    do {                                     \
-        errno = 7777;                        \
-        var = (expr);                        \
-        report(label, var, errno, 1);        \
+#define CALLFD(label, var, expr)                                                                   \
+    do {                                                                                           \
+        errno = 7777;                                                                              \
+        var = (expr);                                                                              \
+        report(label, var, errno, 1);                                                              \
     } while (0)
 
 static char buf[4096];

@@ -1,15 +1,16 @@
-/* nbclient.c - a non-blocking HTTP client that forces partial writes and EAGAIN (integration test load).
+/* nbclient.c - a non-blocking HTTP client that forces partial writes and EAGAIN (test load).
  *
- * Usage: nbclient PORT [BODY_BYTES [SNDBUF]]. POSTs a deterministic pseudo-random body of BODY_BYTES
- * (default 1 MiB) to 127.0.0.1:PORT/upload over a non-blocking socket with a tiny SO_SNDBUF (default
- * 4096). The request line goes out in two writes ("POST /up" then "load HTTP/1.1\r\n"), the rest with a
- * rotating mix of write, send and two-part writev calls of varying sizes. Every return value is checked:
- * never more than asked, a short count is a partial write, -1 must be EAGAIN (then poll) or EINTR.
- * The response is read until the server closes, alternating recv and read.
+ * Usage: nbclient PORT [BODY_BYTES [SNDBUF]]. POSTs a deterministic pseudo-random body of
+ * BODY_BYTES (default 1 MiB) to 127.0.0.1:PORT/upload over a non-blocking socket with a tiny
+ * SO_SNDBUF (default 4096). The request line goes out in two writes ("POST /up" then "load
+ * HTTP/1.1\r\n"), the rest with a rotating mix of write, send and two-part writev calls of varying
+ * sizes. Every return value is checked: never more than asked, a short count is a partial write, -1
+ * must be EAGAIN (then poll) or EINTR. The response is read until the server closes, alternating
+ * recv and read.
  *
- * Output on stdout: "sent=N expected=N calls=C partial=P eagain=E\n---\n" then the raw response bytes.
- * Exit status: 0 when every byte was accounted for, 1 on an inconsistent return value or count, 2 on
- * any other failure (connect, poll timeout).
+ * Output on stdout: "sent=N expected=N calls=C partial=P eagain=E\n---\n" then the raw response
+ * bytes. Exit status: 0 when every byte was accounted for, 1 on an inconsistent return value or
+ * count, 2 on any other failure (connect, poll timeout).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -130,7 +131,8 @@ static char *make_request(int port, size_t body, size_t *len)
     int hl = snprintf(head, sizeof(head),
                       "Host: 127.0.0.1:%d\r\nUser-Agent: nbclient/1\r\n"
                       "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n"
-                      "X-Probe: partial-writes\r\n\r\n", port, body);
+                      "X-Probe: partial-writes\r\n\r\n",
+                      port, body);
     char *buf = malloc((size_t)hl + body);
     if (!buf)
         return NULL;
@@ -167,8 +169,8 @@ int main(int argc, char **argv)
     size_t expected = sizeof(l1) - 1 + sizeof(l2) - 1 + len;
     static char resp[1 << 16];
     ssize_t rn = rc ? -1 : read_all(fd, resp, sizeof(resp));
-    printf("sent=%zu expected=%zu calls=%u partial=%u eagain=%u\n---\n", st.sent, expected, st.calls,
-           st.partial, st.eagain);
+    printf("sent=%zu expected=%zu calls=%u partial=%u eagain=%u\n---\n", st.sent, expected,
+           st.calls, st.partial, st.eagain);
     if (rn > 0)
         fwrite(resp, 1, (size_t)rn, stdout);
     free(req);
