@@ -234,3 +234,92 @@ Test(cli_run, client_spans_exported_and_viewable, .timeout = 60)
     free(txt);
     teardown(&c);
 }
+
+/* ---- the other commands, through the binary (argument handling, exit codes, golden output) ----
+ */
+
+/* Run `ldtrace ARGS...` with stdout to DIR/stdout.txt and stderr to DIR/stderr.txt. */
+static int ldtrace_cmd(struct ctx *c, const char *const *args)
+{
+    char *argv[16], out[ITEST_PATH_MAX + 16], err[ITEST_PATH_MAX + 16];
+    int n = 0;
+    argv[n++] = itest_build("src/cli/ldtrace");
+    for (; *args; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    snprintf(out, sizeof(out), "%s/stdout.txt", c->dir);
+    snprintf(err, sizeof(err), "%s/stderr.txt", c->dir);
+    pid_t pid = itest_spawn_io(&c->env, argv, out, err);
+    cr_assert_gt(pid, 0);
+    return itest_wait(pid, 20000);
+}
+
+static void expect_stdout_is(struct ctx *c, const char *golden)
+{
+    char path[ITEST_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/stdout.txt", c->dir);
+    char *got = slurp_text(path);
+    char *want = slurp_text(itest_src(golden));
+    cr_expect_str_eq(got, want, "%s", golden);
+    free(got);
+    free(want);
+}
+
+static void expect_stderr_has(struct ctx *c, const char *needle)
+{
+    char path[ITEST_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/stderr.txt", c->dir);
+    char *got = slurp_text(path);
+    cr_expect_not_null(strstr(got, needle), "stderr: %s", got);
+    free(got);
+}
+
+Test(cli_cmd, view_and_analyze_match_golden_files, .timeout = 30)
+{
+    struct ctx c;
+    setup(&c);
+    itest_env_set(&c.env, "LANG", "C.UTF-8");
+    itest_env_set(&c.env, "LC_ALL", "C.UTF-8");
+    char *fixture = itest_src("tests/data/cli/trace-demo.jsonl");
+    const char *view[] = {"view", fixture, "--trace", "4bf92f3577b3", "--width", "80", NULL};
+    cr_expect_eq(ldtrace_cmd(&c, view), 0);
+    expect_stdout_is(&c, "tests/data/cli/view-80.txt");
+    const char *ascii[] = {"view", "--ascii", "--width=80", fixture, "--trace", "4bf92f3577", NULL};
+    cr_expect_eq(ldtrace_cmd(&c, ascii), 0);
+    expect_stdout_is(&c, "tests/data/cli/view-80-ascii.txt");
+    const char *list[] = {"view", fixture, "--width", "120", NULL};
+    cr_expect_eq(ldtrace_cmd(&c, list), 0);
+    expect_stdout_is(&c, "tests/data/cli/list-120.txt");
+    const char *json[] = {"analyze", fixture, "--format", "json", NULL};
+    cr_expect_eq(ldtrace_cmd(&c, json), 0);
+    expect_stdout_is(&c, "tests/data/cli/analyze.json");
+    teardown(&c);
+}
+
+Test(cli_cmd, errors_exit_nonzero_with_one_line, .timeout = 30)
+{
+    struct ctx c;
+    setup(&c);
+    char *fixture = itest_src("tests/data/cli/trace-demo.jsonl");
+    const char *missing[] = {"view", "/nonexistent/x.jsonl", NULL};
+    cr_expect_eq(ldtrace_cmd(&c, missing), 1);
+    expect_stderr_has(&c, "ldtrace: view: read /nonexistent/x.jsonl: No such file or directory");
+    const char *ambiguous[] = {"view", fixture, "--trace", "4bf92f35", NULL};
+    cr_expect_eq(ldtrace_cmd(&c, ambiguous), 1);
+    expect_stderr_has(&c, "matches more than one trace");
+    const char *badfmt[] = {"analyze", fixture, "--format", "yaml", NULL};
+    cr_expect_eq(ldtrace_cmd(&c, badfmt), 2);
+    const char *unknown[] = {"frobnicate", NULL};
+    cr_expect_eq(ldtrace_cmd(&c, unknown), 2);
+    expect_stderr_has(&c, "unknown command 'frobnicate'");
+    const char *nocmd[] = {"run", "--", NULL};
+    cr_expect_eq(ldtrace_cmd(&c, nocmd), 2);
+    char html[ITEST_PATH_MAX + 16];
+    snprintf(html, sizeof(html), "%s/page.html", c.dir);
+    const char *page[] = {"html", fixture, "-o", html, NULL};
+    cr_expect_eq(ldtrace_cmd(&c, page), 0);
+    char *txt = slurp_text(html);
+    cr_expect_not_null(strstr(txt, "4bf92f3577b34da6a3ce929d0e0e4736"));
+    free(txt);
+    teardown(&c);
+}
