@@ -214,19 +214,21 @@ Test(proctree, shell_script_runs_each_client_with_its_own_segment, .timeout = 40
     tree_free(&t);
 }
 
-/* ---- out of reach of LD_PRELOAD: a static binary, a setuid program ---- */
+/* ---- out of reach of LD_PRELOAD: a static binary, a setuid program, io_uring ---- */
 
-/* Run prog PORT /path with the shim preloaded (segments into dir), as user nobody when as_nobody;
- * stdout to out. Returns the exit status (or 128 + signal, or -errno). */
-static int run_preloaded(const char *prog, const char *dir, int port, const char *path,
-                         int as_nobody, const char *out)
+/* Run prog [flag] PORT /path with the shim preloaded (segments into dir), as user nobody when
+ * as_nobody; stdout to out. Returns the exit status (or 128 + signal, or -errno). */
+static int run_preloaded(const char *prog, const char *flag, const char *dir, int port,
+                         const char *path, int as_nobody, const char *out)
 {
     struct itest_env e;
     itest_env_init(&e);
     itest_env_trace(&e, dir, "unreachable");
     char ps[16];
     snprintf(ps, sizeof(ps), "%d", port);
-    char *argv[] = {(char *)prog, ps, (char *)path, NULL};
+    char *argv[] = {(char *)prog, (char *)flag, ps, (char *)path, NULL};
+    if (!flag)
+        memmove(argv + 1, argv + 2, 3 * sizeof(*argv));
     int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     pid_t pid = fd < 0 ? -1 : fork();
     if (pid == 0) {
@@ -242,9 +244,11 @@ static int run_preloaded(const char *prog, const char *dir, int port, const char
     return pid < 0 ? -errno : itest_wait(pid, 10000);
 }
 
-/* backend.py (untraced) answering prog's GET /path run under the shim; checks the answer, returns
- * whether the backend saw a traceparent and how many segments the run left in a fresh directory. */
-static void run_unreachable(const char *prog, int as_nobody, int *injected, int *segments)
+/* backend.py (untraced) answering prog's GET /unreachable run under the shim; checks the answer,
+ * returns whether the backend saw a traceparent and how many segments the run left in a fresh
+ * directory. Skips the test when prog exits with 3 (io_uring not available). */
+static void run_unreachable(const char *prog, const char *flag, int as_nobody, int *injected,
+                            int *segments)
 {
     char dir[ITEST_PATH_MAX], out[ITEST_PATH_MAX + 16], up[16];
     cr_assert_eq(itest_mkdtemp(dir), 0);
@@ -256,11 +260,16 @@ static void run_unreachable(const char *prog, int as_nobody, int *injected, int 
     char *py[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), up, NULL};
     pid_t srv = itest_start_server(&plain, py, port, NULL);
     cr_assert_gt(srv, 0, "backend.py did not start");
-    int rc = run_preloaded(prog, dir, port, "/unreachable", as_nobody, out);
+    int rc = run_preloaded(prog, flag, dir, port, "/unreachable", as_nobody, out);
     itest_stop(srv);
     itest_env_free(&plain);
     char *body = itest_slurp(out, NULL);
     unlink(out);
+    if (rc == 3) {
+        free(body);
+        itest_rmtree(dir);
+        cr_skip_test("io_uring is not available here");
+    }
     cr_assert_eq(rc, 0, "%s under LD_PRELOAD exited with %d", prog, rc);
     cr_assert_not_null(body);
     cr_expect(strncmp(body, "HTTP/1.1 200", 12) == 0, "answer: %.80s", body);
@@ -275,7 +284,7 @@ static void run_unreachable(const char *prog, int as_nobody, int *injected, int 
 Test(proctree, dynamic_client_is_traced, .timeout = 30)
 {
     int injected, segments;
-    run_unreachable(itest_build("tests/tools/dyn_client"), 0, &injected, &segments);
+    run_unreachable(itest_build("tests/tools/dyn_client"), NULL, 0, &injected, &segments);
     cr_expect(injected, "no traceparent from the dynamically linked client");
     cr_expect_eq(segments, 1, "%d segments from the dynamically linked client", segments);
 }
@@ -284,7 +293,7 @@ Test(proctree, dynamic_client_is_traced, .timeout = 30)
 Test(proctree, static_binary_runs_untouched_without_spans, .timeout = 30)
 {
     int injected, segments;
-    run_unreachable(itest_build("tests/tools/static_client"), 0, &injected, &segments);
+    run_unreachable(itest_build("tests/tools/static_client"), NULL, 0, &injected, &segments);
     cr_expect(!injected, "a traceparent was injected by a static binary");
     cr_expect_eq(segments, 0, "a static binary created %d segments", segments);
 }
@@ -309,8 +318,18 @@ Test(proctree, setuid_program_runs_untouched_without_spans, .timeout = 30)
         cr_skip_test("needs root to make a setuid-root program");
     }
     int injected, segments;
-    run_unreachable(prog, 1, &injected, &segments);
+    run_unreachable(prog, NULL, 1, &injected, &segments);
     itest_rmtree(bin);
     cr_expect(!injected, "a traceparent was injected by a setuid program");
     cr_expect_eq(segments, 0, "a setuid program created %d segments", segments);
+}
+
+/* io_uring: the shim sees socket() and close() but none of the I/O (connect, send and recv are ring
+ * operations): the program works, nothing is injected, no span and so no segment. */
+Test(proctree, io_uring_client_runs_untouched_without_spans, .timeout = 30)
+{
+    int injected, segments;
+    run_unreachable(itest_build("tests/tools/dyn_client"), "--uring", 0, &injected, &segments);
+    cr_expect(!injected, "a traceparent was injected into an io_uring send");
+    cr_expect_eq(segments, 0, "an io_uring client created %d segments", segments);
 }
