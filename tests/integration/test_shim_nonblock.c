@@ -68,22 +68,11 @@ static int strip_traceparent(const char *head, char *out, size_t cap, const char
     return n;
 }
 
-Test(shim_nonblock, partial_writes_keep_app_bytes_and_inject_one_line, .timeout = 60)
+/* The body arrived intact, the head is the app's plus exactly one traceparent line right after the
+ * request line. Returns that line (inside traced's report). */
+static const char *check_wire(const struct nb_result *plain, const struct nb_result *traced)
 {
-    struct nb_result plain = {0}, traced = {0};
-    char dir[ITEST_PATH_MAX];
-    cr_assert_eq(itest_mkdtemp(dir), 0);
-    int port = itest_free_port();
-    run_upload(NULL, port, &plain);
-    run_upload(dir, port, &traced);
-    cr_assert_eq(plain.status, 0, "nbclient failed without the shim");
-    cr_assert_gt(plain.partial + plain.eagain, 0, "the setup did not force partial writes");
-    cr_assert_eq(traced.status, 0, "nbclient saw an inconsistent return value under the shim");
-    cr_assert_eq(traced.sent, traced.expected);
-    cr_assert_gt(traced.eagain, 0, "no EAGAIN under the shim: the test did not test it");
-
-    /* The body arrived intact, the head is the app's plus exactly one traceparent line. */
-    json_t *pr = plain.report, *tr = traced.report;
+    json_t *pr = plain->report, *tr = traced->report;
     cr_assert_eq(json_integer_value(json_object_get(tr, "len")), 1048576);
     cr_assert_str_eq(json_string_value(json_object_get(tr, "sha256")),
                      json_string_value(json_object_get(pr, "sha256")));
@@ -99,23 +88,46 @@ Test(shim_nonblock, partial_writes_keep_app_bytes_and_inject_one_line, .timeout 
     static const char first[] = "POST /upload HTTP/1.1\r\ntraceparent: ";
     cr_assert(strncmp(th, first, sizeof(first) - 1) == 0,
               "traceparent is not right after the request line:\n%s", th);
+    return tp_line;
+}
 
-    /* One CLIENT span, 200, whose ids are the injected ones. */
+/* One CLIENT span, 200, whose ids are the injected ones and which counts the app's bytes only. */
+static void check_span(const char *dir, const char *tp_line, size_t app_bytes)
+{
     struct itest_spans *sp = itest_drain_load(dir);
     cr_assert_not_null(sp);
-    if (sp->n != 1)
+    size_t n = itest_count(sp, ITEST_CLIENT, "nbclient", NULL, NULL);
+    if (n != 1)
         itest_dump(sp);
-    cr_assert_eq(itest_count(sp, ITEST_CLIENT, "nbclient", NULL, NULL), 1);
+    cr_assert_eq(n, 1, "expected one CLIENT span, got %zu", n);
     const struct itest_span *c = itest_find(sp, ITEST_CLIENT, "nbclient", NULL, NULL);
     cr_expect_str_eq(c->name, "POST");
     cr_expect_str_eq(itest_attr_str(c, "url.path") ?: "", "/upload");
     cr_expect_eq(itest_attr_int(c, "http.response.status_code", 0), 200);
     cr_expect_neq(c->status, 2);
+    cr_expect_eq(itest_attr_int(c, "ldtrace.bytes_out", -1), (long long)app_bytes,
+                 "bytes_out must count the app's bytes, not the injected ones");
     char want[80];
     snprintf(want, sizeof(want), "traceparent: 00-%s-%s-", c->trace_id, c->span_id);
     cr_assert(strncmp(tp_line, want, strlen(want)) == 0, "injected %.70s, span %s", tp_line, want);
-    json_decref(pr);
-    json_decref(tr);
     itest_spans_free(sp);
+}
+
+Test(shim_nonblock, partial_writes_keep_app_bytes_and_inject_one_line, .timeout = 60)
+{
+    struct nb_result plain = {0}, traced = {0};
+    char dir[ITEST_PATH_MAX];
+    cr_assert_eq(itest_mkdtemp(dir), 0);
+    int port = itest_free_port();
+    run_upload(NULL, port, &plain);
+    run_upload(dir, port, &traced);
+    cr_assert_eq(plain.status, 0, "nbclient failed without the shim");
+    cr_assert_gt(plain.partial + plain.eagain, 0, "the setup did not force partial writes");
+    cr_assert_eq(traced.status, 0, "nbclient saw an inconsistent return value under the shim");
+    cr_assert_eq(traced.sent, traced.expected);
+    cr_assert_gt(traced.eagain, 0, "no EAGAIN under the shim: the test did not test it");
+    check_span(dir, check_wire(&plain, &traced), traced.expected);
+    json_decref(plain.report);
+    json_decref(traced.report);
     itest_rmtree(dir);
 }

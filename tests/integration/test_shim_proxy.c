@@ -150,6 +150,67 @@ static const struct itest_span *one_span(const struct itest_spans *sp, int kind,
     return itest_find(sp, kind, svc, NULL, NULL);
 }
 
+/* The four HTTP spans of one traced request through the chain. */
+struct chain_spans {
+    const struct itest_span *cc, *ps, *pc, *bs; /* curl CLIENT, proxy SERVER/CLIENT, backend */
+};
+
+/* What the backend and the proxy saw; returns the one traceparent the backend received. */
+static const char *check_headers(json_t *plain, json_t *traced)
+{
+    const char *tp = NULL, *ts = NULL, *ctp = NULL;
+    cr_assert_eq(header_count(backend_headers(plain), "traceparent", NULL), 0);
+    cr_assert_eq(header_count(backend_headers(traced), "traceparent", &tp), 1);
+    cr_assert_eq(header_count(backend_headers(traced), "tracestate", &ts), 1);
+    cr_assert_str_eq(ts, TS);
+    cr_assert_eq(header_count(json_object_get(traced, "received"), "traceparent", &ctp), 1);
+    cr_assert_str_eq(ctp, TP_SAMPLED, "curl's own traceparent must reach the proxy untouched");
+    return tp;
+}
+
+/* curl CLIENT -> proxy SERVER -> proxy CLIENT -> backend SERVER, one trace, nothing twice. */
+static struct chain_spans check_links(const struct itest_spans *sp, const char *backend_tp)
+{
+    struct chain_spans c;
+    cr_assert_eq(itest_duplicates(sp), 0, "duplicate span ids");
+    for (size_t i = 0; i < sp->n; i++)
+        cr_expect_str_eq(sp->v[i].trace_id, TRACE, "span %zu left the trace", i);
+    c.cc = one_span(sp, ITEST_CLIENT, "curl");
+    c.ps = one_span(sp, ITEST_SERVER, "proxy");
+    c.pc = one_span(sp, ITEST_CLIENT, "proxy");
+    c.bs = one_span(sp, ITEST_SERVER, "backend");
+    size_t http = itest_count(sp, ITEST_SERVER, NULL, NULL, NULL) +
+                  itest_count(sp, ITEST_CLIENT, NULL, NULL, NULL);
+    if (http != 4)
+        itest_dump(sp);
+    cr_expect_eq(http, 4, "expected exactly 4 HTTP spans, got %zu", http);
+    cr_expect_str_eq(c.cc->span_id, CURL_SPAN, "curl's CLIENT span uses the ids curl sent");
+    cr_assert_str_eq(c.ps->parent_id, CURL_SPAN);
+    cr_assert_str_eq(c.pc->parent_id, c.ps->span_id);
+    cr_assert_str_eq(c.bs->parent_id, c.pc->span_id);
+    char want[64];
+    snprintf(want, sizeof(want), "00-%s-%s-01", TRACE, c.pc->span_id);
+    cr_assert_str_eq(backend_tp, want, "the injected traceparent carries the CLIENT span id");
+    return c;
+}
+
+static void check_attributes(const struct chain_spans *c, const struct chain *t)
+{
+    cr_expect_str_eq(c->ps->name, "GET");
+    cr_expect_str_eq(itest_attr_str(c->ps, "http.request.method") ?: "", "GET");
+    cr_expect_str_eq(itest_attr_str(c->ps, "url.path") ?: "", "/x");
+    cr_expect_str_eq(itest_attr_str(c->pc, "url.path") ?: "", "/y");
+    cr_expect_str_eq(itest_attr_str(c->bs, "url.path") ?: "", "/y");
+    cr_expect_eq(itest_attr_int(c->ps, "http.response.status_code", 0), 200);
+    cr_expect_eq(itest_attr_int(c->pc, "http.response.status_code", 0), 200);
+    cr_expect_eq(itest_attr_int(c->bs, "http.response.status_code", 0), 200);
+    cr_expect_eq(itest_attr_int(c->pc, "server.port", 0), t->bport);
+    cr_expect_eq(itest_attr_int(c->cc, "server.port", 0), t->pport);
+    cr_expect_str_eq(itest_attr_str(c->bs, "network.peer.address") ?: "", "127.0.0.1");
+    cr_expect_neq(c->ps->status, 2);
+    cr_expect_neq(c->pc->status, 2);
+}
+
 Test(shim_proxy, chain_is_one_trace_with_linked_spans_and_identical_bytes, .timeout = 40)
 {
     struct chain u, t;
@@ -161,52 +222,8 @@ Test(shim_proxy, chain_is_one_trace_with_linked_spans_and_identical_bytes, .time
     chain_stop(&t);
     struct itest_spans *sp = itest_drain_load(t.dir);
     cr_assert_not_null(sp, "ldtraced --once failed or wrote unparsable JSON");
-
-    /* What the backend saw: exactly one traceparent, the proxy CLIENT span's, and the tracestate.
-     */
-    const char *tp = NULL, *ts = NULL, *ctp = NULL;
-    cr_assert_eq(header_count(backend_headers(plain), "traceparent", NULL), 0);
-    cr_assert_eq(header_count(backend_headers(traced), "traceparent", &tp), 1);
-    cr_assert_eq(header_count(backend_headers(traced), "tracestate", &ts), 1);
-    cr_assert_str_eq(ts, TS);
-    cr_assert_eq(header_count(json_object_get(traced, "received"), "traceparent", &ctp), 1);
-    cr_assert_str_eq(ctp, TP_SAMPLED, "curl's own traceparent must reach the proxy untouched");
-
-    /* The spans: curl CLIENT -> proxy SERVER -> proxy CLIENT -> backend SERVER, one trace. */
-    cr_assert_eq(itest_duplicates(sp), 0, "duplicate span ids");
-    for (size_t i = 0; i < sp->n; i++)
-        cr_expect_str_eq(sp->v[i].trace_id, TRACE, "span %zu left the trace", i);
-    const struct itest_span *cc = one_span(sp, ITEST_CLIENT, "curl");
-    const struct itest_span *ps = one_span(sp, ITEST_SERVER, "proxy");
-    const struct itest_span *pc = one_span(sp, ITEST_CLIENT, "proxy");
-    const struct itest_span *bs = one_span(sp, ITEST_SERVER, "backend");
-    size_t http = itest_count(sp, ITEST_SERVER, NULL, NULL, NULL) +
-                  itest_count(sp, ITEST_CLIENT, NULL, NULL, NULL);
-    if (http != 4)
-        itest_dump(sp);
-    cr_expect_eq(http, 4, "expected exactly 4 HTTP spans, got %zu", http);
-    cr_expect_str_eq(cc->span_id, CURL_SPAN, "curl's CLIENT span uses the ids curl sent");
-    cr_assert_str_eq(ps->parent_id, CURL_SPAN);
-    cr_assert_str_eq(pc->parent_id, ps->span_id);
-    cr_assert_str_eq(bs->parent_id, pc->span_id);
-    char want[64];
-    snprintf(want, sizeof(want), "00-%s-%s-01", TRACE, pc->span_id);
-    cr_assert_str_eq(tp, want, "the injected traceparent carries the CLIENT span id");
-
-    /* Attributes of the four spans. */
-    cr_expect_str_eq(ps->name, "GET");
-    cr_expect_str_eq(itest_attr_str(ps, "http.request.method") ?: "", "GET");
-    cr_expect_str_eq(itest_attr_str(ps, "url.path") ?: "", "/x");
-    cr_expect_str_eq(itest_attr_str(pc, "url.path") ?: "", "/y");
-    cr_expect_str_eq(itest_attr_str(bs, "url.path") ?: "", "/y");
-    cr_expect_eq(itest_attr_int(ps, "http.response.status_code", 0), 200);
-    cr_expect_eq(itest_attr_int(pc, "http.response.status_code", 0), 200);
-    cr_expect_eq(itest_attr_int(bs, "http.response.status_code", 0), 200);
-    cr_expect_eq(itest_attr_int(pc, "server.port", 0), t.bport);
-    cr_expect_eq(itest_attr_int(cc, "server.port", 0), t.pport);
-    cr_expect_str_eq(itest_attr_str(bs, "network.peer.address") ?: "", "127.0.0.1");
-    cr_expect_neq(ps->status, 2);
-    cr_expect_neq(pc->status, 2);
+    struct chain_spans c = check_links(sp, check_headers(plain, traced));
+    check_attributes(&c, &t);
 
     /* Bytes: identical between the runs once the injected lines are taken out. */
     char *a = canonical(plain), *b = canonical(traced);
