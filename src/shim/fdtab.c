@@ -1,9 +1,10 @@
 /* fdtab.c - the per-fd table (dense, mmapped chunks) and the pool of HTTP connection states.
  *
  * Every hook starts here: fd -> 32-byte entry in two loads, no lock. An fd we never saw (inherited
- * across exec, from dup(), opened by a call we do not hook) is probed once with fstat/getsockopt and
- * the answer cached until close. Connection states (two parsers, the span FIFOs) are much larger and
- * only exist for sockets classified as HTTP; they come from mmapped chunks that are never unmapped.
+ * across exec, from dup(), opened by a call we do not hook) is probed once with fstat/getsockopt
+ * and the answer cached until close. Connection states (two parsers, the span FIFOs) are much
+ * larger and only exist for sockets classified as HTTP; they come from mmapped chunks that are
+ * never unmapped.
  */
 #include <errno.h>
 #include <string.h>
@@ -32,7 +33,7 @@ static struct ldt__fd *chunk_get(unsigned i)
     if (m == MAP_FAILED)
         return NULL;
     struct ldt__fd *expect = NULL;
-    /* Release pairs with the acquire load above: the zeroed pages are visible before the pointer. */
+    /* Release pairs with the acquire load above: zeroed pages are visible before the pointer. */
     if (!atomic_compare_exchange_strong_explicit(&chunks[i], &expect, (struct ldt__fd *)m,
                                                  memory_order_acq_rel, memory_order_acquire)) {
         munmap(m, sz);
@@ -53,8 +54,8 @@ struct ldt__fd *ldt__fd_peek(int fd)
 {
     if (fd < 0 || (unsigned)fd >= LDT__FD_CHUNK * LDT__FD_MAX_CHUNKS)
         return NULL;
-    struct ldt__fd *c = atomic_load_explicit(&chunks[(unsigned)fd >> LDT__FD_CHUNK_SHIFT],
-                                             memory_order_acquire);
+    struct ldt__fd *c =
+        atomic_load_explicit(&chunks[(unsigned)fd >> LDT__FD_CHUNK_SHIFT], memory_order_acquire);
     return c ? &c[(unsigned)fd & (LDT__FD_CHUNK - 1)] : NULL;
 }
 
@@ -65,10 +66,10 @@ enum ldt__fd_kind ldt__fd_probe(int fd)
     int type = 0, dom = 0;
     socklen_t l1 = sizeof type, l2 = sizeof dom;
     enum ldt__fd_kind k = LDT__FD_OTHER;
-    if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)
-        && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) == 0 && type == SOCK_STREAM
-        && getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l2) == 0
-        && (dom == AF_INET || dom == AF_INET6 || dom == AF_UNIX))
+    if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) == 0 && type == SOCK_STREAM &&
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l2) == 0 &&
+        (dom == AF_INET || dom == AF_INET6 || dom == AF_UNIX))
         k = LDT__FD_SOCK;
     errno = saved;
     return k;
@@ -132,7 +133,7 @@ void ldt__fd_reset(int fd)
 
 static atomic_flag pool_lock = ATOMIC_FLAG_INIT;
 static struct ldt__conn *pool_free;
-static struct ldt__conn *pool_chunks[POOL_MAX_CHUNKS];  /* for the fork child's lock reset */
+static struct ldt__conn *pool_chunks[POOL_MAX_CHUNKS]; /* for the fork child's lock reset */
 static unsigned pool_nchunks;
 
 static void pool_refill(void)
@@ -140,7 +141,8 @@ static void pool_refill(void)
     size_t sz = POOL_CHUNK * sizeof(struct ldt__conn);
     if (pool_nchunks == POOL_MAX_CHUNKS)
         return;
-    struct ldt__conn *m = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct ldt__conn *m =
+        mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return;
     pool_chunks[pool_nchunks++] = m;

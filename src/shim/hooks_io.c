@@ -1,8 +1,8 @@
 /* hooks_io.c - interposed byte-moving calls: send*, write*, recv*, read*, sendfile, __*_chk.
  *
- * On an fd that is not a traced socket each hook costs one table lookup. On a traced socket the real
- * call is timed and its bytes go to the sniffer after it returned; a send on a client-role HTTP
- * connection goes through the injector instead (inject.c), as one real writev/sendmsg.
+ * On an fd that is not a traced socket each hook costs one table lookup. On a traced socket the
+ * real call is timed and its bytes go to the sniffer after it returned; a send on a client-role
+ * HTTP connection goes through the injector instead (inject.c), as one real writev/sendmsg.
  */
 /* Meson builds with _FILE_OFFSET_BITS=64, which renames sendfile to sendfile64 in the headers; we
  * define both names ourselves (on LP64 off_t is 64 bits either way). */
@@ -109,12 +109,12 @@ HOOK(ssize_t, recvmsg, (int fd, struct msghdr *msg, int flags), (fd, msg, flags)
      in_done(fd, e, msg->msg_iov, (int)msg->msg_iovlen, n, flags, t0);
      return n;)
 
-/* ---- send side -------------------------------------------------------------------------------- */
+/* ---- send side ------------------------------------------------------------------------------- */
 
 /* How the app asked to send: the injector's real call keeps the app's flags and address. */
 struct out_call {
     int fd;
-    int use_msg;                /* sendmsg(flags) for send/sendto/sendmsg, writev for write/writev */
+    int use_msg;                /* sendmsg(flags) for send, sendto, sendmsg; else writev */
     int flags;
     const void *name;
     socklen_t namelen;

@@ -1,5 +1,6 @@
-/* hooks_net.c - interposed socket life-cycle calls: socket, connect, accept*, shutdown, close, dup2/3,
- * and getaddrinfo. They keep the fd table right and open CONNECT/DNS spans; bytes are in hooks_io.c.
+/* hooks_net.c - interposed socket life-cycle calls: socket, connect, accept*, shutdown, close,
+ * dup2/3, and getaddrinfo. They keep the fd table right and open CONNECT/DNS spans; bytes are in
+ * hooks_io.c.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -166,7 +167,7 @@ LDT_HOOK int dup2(int oldfd, int newfd)
     int rc = ldt_real.dup2(oldfd, newfd);
     if (rc >= 0 && oldfd != newfd && ldt__mode == LDT__MODE_ON && !ldt__depth) {
         int err = errno;
-        forget(newfd, 0);   /* the socket that was there is closed; the new one gets probed */
+        forget(newfd, 0); /* the socket that was there is closed; the new one gets probed */
         errno = err;
     }
     return rc;

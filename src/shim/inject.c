@@ -1,19 +1,21 @@
 /* inject.c - put traceparent/tracestate header lines into the requests the app sends.
  *
  * Sits between the send hooks and the real writev/sendmsg: plan (where do our lines go in these app
- * bytes?), send (one real vectored call carrying the app's bytes and ours), and account (which of the
- * app's bytes went out, what of ours is still owed).
+ * bytes?), send (one real vectored call carrying the app's bytes and ours), and account (which of
+ * the app's bytes went out, what of ours is still owed).
  *
  * Where the lines go. A request line "GET / HTTP/1.1\r\n" is followed by header lines and a blank
  * line. We add "traceparent: 00-<trace>-<span>-<flags>\r\n" (and "tracestate: ...\r\n" when the
  * parent had one) right after the request line when the whole header block ends inside the current
  * write: only then do we know whether the app sends a traceparent of its own. When the header block
- * is split over several writes we cannot know that yet, so we wait for the write that holds the blank
- * line and insert the lines just before it. Either way there is never a second traceparent line.
+ * is split over several writes we cannot know that yet, so we wait for the write that holds the
+ * blank line and insert the lines just before it. Either way there is never a second traceparent
+ * line.
  *
- * An app-made traceparent (an SDK) is left exactly as it is. A forwarded one, equal byte for byte to
- * the traceparent of an inbound request this process is serving (a proxy), gets its 16-hex parent-id
- * replaced by our client span's id: same length, trace id, flags and tracestate untouched.
+ * An app-made traceparent (an SDK) is left exactly as it is. A forwarded one, equal byte for byte
+ * to the traceparent of an inbound request this process is serving (a proxy), gets its 16-hex
+ * parent-id replaced by our client span's id: same length, trace id, flags and tracestate
+ * untouched.
  *
  * The app is told how many of ITS bytes went out. Bytes of ours the kernel did not take are kept in
  * conn->pend and go out first on the next send, before any further app byte, so the stream on the
@@ -26,7 +28,7 @@
 
 _Atomic uint64_t ldt__inject_missed;
 
-#define OUT_MAX 128     /* output iovecs per real call; more app segments: a partial write */
+#define OUT_MAX 128 /* output iovecs per real call; more app segments: a partial write */
 
 /* ---- the pure core: send app bytes with edits, account the result ---------------------------- */
 
@@ -117,7 +119,7 @@ static size_t account(size_t k, char *pend, uint16_t *po, uint16_t *pl, size_t l
         if (k < ed[i].ins_len) {
             memcpy(pend, ed[i].ins + k, ed[i].ins_len - k);
             *pl = (uint16_t)(ed[i].ins_len - k);
-            return cur + ed[i].del;    /* a replaced range counts as the app's, owed or not */
+            return cur + ed[i].del; /* a replaced range counts as the app's, owed or not */
         }
         k -= ed[i].ins_len;
         cur += ed[i].del;
@@ -152,16 +154,15 @@ ssize_t ldt__inject_sendv(char *pend, uint16_t *pend_off, uint16_t *pend_len,
     if (len == 0)
         return fn(ctx, iov, cnt);
     for (;;) {
-        int n = build(out, pend + *pend_off, *pend_len, iov, cnt, len, ed + *placed,
-                      ned - *placed);
+        int n = build(out, pend + *pend_off, *pend_len, iov, cnt, len, ed + *placed, ned - *placed);
         if (n < 0)
             n = 0;
         ssize_t k = fn(ctx, out, n);
         if (k < 0)
             return -1;
         int more = 0;
-        size_t a = account((size_t)k, pend, pend_off, pend_len, len, ed + *placed, ned - *placed,
-                           &more);
+        size_t a =
+            account((size_t)k, pend, pend_off, pend_len, len, ed + *placed, ned - *placed, &more);
         *placed += more;
         if (a > 0)
             return (ssize_t)a;
@@ -172,7 +173,7 @@ ssize_t ldt__inject_sendv(char *pend, uint16_t *pend_off, uint16_t *pend_len,
     }
 }
 
-/* ---- planning: where our lines go in this write ------------------------------------------------- */
+/* ---- planning: where our lines go in this write ---------------------------------------------- */
 
 struct plan {
     struct ldt__edit ed[LDT__EDITS_MAX];
@@ -208,16 +209,17 @@ static void missed(struct ldt__span *s)
 
 /* The headers of the request carried by span s end in this write; the message started at offset
  * start of this write (negative: in an earlier write). Decide its edit, if any. */
-static void decide(struct plan *pl, struct ldt__span *s, const struct ldt_http_msg *m, long long start)
+static void decide(struct plan *pl, struct ldt__span *s, const struct ldt_http_msg *m,
+                   long long start)
 {
     ldt__span_client_headers(s, m);
     if (s->injected || pl->ned == LDT__EDITS_MAX)
         return;
     struct ldt__edit *e = &pl->ed[pl->ned];
     if (m->tp_len) {
-        long long at = start + (long long)m->tp_off + 36;   /* "00-" 32 hex "-": the parent-id */
+        long long at = start + (long long)m->tp_off + 36; /* "00-" 32 hex "-": the parent-id */
         if (s->rec.flags & LDT_SPAN_F_APP_TP) {
-            s->injected = 1;    /* the app's own: not ours to touch */
+            s->injected = 1; /* the app's own: not ours to touch */
             return;
         }
         if (at < 0 || m->tp_len != LDT_TP_LEN)
@@ -227,7 +229,7 @@ static void decide(struct plan *pl, struct ldt__span *s, const struct ldt_http_m
     } else {
         long long at = start + (long long)m->reqline_len;
         if (at < 0)
-            at = start + (long long)m->hdr_len;    /* the blank line: see the top of this file */
+            at = start + (long long)m->hdr_len; /* the blank line: see the top of this file */
         if (at < 0)
             return missed(s);
         *e = (struct ldt__edit){(size_t)at, 0, s->blk_len, s->blk};
@@ -270,8 +272,8 @@ static void plan(struct ldt__conn *c, const struct iovec *iov, int cnt, struct p
     }
 }
 
-ssize_t ldt__client_send(struct ldt__conn *c, const struct iovec *iov, int cnt,
-                         ldt__sendv_fn fn, void *ctx)
+ssize_t ldt__client_send(struct ldt__conn *c, const struct iovec *iov, int cnt, ldt__sendv_fn fn,
+                         void *ctx)
 {
     struct plan pl;
     int placed = 0;
@@ -281,8 +283,8 @@ ssize_t ldt__client_send(struct ldt__conn *c, const struct iovec *iov, int cnt,
     else
         plan(c, iov, cnt, &pl);
     ldt__conn_unlock(c);
-    ssize_t n = ldt__inject_sendv(c->pend, &c->pend_off, &c->pend_len, iov, cnt, pl.ed, pl.ned,
-                                  fn, ctx, &placed);
+    ssize_t n = ldt__inject_sendv(c->pend, &c->pend_off, &c->pend_len, iov, cnt, pl.ed, pl.ned, fn,
+                                  ctx, &placed);
     int err = errno;
     ldt__conn_lock(c);
     for (int i = 0; i < placed; i++) {

@@ -1,8 +1,8 @@
 /* real.c - the table of real libc symbols (dlsym RTLD_NEXT) that every hook passes through to.
  *
- * Each entry starts as a lazy trampoline, so a hook called by another library's constructor before ours
- * ran still reaches libc. A symbol dlsym cannot find, or that resolves to our own hook (a broken
- * link order), becomes a stub that fails with ENOSYS: the shim never exits or aborts the host.
+ * Each entry starts as a lazy trampoline, so a hook called by another library's constructor before
+ * ours ran still reaches libc. A symbol dlsym cannot find, or that resolves to our own hook (a
+ * broken link order), becomes a stub failing with ENOSYS: the shim never exits or aborts the host.
  */
 #include <dlfcn.h>
 #include <errno.h>

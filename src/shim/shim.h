@@ -1,13 +1,13 @@
 /* shim.h - private header of libldtrace.so: real-symbol table, fd table, connection state, spans.
  *
- * Rules for everything in src/shim (they follow from the shim living inside someone else's process):
- *   - Every hook has one shape: guard (ldt__enter), real call, save errno, record, restore errno, return
- *     the real result. Recording may fail; it never changes what the app sees.
- *   - No malloc and no stdio on any hook path: the fd table and the connection pool are mmapped chunks.
+ * Rules for everything in src/shim (they follow from living inside someone else's process):
+ *   - Every hook has one shape: guard (ldt__enter), real call, save errno, record, restore errno,
+ *     return the real result. Recording may fail; it never changes what the app sees.
+ *   - No malloc and no stdio on any hook path: the fd table and the connection pool are mmapped.
  *   - No lock is held across a real call. The per-connection spin lock only covers sniffing.
- *   - Code that runs inside the shim does so with ldt__depth > 0, so libc calls we make ourselves (the
- *     segment's open/close, getpeername ...) pass straight through our own hooks.
- *   - Names shared between files of this folder use ldt__; ldt_real is the one table of libc symbols.
+ *   - Code that runs inside the shim does so with ldt__depth > 0, so libc calls we make ourselves
+ *     (the segment's open/close, getpeername ...) pass straight through our own hooks.
+ *   - Names shared between files of this folder use ldt__; ldt_real is the one libc symbol table.
  */
 #ifndef LDTRACE_SHIM_H
 #define LDTRACE_SHIM_H
@@ -91,8 +91,8 @@ extern int ldt__mode;                   /* enum ldt__mode */
 extern struct ldt_config ldt__cfg;      /* read once by the constructor; tests fill it directly */
 extern _Atomic uint32_t ldt__fork_epoch; /* bumped in the parent at every fork */
 extern __thread int ldt__depth __attribute__((tls_model("initial-exec")));
-/* Monotonic time the current hook's real call returned (0 outside one): spans ending inside a hook end
- * then, not after our own work (a stack capture can take milliseconds). */
+/* Monotonic time the current hook's real call returned (0 outside one): spans ending inside a hook
+ * end then, not after our own work (a stack capture can take milliseconds). */
 extern __thread uint64_t ldt__io_end __attribute__((tls_model("initial-exec")));
 
 /* ------------------------------------------------------------------------------------------------
@@ -115,7 +115,12 @@ enum ldt__fd_cls {
     LDT__CLS_PASS = 2,      /* anything else: byte counts only */
 };
 
-enum ldt__fd_origin { LDT__ORIG_PROBED = 0, LDT__ORIG_SOCKET, LDT__ORIG_CONNECTED, LDT__ORIG_ACCEPTED };
+enum ldt__fd_origin {
+    LDT__ORIG_PROBED = 0,
+    LDT__ORIG_SOCKET,
+    LDT__ORIG_CONNECTED,
+    LDT__ORIG_ACCEPTED,
+};
 
 struct ldt__conn;
 
@@ -133,8 +138,9 @@ struct ldt__fd {
 
 extern struct ldt__fd *_Atomic ldt__fd_chunks[LDT__FD_MAX_CHUNKS];
 
-/* The entry of fd, probing an unknown fd once (fstat + SO_TYPE + SO_DOMAIN); NULL when fd is negative
- * or past the table. Lock-free; a chunk is mmapped on first use of its range. Preserves errno. */
+/* The entry of fd, probing an unknown fd once (fstat + SO_TYPE + SO_DOMAIN); NULL when fd is
+ * negative or past the table. Lock-free; a chunk is mmapped on first use of its range. Preserves
+ * errno. */
 struct ldt__fd *ldt__fd_get(int fd);
 
 /* The entry of fd without probing (close, dup2): NULL when its chunk was never mapped. */
@@ -233,10 +239,11 @@ enum ldt__dir { LDT__IN = 0, LDT__OUT = 1 };
 
 /* The app received (dir IN) or sent (dir OUT) on fd: n is the real result (bytes, 0 for EOF on IN,
  * -1 with err), iov the buffers holding the bytes, io_ns the time spent in the real call.
- * Classifies the socket on its first bytes, feeds the parsers and opens/ends spans. Preserves errno. */
+ * Classifies the socket on its first bytes, feeds the parsers, opens and ends spans. Preserves
+ * errno. */
 void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov, int cnt,
                    ssize_t n, int err, uint64_t io_ns);
-/* iov == NULL: the bytes were already fed (the injector did it); count, account and check errors. */
+/* iov == NULL: the bytes were already fed (by the injector); count, account and check errors. */
 
 /* Before a send on fd: classify on the bytes about to be sent if the socket has not been, and say
  * whether the send must go through the injector (a client-role HTTP connection). */
@@ -298,7 +305,7 @@ ssize_t ldt__inject_sendv(char *pend, uint16_t *pend_off, uint16_t *pend_len,
 
 /* A send on a client-role conn: plan where our header lines go in these bytes, send through fn
  * with ldt__inject_sendv, then feed what went out to the out-parser. Same returns as
- * ldt__inject_sendv. Takes the conn lock around planning and around the accounting, not around fn. */
+ * ldt__inject_sendv. Takes the conn lock around planning and the accounting, never around fn. */
 ssize_t ldt__client_send(struct ldt__conn *c, const struct iovec *iov, int cnt,
                          ldt__sendv_fn fn, void *ctx);
 
@@ -352,7 +359,7 @@ int ldt__ctx_current(struct ldt__ctx *out);
 /* The open server span whose inbound traceparent is exactly tp[len]: 1 and *out, or 0. */
 int ldt__ctx_served(const char *tp, size_t len, struct ldt__ctx *out);
 
-/* Push a finished record (span or stack) to this thread's ring, creating the segment on first use. */
+/* Push a finished record (span or stack) to this thread's ring (the segment is made lazily). */
 void ldt__emit(const void *rec, size_t len);
 
 /* A one-shot INTERNAL span (connect, DNS, one syscall) under parent, already ended. */
@@ -365,9 +372,9 @@ static inline int ldt__stack_worthy(int err)
     return err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH;
 }
 
-/* Error stacks (stack.c). Capture the calling thread's stack (the app's frames only, <= 32) for span
- * span_id into a per-thread buffer; ldt__stack_ready says whether this thread holds it; emit pushes it
- * as LDT_REC_STACK parts (call right before pushing the span). Error paths only. */
+/* Error stacks (stack.c). Capture the calling thread's stack (the app's frames only, <= 32) for
+ * span span_id into a per-thread buffer; ldt__stack_ready says whether this thread holds it; emit
+ * pushes it as LDT_REC_STACK parts (call right before pushing the span). Error paths only. */
 void ldt__stack_capture(const uint8_t span_id[8]);
 int ldt__stack_ready(const uint8_t span_id[8]);
 void ldt__stack_emit(const uint8_t trace_id[16], const uint8_t span_id[8]);

@@ -1,8 +1,8 @@
 /* sniff.c - classify traced sockets on their first bytes and turn HTTP parser events into spans.
  *
  * hooks_*.c -> here -> span.c. One ldt_http_parser per direction per connection: a server-role
- * connection reads requests and writes responses, a client-role one the reverse. Anything that is not
- * HTTP/1.x, or stops being parseable, is passed through with byte counts only (never broken).
+ * connection reads requests and writes responses, a client-role one the reverse. Anything that is
+ * not HTTP/1.x, or stops being parseable, is passed through with byte counts only (never broken).
  * All functions preserve errno.
  */
 #include <errno.h>
@@ -27,7 +27,7 @@ static void addr_from(const struct sockaddr_storage *ss, socklen_t len, uint8_t 
         const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
         *port = ntohs(s->sin6_port);
         if (IN6_IS_ADDR_V4MAPPED(&s->sin6_addr)) {
-            *fam = LDT_AF_INET;     /* a dual-stack socket talking IPv4: report the IPv4 address */
+            *fam = LDT_AF_INET; /* a dual-stack socket talking IPv4: report the IPv4 address */
             memcpy(addr, &s->sin6_addr.s6_addr[12], 4);
         } else {
             *fam = LDT_AF_INET6;
@@ -121,12 +121,12 @@ static void classify(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
     }
     e->cls = LDT__CLS_PASS;
     if (e->conn && !e->conn->connecting) {
-        ldt__conn_free(e->conn);    /* it only carried the CONNECT span, now ended */
+        ldt__conn_free(e->conn); /* it only carried the CONNECT span, now ended */
         e->conn = NULL;
     }
 }
 
-/* ---- span bookkeeping -------------------------------------------------------------------------- */
+/* ---- span bookkeeping ------------------------------------------------------------------------ */
 
 static struct ldt__span *srv_at(struct ldt__conn *c, unsigned i)
 {
@@ -199,7 +199,7 @@ static struct ldt__span *io_span(struct ldt__conn *c, enum ldt__dir dir)
     return c->cli_out < c->cli_n ? cli_at(c, c->cli_out) : cli_at(c, c->cli_n - 1u);
 }
 
-/* ---- parser events ------------------------------------------------------------------------------ */
+/* ---- parser events --------------------------------------------------------------------------- */
 
 static void on_bytes(struct ldt__conn *c, enum ldt__dir dir, size_t r)
 {
@@ -255,13 +255,13 @@ static void server_out_event(struct ldt__conn *c, int ev)
     if (ev == LDT_HTTP_EV_HEADERS) {
         s->rec.status_code = st;
         if (st >= 500 && s->sampled) {
-            ldt__stack_capture(s->rec.span_id);     /* the app is writing its 5xx: its stack */
+            ldt__stack_capture(s->rec.span_id); /* the app is writing its 5xx: its stack */
             s->rec.flags |= LDT_SPAN_F_STACK;
         }
         if (st != 101)
             return;
     } else if (st >= 100 && st < 200 && st != 101) {
-        return;     /* an interim response: the final one is still to come (RFC 9110 15.2) */
+        return; /* an interim response: the final one is still to come (RFC 9110 15.2) */
     }
     ldt__span_end(s, c);
     srv_pop(c);
@@ -340,15 +340,15 @@ void ldt__sniff_feed_out(struct ldt__conn *c, const struct iovec *iov, int cnt, 
     feed(c, LDT__OUT, iov, cnt, n);
 }
 
-/* ---- end of stream, errors, connect ----------------------------------------------------------- */
+/* ---- end of stream, errors, connect ---------------------------------------------------------- */
 
 static void on_eof(struct ldt__conn *c)
 {
     if (c->role != LDT__ROLE_CLIENT)
-        return;     /* a client's half-close: the response may still be written */
+        return; /* a client's half-close: the response may still be written */
     struct ldt__span *s = cli_at(c, 0);
     if (s && s->started && ldt_http_eof(&c->in) == 1 && c->in.msg.status >= 200) {
-        ldt__span_end(s, c);    /* a response delimited by the close (RFC 9112 6.3 item 8) */
+        ldt__span_end(s, c); /* a response delimited by the close (RFC 9112 6.3 item 8) */
         cli_pop(c);
     }
     cli_fail_all(c, 0);
@@ -368,7 +368,7 @@ static void on_error(int fd, struct ldt__conn *c, int err)
     if (err == ECONNRESET || err == EPIPE || err == ETIMEDOUT) {
         cli_fail_all(c, err);
     } else if ((err == EAGAIN || err == EWOULDBLOCK) && is_blocking(fd)) {
-        struct ldt__span *s = cli_at(c, 0);     /* SO_RCVTIMEO/SO_SNDTIMEO ran out */
+        struct ldt__span *s = cli_at(c, 0); /* SO_RCVTIMEO/SO_SNDTIMEO ran out */
         if (s) {
             s->rec.flags |= LDT_SPAN_F_TIMEOUT;
             s->rec.err = err;
@@ -389,7 +389,7 @@ static void connect_end(int fd, struct ldt__conn *c, int soerr)
     }
     if (!c->addrs)
         fetch_addrs(fd, c);
-    ldt__span_end(&c->conn_span, soerr ? NULL : c);    /* failed: keep the address connect got */
+    ldt__span_end(&c->conn_span, soerr ? NULL : c); /* failed: keep the address connect got */
 }
 
 static void connect_finish(int fd, struct ldt__conn *c)
@@ -429,7 +429,7 @@ static void account(struct ldt__conn *c, enum ldt__dir dir, ssize_t n, int err, 
     }
 }
 
-/* ---- entry points ------------------------------------------------------------------------------ */
+/* ---- entry points ---------------------------------------------------------------------------- */
 
 static size_t iov_total(const struct iovec *iov, int cnt)
 {
@@ -487,8 +487,8 @@ int ldt__sniff_wants_inject(int fd, struct ldt__fd *e, const struct iovec *iov, 
             classify(fd, e, LDT__OUT, iov, cnt, t);
     }
     errno = saved;
-    return e->cls == LDT__CLS_HTTP && e->conn && e->conn->role == LDT__ROLE_CLIENT
-           && !e->conn->dead;
+    return e->cls == LDT__CLS_HTTP && e->conn && e->conn->role == LDT__ROLE_CLIENT &&
+           !e->conn->dead;
 }
 
 void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t io_ns)
@@ -526,14 +526,14 @@ void ldt__sniff_close(struct ldt__conn *c, struct ldt__fd *e)
     (void)e;
     ldt__conn_lock(c);
     if (c->connecting)
-        c->connecting = 0;  /* closed before use: the caller ends it (fd still valid there) */
+        c->connecting = 0; /* closed before use: the caller ends it (fd still valid there) */
     if (c->epoch != atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed)) {
         /* A forked child has this socket too and may be serving it: not our failure to report. */
         drop_all(c);
     } else if (c->role == LDT__ROLE_SERVER && !c->dead) {
         struct ldt__span *s = srv_at(c, 0);
         if (s && s->started && ldt_http_eof(&c->out) == 1 && c->out.msg.status >= 200) {
-            ldt__span_end(s, c);    /* a response delimited by our own close */
+            ldt__span_end(s, c); /* a response delimited by our own close */
             srv_pop(c);
         }
         while ((s = srv_at(c, 0)) != NULL) {

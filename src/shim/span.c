@@ -1,9 +1,10 @@
-/* span.c - span lifecycle: ids, parents, sampling, status rules, and the push into this thread's ring.
+/* span.c - span lifecycle: ids, parents, sampling, status rules, and the push into this thread's
+ * ring.
  *
  * Sits between the sniffer (which says when a request starts and ends) and ring/ring.c. Also keeps
  * the in-process context: a registry of the server spans this process is serving (so a client span
- * written on another thread, or a forwarded traceparent, can find its parent) and a small per-thread
- * stack of the server spans opened on that thread.
+ * written on another thread, or a forwarded traceparent, can find its parent) and a small
+ * per-thread stack of the server spans opened on that thread.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,13 +21,13 @@ void (*ldt__span_sink)(const void *rec, size_t len);
 /* ---- the serving registry ------------------------------------------------------------------- */
 
 #define REG_SLOTS 512
-#define REG_BUSY UINT64_MAX     /* a slot being filled */
+#define REG_BUSY UINT64_MAX /* a slot being filled */
 
 struct reg_slot {
-    _Atomic uint64_t serial;    /* 0 free, REG_BUSY being written, else the owner's serial */
-    struct ldt__ctx ctx;        /* the server span as a parent */
+    _Atomic uint64_t serial; /* 0 free, REG_BUSY being written, else the owner's serial */
+    struct ldt__ctx ctx;     /* the server span as a parent */
     uint8_t tp_len;
-    char tp[LDT_TP_LEN];        /* the inbound traceparent exactly as received (v00, 55 chars) */
+    char tp[LDT_TP_LEN]; /* the inbound traceparent exactly as received (v00, 55 chars) */
 };
 
 static struct reg_slot reg[REG_SLOTS];
@@ -60,12 +61,12 @@ static void reg_del(int slot, uint64_t serial)
 {
     uint64_t expect = serial;
     if (slot >= 0 && slot < REG_SLOTS)
-        atomic_compare_exchange_strong_explicit(&reg[slot].serial, &expect, 0,
-                                                memory_order_release, memory_order_relaxed);
+        atomic_compare_exchange_strong_explicit(&reg[slot].serial, &expect, 0, memory_order_release,
+                                                memory_order_relaxed);
 }
 
-/* Copy slot's context if it still belongs to serial (a seqlock on the serial: a slot reused while we
- * copied shows a different serial afterwards, since serials never repeat). */
+/* Copy slot's context if it still belongs to serial (a seqlock on the serial: a slot reused while
+ * we copied shows a different serial afterwards, since serials never repeat). */
 static int reg_copy(int slot, uint64_t serial, struct ldt__ctx *out)
 {
     struct reg_slot *r = &reg[slot];
@@ -105,8 +106,8 @@ struct stack_ent {
 static __thread struct stack_ent tstack[STACK_MAX] __attribute__((tls_model("initial-exec")));
 static __thread int tstack_n __attribute__((tls_model("initial-exec")));
 
-/* The newest entry is the innermost span (thread-per-request) or the most recent inbound request read
- * on this thread (event loops). Full: the oldest entry is forgotten. */
+/* The newest entry is the innermost span (thread-per-request) or the most recent inbound request
+ * read on this thread (event loops). Full: the oldest entry is forgotten. */
 static void stack_push(int slot, uint64_t serial)
 {
     if (tstack_n == STACK_MAX) {
@@ -128,7 +129,7 @@ int ldt__ctx_current(struct ldt__ctx *out)
     return 0;
 }
 
-/* ---- sampling --------------------------------------------------------------------------------- */
+/* ---- sampling -------------------------------------------------------------------------------- */
 
 /* The trace id's right-most 7 bytes as a number: random for our own ids (W3C Level 2). */
 static uint64_t low56(const uint8_t id[16])
@@ -166,7 +167,7 @@ int ldt__sample(const struct ldt__ctx *parent, const uint8_t trace_id[16])
     }
 }
 
-/* ---- span construction ------------------------------------------------------------------------ */
+/* ---- span construction ----------------------------------------------------------------------- */
 
 void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct ldt__ctx *parent)
 {
@@ -186,8 +187,8 @@ void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct 
     }
     ldt_id_span(s->rec.span_id);
     s->sampled = (uint8_t)ldt__sample(parent, s->rec.trace_id);
-    s->rec.trace_flags = (uint8_t)((s->rec.trace_flags & ~LDT_TC_FLAG_SAMPLED)
-                                   | (s->sampled ? LDT_TC_FLAG_SAMPLED : 0));
+    s->rec.trace_flags = (uint8_t)((s->rec.trace_flags & ~LDT_TC_FLAG_SAMPLED) |
+                                   (s->sampled ? LDT_TC_FLAG_SAMPLED : 0));
     s->rec.start_ns = ldt_clock_wall_ns();
     s->start_mono = ldt_clock_mono_ns();
 }
@@ -237,8 +238,8 @@ static void inbound_parent(const struct ldt_http_msg *m, struct ldt__ctx *p)
     struct ldt_tc tc;
     memset(p, 0, offsetof(struct ldt__ctx, ts));
     p->ts[0] = '\0';
-    if (!m->tp_len || (m->flags & (LDT_HTTP_F_TP_MULTI | LDT_HTTP_F_TP_TRUNC))
-        || ldt_tc_parse(m->tp, m->tp_len, &tc) != 0)
+    if (!m->tp_len || (m->flags & (LDT_HTTP_F_TP_MULTI | LDT_HTTP_F_TP_TRUNC)) ||
+        ldt_tc_parse(m->tp, m->tp_len, &tc) != 0)
         return;
     memcpy(p->trace_id, tc.trace_id, 16);
     memcpy(p->span_id, tc.span_id, 8);
@@ -269,13 +270,13 @@ void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const stru
     me.ts_len = p.ts_len;
     memcpy(me.ts, p.ts, p.ts_len);
     me.ts[p.ts_len] = '\0';
-    /* Only an exact v00 value can be matched by a forwarding proxy (the value is re-sent verbatim). */
+    /* Only an exact v00 value can be matched by a forwarding proxy (it re-sends it verbatim). */
     s->reg = (int16_t)reg_add(&me, m->tp, p.valid ? m->tp_len : 0, &s->serial);
     if (s->reg >= 0)
         stack_push(s->reg, s->serial);
 }
 
-/* "traceparent: 00-<trace>-<span>-<flags>\r\n" and "tracestate: <ts>\r\n" when the parent had one. */
+/* "traceparent: 00-<trace>-<span>-<flags>\r\n", and "tracestate: <ts>\r\n" if the parent had one */
 static void build_block(struct ldt__span *s, const struct ldt__ctx *parent)
 {
     struct ldt_tc tc;
@@ -410,13 +411,13 @@ void ldt__span_internal(const struct ldt__ctx *parent, enum ldt_span_op op, uint
     ldt__emit(&s.rec, sizeof s.rec);
 }
 
-/* ---- the segment and this thread's ring -------------------------------------------------------- */
+/* ---- the segment and this thread's ring ------------------------------------------------------ */
 
 enum { SEG_NONE = 0, SEG_CREATING, SEG_READY, SEG_FAILED };
 
 static struct ldt_seg seg;
 static _Atomic int seg_state;
-static _Atomic uint32_t seg_gen = 1;     /* bumped in a fork child: thread rings belong to a gen */
+static _Atomic uint32_t seg_gen = 1; /* bumped in a fork child: thread rings belong to a gen */
 static pthread_key_t ring_key;
 static int ring_key_ok;
 

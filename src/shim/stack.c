@@ -1,9 +1,9 @@
 /* stack.c - the app's call stack at an error (libunwind), as LDT_REC_STACK parts before the span.
  *
- * Only on error paths: a server writing a 5xx status line, a refused or timed-out connect. The stack is
- * captured where the app is (inside its write or connect), formatted at once into a per-thread buffer,
- * and pushed right before the span record when that span ends on the same thread; a span that ends on
- * another thread goes without its stack (LDT_SPAN_F_STACK cleared).
+ * Only on error paths: a server writing a 5xx status line, a refused or timed-out connect. The
+ * stack is captured where the app is (inside its write or connect), formatted at once into a
+ * per-thread buffer, and pushed right before the span record when that span ends on the same
+ * thread; a span that ends on another thread goes without its stack (LDT_SPAN_F_STACK cleared).
  */
 #define UNW_LOCAL_ONLY
 #include <dlfcn.h>
@@ -75,7 +75,7 @@ size_t ldt__stack_text(char *out, size_t cap)
         if (!ip || !dladdr((void *)(uintptr_t)(ip - 1), &di))
             continue;
         if (di.dli_fbase == self.dli_fbase)
-            continue;   /* our own frames are not the app's story */
+            continue; /* our own frames are not the app's story */
         frame(&cur, (uint64_t)ip, &di, out, cap, &n);
         depth++;
     }

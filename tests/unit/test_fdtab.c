@@ -1,4 +1,5 @@
-/* test_fdtab.c - the per-fd table: lazy chunks, probing once, reset on close and dup2 reuse, threads. */
+/* test_fdtab.c - the per-fd table: lazy chunks, probing once, reset on close and dup2 reuse,
+ * threads. */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <string.h>
@@ -34,7 +35,8 @@ Test(fdtab, out_of_range_fds_are_not_tracked)
 
 Test(fdtab, grows_lazily_across_chunks, .init = setup)
 {
-    int fds[] = {3, (int)LDT__FD_CHUNK - 1, (int)LDT__FD_CHUNK, 5 * (int)LDT__FD_CHUNK + 7, 1000000};
+    int fds[] = {3, (int)LDT__FD_CHUNK - 1, (int)LDT__FD_CHUNK, 5 * (int)LDT__FD_CHUNK + 7,
+                 1000000};
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
         cr_assert_null(ldt__fd_peek(fds[i] + (int)LDT__FD_CHUNK * 300), "unused chunk is unmapped");
         ldt__fd_set(fds[i], LDT__FD_SOCK, LDT__ORIG_SOCKET);
@@ -63,7 +65,8 @@ Test(fdtab, probes_once_and_caches, .init = setup)
     cr_assert_eq(atomic_load(&ldt__fd_peek(p[0])->kind), LDT__FD_UNKNOWN);
     cr_assert_eq(atomic_load(&ldt__fd_get(p[0])->kind), LDT__FD_SOCK);
     int dg = socket(AF_INET, SOCK_DGRAM, 0);
-    cr_assert_eq(atomic_load(&ldt__fd_get(dg)->kind), LDT__FD_OTHER, "datagram sockets are not traced");
+    cr_assert_eq(atomic_load(&ldt__fd_get(dg)->kind), LDT__FD_OTHER,
+                 "datagram sockets are not traced");
 }
 
 Test(fdtab, reset_releases_the_connection_and_ends_its_spans, .init = setup)
@@ -96,7 +99,7 @@ Test(fdtab, set_on_a_reused_number_forgets_the_old_socket, .init = setup)
     struct ldt__fd *e = ldt__fd_get(90);
     e->bytes_out = 123;
     e->cls = LDT__CLS_PASS;
-    ldt__fd_set(90, LDT__FD_SOCK, LDT__ORIG_ACCEPTED);     /* accept() returned the number again */
+    ldt__fd_set(90, LDT__FD_SOCK, LDT__ORIG_ACCEPTED); /* accept() returned the number again */
     cr_assert_eq(e->bytes_out, 0);
     cr_assert_eq(e->cls, LDT__CLS_NONE);
     cr_assert_eq(e->origin, LDT__ORIG_ACCEPTED);
@@ -109,7 +112,7 @@ static void *worker(void *arg)
 {
     int base = (int)(intptr_t)arg;
     for (int i = 0; i < PER; i++) {
-        int fd = 200000 + i * THREADS + base;   /* all threads race into the same new chunks */
+        int fd = 200000 + i * THREADS + base; /* all threads race into the same new chunks */
         ldt__fd_set(fd, LDT__FD_SOCK, LDT__ORIG_SOCKET);
         struct ldt__fd *e = ldt__fd_peek(fd);
         if (!e || atomic_load(&e->kind) != LDT__FD_SOCK)
@@ -146,7 +149,7 @@ static void *pool_worker(void *arg)
         }
         for (int i = 0; i < 16; i++) {
             if (mine[i]->err != (int)(intptr_t)&mine[i])
-                return (void *)2;   /* someone else got the same conn */
+                return (void *)2; /* someone else got the same conn */
             ldt__conn_free(mine[i]);
         }
     }
@@ -169,7 +172,7 @@ Test(fdtab, fork_child_releases_locks_held_by_vanished_threads, .init = setup)
 {
     struct ldt__conn *c = ldt__conn_alloc();
     cr_assert_not_null(c);
-    ldt__conn_lock(c);      /* as if another thread were sniffing when fork() happened */
+    ldt__conn_lock(c); /* as if another thread were sniffing when fork() happened */
     ldt__conn_atfork_child();
     cr_assert_not(atomic_flag_test_and_set(&c->lock), "the child can take the lock");
     ldt__conn_unlock(c);

@@ -1,9 +1,10 @@
-/* test_inject.c - the injector proven against a fake real-writev that takes every possible byte count.
+/* test_inject.c - the injector proven against a fake real-writev that takes every possible byte
+ * count.
  *
- * For each request shape, each way of splitting it into app writes, and each count k the fake kernel
- * takes before answering EAGAIN, the bytes on the "wire" must equal the app's bytes with our header
- * lines at the one right place, every count returned to the app must be its own bytes (never 0), and
- * nothing of ours may be left owed once the app is done.
+ * For each request shape, each way of splitting it into app writes, and each count k the fake
+ * kernel takes before answering EAGAIN, the bytes on the "wire" must equal the app's bytes with our
+ * header lines at the one right place, every count returned to the app must be its own bytes (never
+ * 0), and nothing of ours may be left owed once the app is done.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -12,13 +13,13 @@
 
 #include "shim/shim.h"
 
-/* ---- the fake kernel ---------------------------------------------------------------------------- */
+/* ---- the fake kernel ------------------------------------------------------------------------- */
 
 static struct {
     char wire[16384];
     size_t n;
-    size_t first_k;     /* bytes taken by the first call of the first round */
-    size_t trickle;     /* bytes taken by the first call of every later round (0: all) */
+    size_t first_k; /* bytes taken by the first call of the first round */
+    size_t trickle; /* bytes taken by the first call of every later round (0: all) */
     int round, calls;
     int zero_returns;
 } F;
@@ -26,13 +27,13 @@ static struct {
 static ssize_t fake_sendv(void *ctx, const struct iovec *iov, int cnt)
 {
     (void)ctx;
-    if (F.calls++ > 0) {    /* one call per round goes through, then the socket is "full" */
+    if (F.calls++ > 0) { /* one call per round goes through, then the socket is "full" */
         errno = EAGAIN;
         return -1;
     }
     size_t budget = F.round == 0 ? F.first_k : (F.trickle ? F.trickle : SIZE_MAX);
     size_t took = 0;
-    if (budget == 0) {      /* a stream socket that takes nothing says so */
+    if (budget == 0) { /* a stream socket that takes nothing says so */
         errno = EAGAIN;
         return -1;
     }
@@ -53,7 +54,7 @@ static void fake_reset(size_t first_k, size_t trickle)
     F.trickle = trickle;
 }
 
-/* ---- a client connection and an app that sends like a careful app does ------------------------- */
+/* ---- a client connection and an app that sends like a careful app does ----------------------- */
 
 static struct ldt__fd fde;
 
@@ -110,10 +111,10 @@ static void app_write(struct ldt__conn *c, const char *app, size_t from, size_t 
     }
 }
 
-/* ---- the oracle --------------------------------------------------------------------------------- */
+/* ---- the oracle ------------------------------------------------------------------------------ */
 
 struct req {
-    size_t start, reqline_end, hdr_end, tp_parent;  /* app offsets; tp_parent: 0 if no traceparent */
+    size_t start, reqline_end, hdr_end, tp_parent; /* app offsets; tp_parent: 0 if no traceparent */
 };
 
 /* Find the requests of a well-formed app stream (headers and Content-Length bodies only). */
@@ -158,11 +159,12 @@ static size_t expected(struct ldt__conn *c, const char *app, size_t len, const s
     size_t o = 0, at = 0;
     for (int i = 0; i < n; i++) {
         struct ldt__span *s = &c->cli[(c->cli_head + i) % LDT__CLI_MAX];
-        size_t ws = write_start_of(cuts, ncut, rq[i].hdr_end + 1);    /* the blank line's LF */
+        size_t ws = write_start_of(cuts, ncut, rq[i].hdr_end + 1); /* the blank line's LF */
         size_t place = SIZE_MAX;
         if (mode == TP_NONE)
             place = ws <= rq[i].reqline_end ? rq[i].reqline_end
-                    : ws <= rq[i].hdr_end ? rq[i].hdr_end : SIZE_MAX;
+                    : ws <= rq[i].hdr_end   ? rq[i].hdr_end
+                                            : SIZE_MAX;
         else if (mode == TP_FORWARDED && ws <= rq[i].tp_parent)
             place = rq[i].tp_parent;
         if (place == SIZE_MAX)
@@ -212,7 +214,7 @@ static void run_all(const char *app, size_t seg, enum tp_mode mode, void (*prep)
     }
 }
 
-/* ---- the pure core ------------------------------------------------------------------------------ */
+/* ---- the pure core --------------------------------------------------------------------------- */
 
 Test(inject_core, every_k_then_eagain_keeps_the_stream_and_counts, .init = setup)
 {
@@ -258,7 +260,7 @@ Test(inject_core, error_of_the_real_call_is_returned_with_its_errno, .init = set
     struct iovec v = {(void *)"GET / HTTP/1.1\r\n\r\n", 18};
     struct ldt__edit e = {16, 0, 3, "X\r\n"};
     fake_reset(0, 0);
-    F.calls = 1;    /* the very first call fails */
+    F.calls = 1; /* the very first call fails */
     errno = 0;
     cr_assert_eq(ldt__inject_sendv(pend, &po, &pl, &v, 1, &e, 1, fake_sendv, NULL, &placed), -1);
     cr_assert_eq(errno, EAGAIN);
@@ -272,7 +274,7 @@ Test(inject_core, only_injected_bytes_taken_calls_again, .init = setup)
     uint16_t po = 0, pl = 4;
     int placed;
     struct iovec v = {(void *)"abc", 3};
-    fake_reset(2, 0);   /* takes 2 owed bytes, then EAGAIN */
+    fake_reset(2, 0); /* takes 2 owed bytes, then EAGAIN */
     ssize_t r = ldt__inject_sendv(pend, &po, &pl, &v, 1, NULL, 0, fake_sendv, NULL, &placed);
     cr_assert_eq(r, -1, "only our bytes went: the app must not see a count");
     cr_assert_eq(errno, EAGAIN);
@@ -280,14 +282,15 @@ Test(inject_core, only_injected_bytes_taken_calls_again, .init = setup)
     cr_assert_eq(F.calls, 2, "it called again after taking only owed bytes");
 }
 
-/* ---- requests through the planner --------------------------------------------------------------- */
+/* ---- requests through the planner ------------------------------------------------------------ */
 
 static const char GET1[] = "GET /a/b?q=1 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n";
 static const char POST1[] = "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world";
 static const char PIPE2[] = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
-static const char APPTP[] = "GET /sdk HTTP/1.1\r\nHost: h\r\n"
-                            "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
-                            "\r\n";
+static const char APPTP[] =
+    "GET /sdk HTTP/1.1\r\nHost: h\r\n"
+    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+    "\r\n";
 
 Test(inject_plan, get_every_split_every_k, .init = setup)
 {

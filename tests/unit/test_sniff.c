@@ -1,4 +1,5 @@
-/* test_sniff.c - the recorded captures fed through the sniffer in both roles, with a fake record sink.
+/* test_sniff.c - the recorded captures fed through the sniffer in both roles, with a fake record
+ * sink.
  *
  * Server role: the request stream is what the app reads, the response stream what it writes. Client
  * role: the request goes through the injector (a fake writev taking everything), the response is
@@ -117,8 +118,10 @@ static void check(const struct cap *c, enum ldt_span_kind kind, size_t piece)
         struct ldt_span_rec *r = &recs[i];
         cr_assert_eq(r->kind, kind);
         cr_assert_eq(r->status_code, c->status[i], "%s span %d: %u", c->name, i, r->status_code);
-        cr_assert_eq(r->status, c->status[i] >= (kind == LDT_SPAN_SERVER ? 500 : 400)
-                                    ? LDT_STATUS_ERROR : LDT_STATUS_UNSET, "%s", c->name);
+        cr_assert_eq(r->status,
+                     c->status[i] >= (kind == LDT_SPAN_SERVER ? 500 : 400) ? LDT_STATUS_ERROR
+                                                                           : LDT_STATUS_UNSET,
+                     "%s", c->name);
         cr_assert_not(r->flags & LDT_SPAN_F_CONN_DIED, "%s", c->name);
         cr_assert_gt(r->bytes_in, 0);
         cr_assert_gt(r->bytes_out, 0);
@@ -161,7 +164,7 @@ static void run_client(const struct cap *c, size_t piece)
     pass(-1, &e, LDT__IN, s, sl, piece);
     char dummy[1];
     struct iovec v = {dummy, 1};
-    ldt__sniff_io(-1, &e, LDT__IN, &v, 1, 0, 0, 1);     /* EOF */
+    ldt__sniff_io(-1, &e, LDT__IN, &v, 1, 0, 0, 1); /* EOF */
     ldt__sniff_close(e.conn, &e);
     ldt__conn_free(e.conn);
     check(c, LDT_SPAN_CLIENT, piece);
@@ -203,7 +206,7 @@ ParameterizedTest(int *i, sniff_capture, client_role, .init = setup)
 
 Test(sniff_capture, incoming_traceparent_is_the_server_parent, .init = setup)
 {
-    run_server(&caps[6], 0);    /* conn6 carries traceparent and tracestate */
+    run_server(&caps[6], 0); /* conn6 carries traceparent and tracestate */
     struct ldt_span_rec *r = &recs[0];
     cr_assert(r->flags & LDT_SPAN_F_PARENT_REMOTE);
     cr_assert_eq(r->status, LDT_STATUS_ERROR, "503 is an error on a server span");
@@ -269,7 +272,7 @@ Test(sniff_pass, non_http_is_passed_through_with_counts, .init = setup)
     struct ldt__fd e;
     memset(&e, 0, sizeof e);
     atomic_store(&e.kind, LDT__FD_SOCK);
-    pass(-1, &e, LDT__OUT, "\x16\x03\x01\x02\x00", 5, 0);     /* a TLS ClientHello */
+    pass(-1, &e, LDT__OUT, "\x16\x03\x01\x02\x00", 5, 0); /* a TLS ClientHello */
     cr_assert_eq(e.cls, LDT__CLS_PASS);
     cr_assert_null(e.conn);
     cr_assert_eq(e.bytes_out, 5);
@@ -338,7 +341,7 @@ Test(sniff_close, parent_closing_a_socket_shared_with_a_child_reports_nothing, .
     memset(&e, 0, sizeof e);
     atomic_store(&e.kind, LDT__FD_SOCK);
     pass(-1, &e, LDT__IN, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 28, 0);
-    atomic_fetch_add(&ldt__fork_epoch, 1);      /* what the atfork parent handler does */
+    atomic_fetch_add(&ldt__fork_epoch, 1); /* what the atfork parent handler does */
     ldt__sniff_close(e.conn, &e);
     cr_assert_eq(nrecs, 0);
 }

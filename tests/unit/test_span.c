@@ -33,23 +33,19 @@ static void setup(void)
 struct samp {
     int sampler;
     double ratio;
-    int parent;         /* -1 none, 0 unsampled parent, 1 sampled parent */
-    uint8_t low;        /* the trace id's byte 9 (top of the low 56 bits) */
+    int parent;  /* -1 none, 0 unsampled parent, 1 sampled parent */
+    uint8_t low; /* the trace id's byte 9 (top of the low 56 bits) */
     int want;
 };
 
 static struct samp samps[] = {
-    {LDT_SAMPLER_PARENT_RATIO, 1.0, -1, 0xff, 1},
-    {LDT_SAMPLER_PARENT_RATIO, 0.0, -1, 0x00, 0},
-    {LDT_SAMPLER_PARENT_RATIO, 0.5, -1, 0x10, 1},
-    {LDT_SAMPLER_PARENT_RATIO, 0.5, -1, 0xf0, 0},
-    {LDT_SAMPLER_PARENT_RATIO, 0.0, 1, 0xf0, 1},    /* a sampled parent wins over the ratio */
-    {LDT_SAMPLER_PARENT_RATIO, 1.0, 0, 0x00, 0},    /* an unsampled parent is honoured */
-    {LDT_SAMPLER_ALWAYS_ON, 0.0, 0, 0xff, 1},
-    {LDT_SAMPLER_ALWAYS_OFF, 1.0, 1, 0x00, 0},
-    {LDT_SAMPLER_RATIO, 0.5, 1, 0xf0, 0},           /* traceidratio ignores the parent */
-    {LDT_SAMPLER_RATIO, 0.5, 0, 0x10, 1},
-    {LDT_SAMPLER_PARENT_OFF, 1.0, -1, 0x00, 0},
+    {LDT_SAMPLER_PARENT_RATIO, 1.0, -1, 0xff, 1}, {LDT_SAMPLER_PARENT_RATIO, 0.0, -1, 0x00, 0},
+    {LDT_SAMPLER_PARENT_RATIO, 0.5, -1, 0x10, 1}, {LDT_SAMPLER_PARENT_RATIO, 0.5, -1, 0xf0, 0},
+    {LDT_SAMPLER_PARENT_RATIO, 0.0, 1, 0xf0, 1}, /* a sampled parent wins over the ratio */
+    {LDT_SAMPLER_PARENT_RATIO, 1.0, 0, 0x00, 0}, /* an unsampled parent is honoured */
+    {LDT_SAMPLER_ALWAYS_ON, 0.0, 0, 0xff, 1},     {LDT_SAMPLER_ALWAYS_OFF, 1.0, 1, 0x00, 0},
+    {LDT_SAMPLER_RATIO, 0.5, 1, 0xf0, 0}, /* traceidratio ignores the parent */
+    {LDT_SAMPLER_RATIO, 0.5, 0, 0x10, 1},         {LDT_SAMPLER_PARENT_OFF, 1.0, -1, 0x00, 0},
     {LDT_SAMPLER_PARENT_OFF, 1.0, 1, 0x00, 1},
 };
 
@@ -70,8 +66,8 @@ ParameterizedTest(struct samp *s, span_sampling, decision_table, .init = setup)
     memset(&p, 0, sizeof p);
     p.valid = s->parent >= 0;
     p.flags = s->parent == 1 ? LDT_TC_FLAG_SAMPLED : 0;
-    cr_assert_eq(ldt__sample(s->parent >= 0 ? &p : NULL, id), s->want, "sampler %d ratio %f parent %d",
-                 s->sampler, s->ratio, s->parent);
+    cr_assert_eq(ldt__sample(s->parent >= 0 ? &p : NULL, id), s->want,
+                 "sampler %d ratio %f parent %d", s->sampler, s->ratio, s->parent);
 }
 
 Test(span_sampling, unsampled_request_writes_no_span_but_propagates, .init = setup)
@@ -127,8 +123,9 @@ Test(span_parent, valid_traceparent_is_the_parent, .init = setup)
 
 Test(span_parent, invalid_traceparent_makes_a_new_root, .init = setup)
 {
-    struct ldt__conn *c = serve("GET / HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-"
-                                "0000000000000000-01\r\ntracestate: a=b\r\n\r\n");
+    struct ldt__conn *c =
+        serve("GET / HTTP/1.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-"
+              "0000000000000000-01\r\ntracestate: a=b\r\n\r\n");
     cr_assert_eq(c->srv[c->srv_head].reg >= 0, 1);
     struct ldt__ctx cur;
     cr_assert(ldt__ctx_current(&cur));
@@ -193,7 +190,7 @@ struct st {
 
 static struct st sts[] = {
     {LDT_SPAN_SERVER, 200, 0, 0, 1, LDT_STATUS_UNSET},
-    {LDT_SPAN_SERVER, 404, 0, 0, 1, LDT_STATUS_UNSET},    /* 4xx is the client's fault */
+    {LDT_SPAN_SERVER, 404, 0, 0, 1, LDT_STATUS_UNSET}, /* 4xx is the client's fault */
     {LDT_SPAN_SERVER, 500, 0, 0, 1, LDT_STATUS_ERROR},
     {LDT_SPAN_SERVER, 503, 0, 0, 1, LDT_STATUS_ERROR},
     {LDT_SPAN_SERVER, 200, 0, LDT_SPAN_F_CONN_DIED, 1, LDT_STATUS_ERROR},
