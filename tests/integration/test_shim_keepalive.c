@@ -39,14 +39,14 @@ static const char *received_tp(json_t *answer)
     return tp;
 }
 
-Test(shim_keepalive, three_requests_on_one_connection_give_three_linked_pairs, .timeout = 30)
+static const char *const paths[] = {"/a", "/b", "/c"};
+
+/* Start backend.py traced into dir, GET the three paths with one traced client; its output. */
+static char *fetch_three(const char *dir, const char *out)
 {
-    char dir[ITEST_PATH_MAX], out[ITEST_PATH_MAX + 16], url[3][64], port_s[16];
-    cr_assert_eq(itest_mkdtemp(dir), 0);
+    char url[3][64], port_s[16];
     int port = itest_free_port();
     snprintf(port_s, sizeof(port_s), "%d", port);
-    snprintf(out, sizeof(out), "%s.out", dir);
-    static const char *const paths[] = {"/a", "/b", "/c"};
     for (int i = 0; i < 3; i++)
         snprintf(url[i], sizeof(url[i]), "http://127.0.0.1:%d%s", port, paths[i]);
     struct itest_env es, ec;
@@ -63,9 +63,46 @@ Test(shim_keepalive, three_requests_on_one_connection_give_three_linked_pairs, .
     int rc = itest_run(&ec, cargv, out, 15000);
     itest_settle(250);
     itest_stop(srv);
-    cr_assert_eq(rc, 0, "curl exited with %d", rc);
+    itest_env_free(&es);
+    itest_env_free(&ec);
+    cr_assert_eq(rc, 0, "%s exited with %d", cargv[0], rc);
     char *text = itest_slurp(out, NULL);
     cr_assert_not_null(text);
+    unlink(out);
+    return text;
+}
+
+/* The i-th request: its CLIENT span is a root, its SERVER span the CLIENT's child, and the backend
+ * got the CLIENT's ids. Returns the client port the backend saw. */
+static long long check_pair(const struct itest_spans *sp, const char *text, int i)
+{
+    json_t *ans = nth_line(text, i);
+    cr_assert_str_eq(json_string_value(json_object_get(ans, "path")), paths[i]);
+    long long cport = json_integer_value(json_object_get(ans, "client_port"));
+    const struct itest_span *s = itest_find(sp, ITEST_SERVER, "backend", "url.path", paths[i]);
+    const struct itest_span *c = itest_find(sp, ITEST_CLIENT, "curl", "url.path", paths[i]);
+    cr_assert_not_null(s, "no SERVER span for %s", paths[i]);
+    cr_assert_not_null(c, "no CLIENT span for %s", paths[i]);
+    cr_assert_str_eq(s->parent_id, c->span_id, "%s: SERVER not a child of CLIENT", paths[i]);
+    cr_assert_str_eq(s->trace_id, c->trace_id);
+    cr_assert_str_eq(c->parent_id, "", "the client's request %s is a root", paths[i]);
+    char want[64];
+    snprintf(want, sizeof(want), "00-%s-%s-", c->trace_id, c->span_id);
+    const char *tp = received_tp(ans);
+    cr_assert(strncmp(tp, want, 53) == 0 && strlen(tp) == 55, "%s: got %s", paths[i], tp);
+    cr_assert(strcmp(tp + 53, "01") == 0 || strcmp(tp + 53, "03") == 0, "not sampled: %s", tp);
+    cr_expect_eq(itest_attr_int(c, "http.response.status_code", 0), 200);
+    cr_expect_eq(itest_attr_int(s, "http.response.status_code", 0), 200);
+    json_decref(ans);
+    return cport;
+}
+
+Test(shim_keepalive, three_requests_on_one_connection_give_three_linked_pairs, .timeout = 30)
+{
+    char dir[ITEST_PATH_MAX], out[ITEST_PATH_MAX + 16];
+    cr_assert_eq(itest_mkdtemp(dir), 0);
+    snprintf(out, sizeof(out), "%s.out", dir);
+    char *text = fetch_three(dir, out);
     struct itest_spans *sp = itest_drain_load(dir);
     cr_assert_not_null(sp);
     cr_assert_eq(itest_duplicates(sp), 0);
@@ -76,37 +113,13 @@ Test(shim_keepalive, three_requests_on_one_connection_give_three_linked_pairs, .
     cr_expect_eq(http, 6, "expected 6 HTTP spans, got %zu", http);
     cr_assert_eq(itest_count(sp, ITEST_SERVER, "backend", NULL, NULL), 3);
     cr_assert_eq(itest_count(sp, ITEST_CLIENT, "curl", NULL, NULL), 3);
-    long long first_port = -1;
-    for (int i = 0; i < 3; i++) {
-        json_t *ans = nth_line(text, i);
-        cr_assert_str_eq(json_string_value(json_object_get(ans, "path")), paths[i]);
-        long long cport = json_integer_value(json_object_get(ans, "client_port"));
-        if (i == 0)
-            first_port = cport;
-        cr_assert_eq(cport, first_port, "curl did not reuse the connection");
-        const struct itest_span *s = itest_find(sp, ITEST_SERVER, "backend", "url.path", paths[i]);
-        const struct itest_span *c = itest_find(sp, ITEST_CLIENT, "curl", "url.path", paths[i]);
-        cr_assert_not_null(s, "no SERVER span for %s", paths[i]);
-        cr_assert_not_null(c, "no CLIENT span for %s", paths[i]);
-        cr_assert_str_eq(s->parent_id, c->span_id, "%s: SERVER not a child of CLIENT", paths[i]);
-        cr_assert_str_eq(s->trace_id, c->trace_id);
-        cr_assert_str_eq(c->parent_id, "", "curl's request %s is a root", paths[i]);
-        char want[64];
-        snprintf(want, sizeof(want), "00-%s-%s-", c->trace_id, c->span_id);
-        const char *tp = received_tp(ans);
-        cr_assert(strncmp(tp, want, 53) == 0 && strlen(tp) == 55, "%s: got %s", paths[i], tp);
-        cr_assert(strcmp(tp + 53, "01") == 0 || strcmp(tp + 53, "03") == 0, "not sampled: %s", tp);
-        cr_expect_eq(itest_attr_int(c, "http.response.status_code", 0), 200);
-        cr_expect_eq(itest_attr_int(s, "http.response.status_code", 0), 200);
-        json_decref(ans);
-    }
+    long long port0 = check_pair(sp, text, 0);
+    cr_assert_eq(check_pair(sp, text, 1), port0, "the client did not reuse the connection");
+    cr_assert_eq(check_pair(sp, text, 2), port0, "the client did not reuse the connection");
     const struct itest_span *c0 = itest_find(sp, ITEST_CLIENT, "curl", "url.path", "/a");
     const struct itest_span *c1 = itest_find(sp, ITEST_CLIENT, "curl", "url.path", "/b");
     cr_expect_str_neq(c0->trace_id, c1->trace_id, "each root request starts its own trace");
     free(text);
     itest_spans_free(sp);
-    itest_env_free(&es);
-    itest_env_free(&ec);
-    unlink(out);
     itest_rmtree(dir);
 }
