@@ -9,7 +9,7 @@
  *   with --exit-when-idle takes it exclusively (non-blocking) to learn that no run is left, and
  *   keeps it until it has exited, so a new run waits for it and then starts a new sidecar instead
  *   of handing its spans to one that is leaving.
- * - .ldtraced.pid: the sidecar's pid (written before exec).
+ * - .ldtraced.pid, .ldtraced.out: the sidecar's pid and where its spans go (written before exec).
  */
 #include "cli.h"
 
@@ -296,10 +296,15 @@ static void sidecar_child(const char *exe, char **argv, const char *dir, int pip
         report(pipe_w, lock < 0 ? lock : (errno == EWOULDBLOCK ? 1 : -errno));
         _exit(0);
     }
-    int pidfd = open_in(dir, ".ldtraced.pid", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
-    if (pidfd >= 0) {
-        dprintf(pidfd, "%ld\n", (long)getpid());
-        close(pidfd);
+    int fd = open_in(dir, ".ldtraced.pid", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
+    if (fd >= 0) {
+        dprintf(fd, "%ld\n", (long)getpid());
+        close(fd);
+    }
+    fd = open_in(dir, ".ldtraced.out", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC);
+    if (fd >= 0) {
+        dprintf(fd, "%s", argv[4]); /* where its spans go: told to later runs of this directory */
+        close(fd);
     }
     int log = open_in(dir, "ldtraced.log", O_WRONLY | O_CREAT | O_APPEND);
     int null = open("/dev/null", O_RDONLY);
@@ -356,15 +361,21 @@ static pid_t spawn_sidecar(const char *exe, char **argv, const char *dir)
     return -EAGAIN; /* started: the caller reads the pid file */
 }
 
+/* Read a small file of the directory into buf (NUL-terminated). Returns its length or -1. */
+static ssize_t read_small(const char *dir, const char *name, char *buf, size_t cap)
+{
+    int fd = open_in(dir, name, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, cap - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return n;
+}
+
 static long read_pid(const char *dir)
 {
-    char buf[32] = {0};
-    int fd = open_in(dir, ".ldtraced.pid", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    long pid = n > 0 ? strtol(buf, NULL, 10) : -1;
+    char buf[32];
+    long pid = read_small(dir, ".ldtraced.pid", buf, sizeof(buf)) > 0 ? strtol(buf, NULL, 10) : -1;
     return pid > 0 ? pid : -1;
 }
 
@@ -396,11 +407,13 @@ static int ensure_sidecar(struct run_args *a, const char *sidecar)
                 read_pid(a->dir));
         return 0;
     }
-    if (rc == 0 && (a->out || a->otlp))
+    char cur[PATH_MAX];
+    if (rc == 0 && (a->out || a->otlp) &&
+        (read_small(a->dir, ".ldtraced.out", cur, sizeof(cur)) <= 0 || strcmp(cur, dest) != 0))
         fprintf(stderr,
-                "ldtrace: a sidecar already drains %s (pid %ld); its output is kept and "
-                "%s is ignored\n",
-                a->dir, read_pid(a->dir), dest);
+                "ldtrace: the sidecar already draining %s (pid %ld) writes to %s; %s is "
+                "ignored\n",
+                a->dir, read_pid(a->dir), cur[0] ? cur : "its own output", dest);
     return rc < 0 ? (int)rc : 0;
 }
 
