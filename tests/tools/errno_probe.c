@@ -3,9 +3,9 @@
  * Usage: errno_probe. Exercises a bad fd, a closed socket, a refused connect (blocking and not), a
  * non-blocking receive with no data, a peer that closed or shut down, a regular file, a pipe and
  * socketpairs, through
- * read/write/send/recv/readv/writev/sendmsg/recvmsg/sendto/recvfrom/accept/connect. Before each
- * call errno is set to 7777, so a call that succeeds must leave exactly that behind. One line per
- * call: "label ret=R errno=E"; descriptors print as "fd" so the output does not depend on
+ * read/write/send/recv/readv/writev/sendmsg/recvmsg/sendto/recvfrom/sendfile/accept/connect. Before
+ * each call errno is set to 7777, so a call that succeeds must leave exactly that behind. One line
+ * per call: "label ret=R errno=E"; descriptors print as "fd" so the output does not depend on
  * numbering. Run with and without the shim, the output must be identical. Exit status 0.
  */
 #include <arpa/inet.h>
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -152,6 +153,13 @@ static void tcp(void)
     usleep(20000);
     CALL("tcp.read", read(srv, buf, sizeof(buf)));
     CALL("tcp.read_zero_len", read(srv, buf, 0));
+    int f = open("/proc/self/exe", O_RDONLY);
+    CALL("tcp.sendfile", sendfile(cli, f, NULL, 100));
+    CALL("tcp.sendfile_bad_in", sendfile(cli, BAD_FD, NULL, 100));
+    CALL("tcp.sendfile_bad_out", sendfile(BAD_FD, f, NULL, 100));
+    close(f);
+    usleep(20000);
+    CALL("tcp.recv_sendfile", recv(srv, buf, sizeof(buf), 0));
     CALL("tcp.shutdown_wr", shutdown(cli, SHUT_WR));
     CALL("tcp.write_after_shutdown", send(cli, "x", 1, MSG_NOSIGNAL));
     usleep(20000);

@@ -3,10 +3,10 @@
  * Usage: nbclient PORT [BODY_BYTES [SNDBUF]]. POSTs a deterministic pseudo-random body of
  * BODY_BYTES (default 1 MiB) to 127.0.0.1:PORT/upload over a non-blocking socket with a tiny
  * SO_SNDBUF (default 4096). The request line goes out in two writes ("POST /up" then "load
- * HTTP/1.1\r\n"), the rest with a rotating mix of write, send and two-part writev calls of varying
- * sizes. Every return value is checked: never more than asked, a short count is a partial write, -1
- * must be EAGAIN (then poll) or EINTR. The response is read until the server closes, alternating
- * recv and read.
+ * HTTP/1.1\r\n"), the rest with a rotating mix of write, send, two-part writev and sendmsg calls of
+ * varying sizes. Every return value is checked: never more than asked, a short count is a partial
+ * write, -1 must be EAGAIN (then poll) or EINTR. The response is read until the server closes,
+ * alternating recv and read.
  *
  * Output on stdout: "sent=N expected=N calls=C partial=P eagain=E\n---\n" then the raw response
  * bytes. Exit status: 0 when every byte was accounted for, 1 on an inconsistent return value or
@@ -61,23 +61,25 @@ static int connect_nb(int port, int sndbuf)
 /* One call of the rotating kind for at most want bytes; returns what the call returned. */
 static ssize_t one_call(int fd, const char *p, size_t want, unsigned call)
 {
-    switch (call % 3) {
+    size_t cut = want / 3;
+    struct iovec iov[2] = {{(void *)p, cut}, {(void *)(p + cut), want - cut}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    switch (call % 4) {
     case 0:
         return write(fd, p, want);
     case 1:
         return send(fd, p, want, MSG_NOSIGNAL);
-    default: {
-        size_t cut = want / 3;
-        struct iovec iov[2] = {{(void *)p, cut}, {(void *)(p + cut), want - cut}};
+    case 2:
         return writev(fd, iov, 2);
-    }
+    default:
+        return sendmsg(fd, &msg, MSG_NOSIGNAL);
     }
 }
 
 /* Send len bytes, checking every return value against what was asked. */
 static int send_all(int fd, const char *buf, size_t len, struct stats *st)
 {
-    static const size_t sizes[] = {1, 7, 700, 3000, 9000, 65536, 200000};
+    static const size_t sizes[] = {1, 7, 700, 3000, 9000, 65536, 200000}; /* 7: coprime to 4 */
     size_t off = 0;
     while (off < len) {
         size_t want = sizes[st->calls % 7];
