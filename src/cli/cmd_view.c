@@ -607,6 +607,13 @@ static int term_width(int fd)
     return v > 0 ? v : 80;
 }
 
+/* Colour by default only on a terminal, and never when NO_COLOR is set (https://no-color.org). */
+static int want_color(void)
+{
+    const char *no = getenv("NO_COLOR");
+    return isatty(STDOUT_FILENO) && !(no && *no);
+}
+
 static int use_unicode(void)
 {
     setlocale(LC_CTYPE, "");
@@ -706,7 +713,7 @@ int ldt__view_main(int argc, char **argv)
                 s.bad_lines, s.bad_lines == 1 ? "" : "s", s.bad_spans, s.bad_spans == 1 ? "" : "s");
     struct ldt__view_opts o = {
         .width = a.width > 0 ? a.width : term_width(STDOUT_FILENO),
-        .color = a.color >= 0 ? a.color : isatty(STDOUT_FILENO),
+        .color = a.color >= 0 ? a.color : want_color(),
         .unicode = !a.ascii && use_unicode(),
     };
     int status = 0;
