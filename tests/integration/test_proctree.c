@@ -214,7 +214,7 @@ Test(proctree, shell_script_runs_each_client_with_its_own_segment, .timeout = 40
     tree_free(&t);
 }
 
-/* ---- out of reach of LD_PRELOAD: a static binary, a setuid program, io_uring ---- */
+/* ---- out of reach of LD_PRELOAD: a static binary, a setuid program, io_uring, Go ---- */
 
 /* Run prog [flag] PORT /path with the shim preloaded (segments into dir), as user nobody when
  * as_nobody; stdout to out. Returns the exit status (or 128 + signal, or -errno). */
@@ -332,4 +332,52 @@ Test(proctree, io_uring_client_runs_untouched_without_spans, .timeout = 30)
     run_unreachable(itest_build("tests/tools/dyn_client"), "--uring", 0, &injected, &segments);
     cr_expect(!injected, "a traceparent was injected into an io_uring send");
     cr_expect_eq(segments, 0, "an io_uring client created %d segments", segments);
+}
+
+/* A Go HTTP client (the Go source below, built here when golang-go is installed). Built with cgo it is
+ * dynamically linked, so the shim is loaded, but Go makes its socket calls with raw syscalls: the
+ * program works, nothing is injected, no span and so no segment. */
+static const char go_client[] =
+    "package main\n"
+    "import (\"io\"; \"net/http\"; \"os\")\n"
+    "func main() {\n"
+    "\tresp, err := http.Get(\"http://127.0.0.1:\" + os.Args[1] + os.Args[2])\n"
+    "\tif err != nil { os.Exit(1) }\n"
+    "\tbody, _ := io.ReadAll(resp.Body)\n"
+    "\tos.Stdout.WriteString(resp.Proto + \" \" + resp.Status + \"\\r\\n\\r\\n\")\n"
+    "\tos.Stdout.Write(body)\n"
+    "\tif resp.StatusCode != 200 { os.Exit(1) }\n"
+    "}\n";
+
+Test(proctree, go_client_runs_untouched_without_spans, .timeout = 90)
+{
+    if (access("/usr/bin/go", X_OK) != 0)
+        cr_skip_test("go is not installed (Debian package golang-go)");
+    char dir[ITEST_PATH_MAX], src[ITEST_PATH_MAX + 16], bin[ITEST_PATH_MAX + 16];
+    char cache[ITEST_PATH_MAX + 16];
+    cr_assert_eq(itest_mkdtemp(dir), 0);
+    snprintf(src, sizeof(src), "%s/main.go", dir);
+    snprintf(bin, sizeof(bin), "%s/goclient", dir);
+    snprintf(cache, sizeof(cache), "%s/cache", dir);
+    FILE *f = fopen(src, "w");
+    cr_assert_not_null(f);
+    fputs(go_client, f);
+    fclose(f);
+    struct itest_env e;
+    itest_env_init(&e);
+    itest_env_set(&e, "HOME", dir);
+    itest_env_set(&e, "GOCACHE", cache);
+    itest_env_set(&e, "GO111MODULE", "off");
+    char *argv[] = {"/usr/bin/go", "build", "-o", bin, src, NULL};
+    int rc = itest_run(&e, argv, NULL, 80000);
+    itest_env_free(&e);
+    if (rc != 0) {
+        mx_rmrf(dir);
+        cr_assert_fail("go build exited with %d", rc);
+    }
+    int injected, segments;
+    run_unreachable(bin, NULL, 0, &injected, &segments);
+    mx_rmrf(dir);
+    cr_expect(!injected, "a traceparent was injected into a Go program's request");
+    cr_expect_eq(segments, 0, "a Go program created %d segments", segments);
 }
