@@ -33,6 +33,7 @@ struct reg_slot {
 static struct reg_slot reg[REG_SLOTS];
 static _Atomic uint64_t reg_serial;
 static _Atomic uint32_t reg_hint;
+static _Atomic int reg_open;    /* server spans open in the process (registered) */
 
 /* Claim a slot and publish ctx in it. Returns the slot or -1 when the registry is full. */
 static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len, uint64_t *serial)
@@ -52,6 +53,7 @@ static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len, ui
         *serial = atomic_fetch_add_explicit(&reg_serial, 1, memory_order_relaxed) + 1;
         /* Release pairs with the acquire in reg_copy: the contents before the serial. */
         atomic_store_explicit(&r->serial, *serial, memory_order_release);
+        atomic_fetch_add_explicit(&reg_open, 1, memory_order_relaxed);
         return (int)((start + i) % REG_SLOTS);
     }
     return -1;
@@ -60,9 +62,10 @@ static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len, ui
 static void reg_del(int slot, uint64_t serial)
 {
     uint64_t expect = serial;
-    if (slot >= 0 && slot < REG_SLOTS)
+    if (slot >= 0 && slot < REG_SLOTS &&
         atomic_compare_exchange_strong_explicit(&reg[slot].serial, &expect, 0, memory_order_release,
-                                                memory_order_relaxed);
+                                                memory_order_relaxed))
+        atomic_fetch_sub_explicit(&reg_open, 1, memory_order_relaxed);
 }
 
 /* Copy slot's context if it still belongs to serial (a seqlock on the serial: a slot reused while
@@ -117,6 +120,20 @@ static void stack_push(int slot, uint64_t serial)
     tstack[tstack_n++] = (struct stack_ent){slot, serial};
 }
 
+/* No request open on this thread (a server that reads on one thread and calls out from another):
+ * when the whole process serves exactly one request, that one is the parent without any doubt. */
+static int only_open(struct ldt__ctx *out)
+{
+    if (atomic_load_explicit(&reg_open, memory_order_relaxed) != 1)
+        return 0;
+    for (int i = 0; i < REG_SLOTS; i++) {
+        uint64_t s = atomic_load_explicit(&reg[i].serial, memory_order_acquire);
+        if (s != 0 && s != REG_BUSY)
+            return reg_copy(i, s, out);
+    }
+    return 0;
+}
+
 int ldt__ctx_current(struct ldt__ctx *out)
 {
     /* Entries whose span ended (on any thread) fail reg_copy and are popped on the way down. */
@@ -126,7 +143,7 @@ int ldt__ctx_current(struct ldt__ctx *out)
             return 1;
         tstack_n--;
     }
-    return 0;
+    return only_open(out);
 }
 
 /* ---- sampling -------------------------------------------------------------------------------- */

@@ -167,14 +167,22 @@ static void *other_thread(void *arg)
     return (void *)(intptr_t)ldt__ctx_current(&cur);
 }
 
-Test(span_parent, another_threads_request_is_not_current, .init = setup)
+Test(span_parent, another_thread_sees_the_only_open_request, .init = setup)
 {
-    serve("GET /a HTTP/1.1\r\n\r\n");
+    struct ldt__conn *a = serve("GET /a HTTP/1.1\r\n\r\n");
     pthread_t t;
     void *r;
     pthread_create(&t, NULL, other_thread, NULL);
     pthread_join(t, &r);
-    cr_assert_null(r);
+    cr_assert_not_null(r, "one request open in the process: it is the parent anywhere");
+    serve("GET /b HTTP/1.1\r\n\r\n");
+    pthread_create(&t, NULL, other_thread, NULL);
+    pthread_join(t, &r);
+    cr_assert_null(r, "two open: another thread cannot tell which");
+    respond(a, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    pthread_create(&t, NULL, other_thread, NULL);
+    pthread_join(t, &r);
+    cr_assert_not_null(r);
 }
 
 /* ---- status rules ---- */
