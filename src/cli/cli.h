@@ -146,7 +146,8 @@ struct ldt__retry {
     const char *trace_id;
     const struct ldt__span *parent;
     char *target;            /* "payment POST /pay" (the callee's service, else the peer) */
-    size_t attempts, failed; /* amplification factor = attempts */
+    size_t attempts, failed; /* amplification factor here = attempts */
+    size_t amplification;    /* end to end: attempts times the retries of the callers above */
 };
 
 /* Where a failing trace's error started (the deepest error span with no failing child) and where it

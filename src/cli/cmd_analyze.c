@@ -293,40 +293,105 @@ static void client_op(const struct ttree *tt, size_t i, char *buf, size_t cap)
              sp->path ? " " : "", sp->path ? sp->path : "");
 }
 
-static int add_retry(struct ldt__analysis *a, const struct ttree *tt, size_t parent, size_t first)
+struct client_op {
+    char *op;
+    size_t i; /* local position */
+};
+
+static int cmp_op(const void *x, const void *y)
 {
-    char op[600], other[600];
-    size_t attempts = 0, failed = 0;
-    client_op(tt, first, op, sizeof(op));
-    for (size_t k = tt->first[parent]; k != NONE; k = tt->next[k]) {
-        if (SP(tt, k)->kind != LDT__KIND_CLIENT)
-            continue;
-        client_op(tt, k, other, sizeof(other));
-        if (strcmp(op, other) != 0)
-            continue;
-        if (k < first)
-            return 0; /* counted with an earlier attempt */
-        attempts++;
-        failed += ldt__span_is_error(SP(tt, k)) ? 1 : 0;
-    }
-    if (attempts < 2)
-        return 0;
+    const struct client_op *a = x, *b = y;
+    int c = strcmp(a->op, b->op);
+    return c ? c : (a->i > b->i) - (a->i < b->i);
+}
+
+static int push_retry(struct ldt__analysis *a, const struct ttree *tt, size_t parent,
+                      const struct client_op *g, size_t n)
+{
     struct ldt__retry *v = realloc(a->retry, (a->nretry + 1) * sizeof(*v));
     if (!v)
         return -ENOMEM;
     a->retry = v;
+    size_t failed = 0;
+    for (size_t k = 0; k < n; k++)
+        failed += ldt__span_is_error(SP(tt, g[k].i)) ? 1 : 0;
+    /* amplification holds the parent's local position until amplify() replaces it. */
     v[a->nretry] =
-        (struct ldt__retry){tt->t->trace_id, SP(tt, parent), strdup(op), attempts, failed};
+        (struct ldt__retry){tt->t->trace_id, SP(tt, parent), strdup(g[0].op), n, failed, parent};
     return v[a->nretry++].target ? 0 : -ENOMEM;
+}
+
+/* Group the CLIENT children of one parent by callee and operation (sorted, so a parent with many
+ * calls costs n log n); groups of two or more are retries. gsize[] gets each member's group size.
+ */
+static int retries_of(struct ldt__analysis *a, const struct ttree *tt, size_t p, size_t *gsize,
+                      struct client_op *ops)
+{
+    char buf[600];
+    size_t n = 0;
+    int rc = 0;
+    for (size_t k = tt->first[p]; k != NONE && rc == 0; k = tt->next[k]) {
+        if (SP(tt, k)->kind != LDT__KIND_CLIENT)
+            continue;
+        client_op(tt, k, buf, sizeof(buf));
+        ops[n] = (struct client_op){strdup(buf), k};
+        rc = ops[n++].op ? 0 : -ENOMEM;
+    }
+    if (rc == 0)
+        qsort(ops, n, sizeof(*ops), cmp_op);
+    for (size_t i = 0, j; i < n && rc == 0; i = j) {
+        for (j = i; j < n && strcmp(ops[j].op, ops[i].op) == 0; j++)
+            ;
+        for (size_t k = i; k < j; k++)
+            gsize[ops[k].i] = j - i;
+        if (j - i >= 2)
+            rc = push_retry(a, tt, p, ops + i, j - i);
+    }
+    for (size_t k = 0; k < n; k++)
+        free(ops[k].op);
+    return rc;
+}
+
+/* End-to-end amplification: a retried call under a retried caller multiplies. fac[i] is the
+ * product of the group sizes on the path from the root down to span i, filled by a walk from the
+ * roots (spans only reachable through a cycle count their own group alone). */
+static void amplify(struct ldt__analysis *a, size_t first_retry, const struct ttree *tt,
+                    const size_t *gsize, size_t *fac, size_t *stack)
+{
+    size_t n = tt->t->n;
+    for (size_t i = 0; i < n; i++)
+        fac[i] = gsize[i] ? gsize[i] : 1;
+    for (size_t r = 0; r < n; r++) {
+        if (tt->parent[r] != NONE)
+            continue;
+        size_t top = 0;
+        stack[top++] = r;
+        while (top) {
+            size_t i = stack[--top];
+            for (size_t k = tt->first[i]; k != NONE; k = tt->next[k]) {
+                fac[k] = fac[i] * (gsize[k] ? gsize[k] : 1);
+                stack[top++] = k;
+            }
+        }
+    }
+    for (size_t r = first_retry; r < a->nretry; r++)
+        a->retry[r].amplification = a->retry[r].attempts * fac[a->retry[r].amplification];
 }
 
 static int add_retries(struct ldt__analysis *a, const struct ttree *tt)
 {
-    for (size_t p = 0; p < tt->t->n; p++)
-        for (size_t k = tt->first[p]; k != NONE; k = tt->next[k])
-            if (SP(tt, k)->kind == LDT__KIND_CLIENT && add_retry(a, tt, p, k) < 0)
-                return -ENOMEM;
-    return 0;
+    size_t n = tt->t->n, first = a->nretry;
+    size_t *gsize = calloc(n, sizeof(size_t)), *fac = malloc(2 * n * sizeof(size_t));
+    struct client_op *ops = malloc(n * sizeof(*ops));
+    int rc = gsize && fac && ops ? 0 : -ENOMEM;
+    for (size_t p = 0; p < n && rc == 0; p++)
+        rc = retries_of(a, tt, p, gsize, ops);
+    if (rc == 0)
+        amplify(a, first, tt, gsize, fac, fac + n);
+    free(gsize);
+    free(fac);
+    free(ops);
+    return rc;
 }
 
 /* The deepest error span none of whose children failed (earliest on a tie). */
@@ -543,9 +608,11 @@ static void text_findings(FILE *out, const struct ldt__analysis *a)
         fprintf(out, "  none\n");
     for (size_t i = 0; i < a->nretry; i++) {
         span_desc(a->retry[i].parent, d1, sizeof(d1));
-        fprintf(out, "  %.12s  %s -> %s: %zu attempts (x%zu amplification), %zu failed\n",
-                a->retry[i].trace_id, d1, a->retry[i].target, a->retry[i].attempts,
-                a->retry[i].attempts, a->retry[i].failed);
+        fprintf(out, "  %.12s  %s -> %s: %zu attempts (x%zu amplification", a->retry[i].trace_id,
+                d1, a->retry[i].target, a->retry[i].attempts, a->retry[i].attempts);
+        if (a->retry[i].amplification != a->retry[i].attempts)
+            fprintf(out, ", x%zu end to end", a->retry[i].amplification);
+        fprintf(out, "), %zu failed\n", a->retry[i].failed);
     }
 }
 
@@ -628,6 +695,8 @@ static json_t *json_findings(const struct ldt__analysis *a, json_t *root)
         json_object_set_new(o, "attempts", json_integer((json_int_t)a->retry[i].attempts));
         json_object_set_new(o, "failed", json_integer((json_int_t)a->retry[i].failed));
         json_object_set_new(o, "amplification", json_integer((json_int_t)a->retry[i].attempts));
+        json_object_set_new(o, "end_to_end_amplification",
+                            json_integer((json_int_t)a->retry[i].amplification));
         json_array_append_new(retries, o);
     }
     json_object_set_new(root, "errors", errs);

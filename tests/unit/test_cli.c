@@ -804,3 +804,49 @@ Test(html, hostile_names_cannot_close_the_script)
     ldt__traces_free(&t);
     ldt__spans_free(&s);
 }
+
+Test(analyze, nested_retries_multiply_end_to_end)
+{
+    struct ldt__spans s = {0};
+    struct ldt__traces t;
+    struct ldt__analysis a;
+    /* g retries o twice; each o retries the untraced cache three times: the cache sees x6. */
+    add_kspan(&s, "00000000000000c1", "", "g", 2, 0, 100, 1);
+    const char *gc[] = {"00000000000000c2", "00000000000000c3"};
+    const char *os[] = {"00000000000000d2", "00000000000000d3"};
+    for (int k = 0; k < 2; k++) {
+        add_kspan(&s, gc[k], "00000000000000c1", "g", 3, 10 + 40 * k, 45 + 40 * k, 1);
+        add_kspan(&s, os[k], gc[k], "o", 2, 11 + 40 * k, 44 + 40 * k, 1);
+        for (int r = 0; r < 3; r++) {
+            char sid[17];
+            snprintf(sid, sizeof(sid), "00000000000000e%d", 3 * k + r);
+            add_kspan(&s, sid, os[k], "o", 3, 12 + 40 * k + 10 * r, 20 + 40 * k + 10 * r, 1);
+        }
+    }
+    cr_assert_eq(ldt__traces_build(&s, &t), 0);
+    cr_assert_eq(ldt__analyze(&s, &t, -1, &a), 0);
+    cr_assert_eq(a.nretry, 3, "g -> o once, o -> cache under each o");
+    size_t to_o = 0, to_cache = 0;
+    for (size_t i = 0; i < a.nretry; i++) {
+        if (strncmp(a.retry[i].target, "o ", 2) == 0) {
+            to_o++;
+            cr_expect_eq(a.retry[i].attempts, 2);
+            cr_expect_eq(a.retry[i].amplification, 2);
+        } else {
+            to_cache++;
+            cr_expect_str_eq(a.retry[i].target, "cache GET /k");
+            cr_expect_eq(a.retry[i].attempts, 3);
+            cr_expect_eq(a.retry[i].amplification, 6);
+        }
+    }
+    cr_expect_eq(to_o, 1);
+    cr_expect_eq(to_cache, 2);
+    size_t len;
+    char *txt = analyze_render(&s, &t, NULL, "text", &len);
+    cr_expect_not_null(strstr(txt, "3 attempts (x3 amplification, x6 end to end), 3 failed"), "%s",
+                       txt);
+    free(txt);
+    ldt__analysis_free(&a);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
+}
