@@ -211,22 +211,40 @@ static int add_crit(struct cp_ctx *cx, const struct ldt__span *sp, size_t pos, u
     return 0;
 }
 
-/* The child of i that ends last at or before `cursor` and starts before it; NONE when none. */
-static size_t last_child_before(const struct ttree *tt, size_t i, uint64_t cursor)
+static const struct ttree *sort_tt; /* qsort has no context argument; the CLI is single-threaded */
+
+/* Latest end first; equal ends in start order. */
+static int cmp_end_desc(const void *x, const void *y)
 {
-    size_t best = NONE;
-    for (size_t k = tt->first[i]; k != NONE; k = tt->next[k]) {
-        const struct ldt__span *c = SP(tt, k);
-        if (tt->seen[k] || c->start_ns >= cursor)
-            continue;
-        uint64_t end = c->end_ns < cursor ? c->end_ns : cursor;
-        if (best == NONE || end > (SP(tt, best)->end_ns < cursor ? SP(tt, best)->end_ns : cursor))
-            best = k;
-    }
-    return best;
+    size_t i = *(const size_t *)x, k = *(const size_t *)y;
+    uint64_t a = SP(sort_tt, i)->end_ns, b = SP(sort_tt, k)->end_ns;
+    if (a != b)
+        return a > b ? -1 : 1;
+    return i < k ? -1 : i > k;
 }
 
-/* Walk span i's part of the critical path within [lo, hi]. */
+/* The children of i sorted by end, latest first, in a malloc'd array (NULL when there are none or
+ * memory ran out: *n tells which). */
+static size_t *kids_by_end(const struct ttree *tt, size_t i, size_t *n)
+{
+    *n = 0;
+    for (size_t k = tt->first[i]; k != NONE; k = tt->next[k])
+        (*n)++;
+    size_t *v = *n ? malloc(*n * sizeof(*v)) : NULL;
+    if (!v)
+        return NULL;
+    size_t m = 0;
+    for (size_t k = tt->first[i]; k != NONE; k = tt->next[k])
+        v[m++] = k;
+    sort_tt = tt;
+    qsort(v, m, sizeof(*v), cmp_end_desc);
+    return v;
+}
+
+/* Walk span i's part of the critical path within [lo, hi]: from the end backwards, the child that
+ * ends last before the cursor holds the path, then the cursor moves to that child's start. With the
+ * children sorted by end, one pass finds them all (a child skipped once stays behind the cursor).
+ */
 static void cp_walk(struct cp_ctx *cx, size_t i, uint64_t lo, uint64_t hi, int depth)
 {
     struct ttree *tt = cx->tt;
@@ -234,22 +252,28 @@ static void cp_walk(struct cp_ctx *cx, size_t i, uint64_t lo, uint64_t hi, int d
     uint64_t cursor = sp->end_ns < hi ? sp->end_ns : hi;
     lo = sp->start_ns > lo ? sp->start_ns : lo;
     tt->seen[i] = 1;
-    size_t k, pos = NONE;
+    size_t pos = NONE, nk;
     if (cx->record_path) {
         pos = cx->a->npath++;
         cx->a->path[pos] = sp;
         cx->a->path_ns[pos] = 0;
     }
-    while (depth < MAX_CP_DEPTH && cursor > lo && (k = last_child_before(tt, i, cursor)) != NONE) {
-        const struct ldt__span *c = SP(tt, k);
+    size_t *kids = kids_by_end(tt, i, &nk);
+    if (nk && !kids)
+        cx->err = -ENOMEM;
+    for (size_t q = 0; kids && q < nk && depth < MAX_CP_DEPTH && cursor > lo; q++) {
+        const struct ldt__span *c = SP(tt, kids[q]);
+        if (tt->seen[kids[q]] || c->start_ns >= cursor)
+            continue;
         uint64_t cend = c->end_ns < cursor ? c->end_ns : cursor;
         if (cend <= lo)
             break; /* the rest of [lo, cursor] is the span's own */
         add_crit(cx, sp, pos, cursor - cend);
         uint64_t cstart = c->start_ns > lo ? c->start_ns : lo;
-        cp_walk(cx, k, cstart, cend, depth + 1);
+        cp_walk(cx, kids[q], cstart, cend, depth + 1);
         cursor = cstart;
     }
+    free(kids);
     if (cursor > lo)
         add_crit(cx, sp, pos, cursor - lo);
 }
