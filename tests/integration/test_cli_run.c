@@ -323,3 +323,63 @@ Test(cli_cmd, errors_exit_nonzero_with_one_line, .timeout = 30)
     free(txt);
     teardown(&c);
 }
+
+/* A one-file OTLP/HTTP collector: answers every request 200 and appends POST bodies to argv[2]. */
+static const char collector_py[] =
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_POST(self):\n"
+    "        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))\n"
+    "        with open(sys.argv[2], 'ab') as f:\n"
+    "            f.write(self.path.encode() + b' ' + body + b'\\n')\n"
+    "        self.send_response(200); self.end_headers()\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers()\n"
+    "        self.wfile.write(b'ok')\n"
+    "    def log_message(self, *a):\n"
+    "        pass\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n";
+
+Test(cli_run, otlp_url_passed_to_the_sidecar, .timeout = 60)
+{
+    struct ctx c;
+    setup(&c);
+    int port = itest_free_port();
+    char portstr[16], url[64], got[ITEST_PATH_MAX + 16], code[200];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+    snprintf(got, sizeof(got), "%s/received.txt", c.dir);
+    char *srv_argv[] = {ITEST_PYTHON, "-c", (char *)collector_py, portstr, got, NULL};
+    struct itest_env plain;
+    itest_env_init(&plain);
+    pid_t srv = itest_start_server(&plain, srv_argv, port, NULL);
+    cr_assert_gt(srv, 0);
+    /* ldtrace_run passes --out; run this one by hand with --otlp instead. */
+    snprintf(code, sizeof(code), "import urllib.request; urllib.request.urlopen('%s/hello').read()",
+             url);
+    char *argv[] = {itest_build("src/cli/ldtrace"),
+                    "run",
+                    "--dir",
+                    c.dir,
+                    "--otlp",
+                    url,
+                    "--service",
+                    "otlpclient",
+                    "--",
+                    ITEST_PYTHON,
+                    "-c",
+                    code,
+                    NULL};
+    cr_expect_eq(itest_run(&c.env, argv, NULL, 20000), 0);
+    cr_expect_eq(wait_sidecar_gone(&c, 20000), 0);
+    itest_stop(srv);
+    itest_env_free(&plain);
+    size_t len;
+    char *txt = itest_slurp(got, &len);
+    cr_assert_not_null(txt, "the collector received nothing");
+    cr_expect_eq(strncmp(txt, "/v1/traces ", 11), 0, "%.200s", txt);
+    cr_expect_not_null(strstr(txt, "otlpclient"), "%.300s", txt);
+    cr_expect_not_null(strstr(txt, "/hello"), "%.300s", txt);
+    free(txt);
+    teardown(&c);
+}
