@@ -9,7 +9,8 @@
  * (ldt_ring_claim with their tid), push N span records with ldt_ring_push and release the ring
  * (so a thread started later may reuse it: a ring can carry several threads' spans in turn).
  * --rate paces each thread to at most SPANS_PER_S spans a second. A full ring drops the record
- * (counted), or with --retry the thread sleeps 100 us and tries again until the push succeeds.
+ * (counted), or with --retry the thread sleeps 100 us and tries again until the push succeeds
+ * (or the drain timeout passes: then it is dropped).
  * At the end each process marks its segment exited (after --wait-drain: once every ring has
  * tail == head, or exit status 2 after the drain timeout, default 30 s), and the parent prints
  * one line "emitted N dropped D" (span records over all processes; stack records are not
@@ -144,12 +145,18 @@ static void fill_span(struct ldt_span_rec *r, uint32_t p, uint32_t t, uint64_t i
     r->host_len = (uint8_t)snprintf(r->host, sizeof(r->host), "emit-host-%u", p);
 }
 
-/* Push one record: with --retry, wait for room instead of dropping. Returns 0 or -ENOSPC. */
+/* Push one record: with --retry, wait for room instead of dropping (for at most the drain timeout,
+ * so emit cannot hang when no reader comes). Returns 0 or -ENOSPC. */
 static int push(struct emit_thread *e, unsigned ring, const void *rec, size_t len)
 {
+    uint64_t deadline = 0;
     for (;;) {
         int rc = ldt_ring_push(e->seg, ring, rec, len);
         if (rc != -ENOSPC || !e->o->retry)
+            return rc;
+        if (!deadline)
+            deadline = ldt_clock_mono_ns() + (uint64_t)(e->o->drain_timeout * 1e9);
+        else if (ldt_clock_mono_ns() > deadline)
             return rc;
         usleep(100);
     }

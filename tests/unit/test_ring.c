@@ -1164,12 +1164,13 @@ static int run_emit(const char *const *args, char *out, size_t cap)
 
 /* Check one ring of one emit process: each thread's stacks then span, in order, every field. A ring
  * may carry several threads one after another (a thread gives its ring back when it ends). */
-static long check_emit_ring(struct ldt_seg_reader *r, unsigned ring, uint64_t p, long next[3])
+static long check_emit_ring(struct ldt_seg_reader *r, unsigned ring, uint64_t p, long next[3],
+                            unsigned *partp)
 {
     uint8_t out[LDT_REC_SIZE];
     struct ldt_span_rec want;
     long n = 0;
-    unsigned part = 0;
+    unsigned part = *partp;
     while (ldt_seg_read(r, ring, out) == 1) {
         if (out[0] == LDT_REC_STACK) {
             cr_assert_eq(((struct ldt_stack_rec *)out)->part, part++, "stack parts in order");
@@ -1187,6 +1188,7 @@ static long check_emit_ring(struct ldt_seg_reader *r, unsigned ring, uint64_t p,
         next[t]++;
         n++;
     }
+    *partp = part; /* a span's stack records may have been read in an earlier call */
     return n;
 }
 
@@ -1216,8 +1218,9 @@ Test(ring_emit, every_field_follows_the_documented_derivation, .init = setup_dir
         cr_assert_str_eq(r.hdr->service_name, "svc");
         cr_assert_eq(ldt_seg_alive(&r), 0, "emit marks its segment exited");
         long next[3] = {0, 0, 0};
+        unsigned part[4] = {0};
         for (unsigned ring = 0; ring < r.nrings; ring++)
-            total += check_emit_ring(&r, ring, p, next);
+            total += check_emit_ring(&r, ring, p, next, &part[ring]);
         cr_assert(next[0] == 700 && next[1] == 700 && next[2] == 700);
         cr_assert_eq(r.bad_records, 0);
         ldt_seg_close(&r);
@@ -1226,4 +1229,54 @@ Test(ring_emit, every_field_follows_the_documented_derivation, .init = setup_dir
     closedir(d);
     cr_assert_eq(segs, 2);
     cr_assert_eq(total, 4200);
+}
+
+/* --retry and --wait-drain: with a reader draining, nothing is dropped and emit exits 0 once the
+ * rings are empty (the segment holds far fewer slots than the spans pushed through it). */
+static pid_t emit_pgid;
+
+static void teardown_emit(void)
+{
+    if (emit_pgid > 0)
+        kill(-emit_pgid, SIGKILL); /* a failed assertion must not leave emit retrying forever */
+    teardown_dir();
+}
+
+Test(ring_emit, retry_and_wait_drain_lose_nothing, .init = setup_dir, .fini = teardown_emit,
+     .timeout = 60)
+{
+    const char *root = getenv("LDT_BUILD_ROOT");
+    char bin[512];
+    if (!root)
+        cr_skip_test("LDT_BUILD_ROOT not set (run under meson test)");
+    snprintf(bin, sizeof(bin), "%s/tests/tools/ldtrace-emit", root);
+    const char *args[] = {bin,  "--dir",   tmpdir, "--spans", "3000",    "--threads",    "2",
+                          "--procs", "1",  "--slots", "64",   "--retry", "--wait-drain", NULL};
+    int status;
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execv(bin, (char *const *)args);
+        _exit(127);
+    }
+    emit_pgid = pid;
+    struct ldt_seg_reader r;
+    while (open_child_seg(&r) < 0)
+        cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "emit exited before creating its segment");
+    long next[3] = {0, 0, 0}, total = 0;
+    unsigned part[4] = {0};
+    cr_assert_eq(r.nrings, 3);
+    while (waitpid(pid, &status, WNOHANG) == 0)
+        for (unsigned ring = 0; ring < r.nrings; ring++)
+            total += check_emit_ring(&r, ring, 0, next, &part[ring]);
+    emit_pgid = 0;
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "emit status %d", status);
+    for (unsigned ring = 0; ring < r.nrings; ring++)
+        total += check_emit_ring(&r, ring, 0, next, &part[ring]);
+    cr_assert_eq(total, 6000, "every span arrives (ring.dropped counts the retried attempts)");
+    cr_assert_eq(ldt_seg_alive(&r), 0);
+    ldt_seg_close(&r);
 }
