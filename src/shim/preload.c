@@ -16,6 +16,8 @@ static void atfork_parent(void)
 
 static void atfork_child(void)
 {
+    /* Both sides move on to a new epoch: see ldt__sniff_close. */
+    atomic_fetch_add_explicit(&ldt__fork_epoch, 1, memory_order_relaxed);
     ldt__conn_atfork_child();
     ldt__span_atfork_child();
 }

@@ -89,7 +89,7 @@ enum ldt__mode {
 
 extern int ldt__mode;                   /* enum ldt__mode */
 extern struct ldt_config ldt__cfg;      /* read once by the constructor; tests fill it directly */
-extern _Atomic uint32_t ldt__fork_epoch; /* bumped in the parent at every fork */
+extern _Atomic uint32_t ldt__fork_epoch; /* bumped in parent and child at every fork */
 extern __thread int ldt__depth __attribute__((tls_model("initial-exec")));
 /* Monotonic time the current hook's real call returned (0 outside one): spans ending inside a hook
  * end then, not after our own work (a stack capture can take milliseconds). */
@@ -187,7 +187,7 @@ struct ldt__conn {
     uint8_t dead;               /* the sniffer gave up: pass-through from now on */
     uint8_t addrs;              /* addresses fetched */
     uint8_t connecting;         /* a non-blocking connect span is open */
-    uint32_t epoch;             /* ldt__fork_epoch when attached */
+    uint32_t epoch;             /* ldt__fork_epoch at the last I/O seen on it in this process */
     int32_t err;                /* last failing call's errno */
     struct ldt_http_parser in;  /* bytes the app receives */
     struct ldt_http_parser out; /* bytes the app sends */

@@ -458,6 +458,7 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
         return;
     }
     ldt__conn_lock(c);
+    c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
     /* The call is accounted to the span it served: one a request read creates (server, in) exists
      * only after feeding; one a response completes (everything else) only before. */
     int late = c->role == LDT__ROLE_SERVER && dir == LDT__IN;
@@ -501,6 +502,7 @@ void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t
     struct ldt__conn *c = e->conn;
     if (e->cls == LDT__CLS_HTTP && c && !c->dead) {
         ldt__conn_lock(c);
+        c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
         account(c, LDT__OUT, n, err, io_ns);
         if (n > 0) {
             ssize_t r = ldt_http_skip(&c->out, (size_t)n);
@@ -528,7 +530,9 @@ void ldt__sniff_close(struct ldt__conn *c, struct ldt__fd *e)
     if (c->connecting)
         c->connecting = 0; /* closed before use: the caller ends it (fd still valid there) */
     if (c->epoch != atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed)) {
-        /* A forked child has this socket too and may be serving it: not our failure to report. */
+        /* The socket was shared by a fork and this process did no I/O on it since: the other side
+         * of the fork serves it (a fork-per-connection server's parent, or a child closing the
+         * fds it inherited before exec). Its open spans are not ours to end, let alone as errors. */
         drop_all(c);
     } else if (c->role == LDT__ROLE_SERVER && !c->dead) {
         struct ldt__span *s = srv_at(c, 0);

@@ -335,15 +335,29 @@ Test(sniff_close, reset_ends_client_span_with_errno, .init = setup)
     cr_assert_eq(recs[0].status, LDT_STATUS_ERROR);
 }
 
-Test(sniff_close, parent_closing_a_socket_shared_with_a_child_reports_nothing, .init = setup)
+Test(sniff_close, closing_a_socket_shared_by_fork_without_io_since_reports_nothing, .init = setup)
 {
     struct ldt__fd e;
     memset(&e, 0, sizeof e);
     atomic_store(&e.kind, LDT__FD_SOCK);
     pass(-1, &e, LDT__IN, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 28, 0);
-    atomic_fetch_add(&ldt__fork_epoch, 1); /* what the atfork parent handler does */
+    atomic_fetch_add(&ldt__fork_epoch, 1); /* what the atfork handlers do, on both sides */
     ldt__sniff_close(e.conn, &e);
     cr_assert_eq(nrecs, 0);
+}
+
+Test(sniff_close, the_side_of_a_fork_that_serves_the_request_reports_it, .init = setup)
+{
+    struct ldt__fd e;
+    memset(&e, 0, sizeof e);
+    atomic_store(&e.kind, LDT__FD_SOCK);
+    pass(-1, &e, LDT__IN, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 28, 0);
+    atomic_fetch_add(&ldt__fork_epoch, 1);
+    pass(-1, &e, LDT__OUT, "HTTP/1.0 200 OK\r\n\r\nbody", 23, 0); /* ends with the close */
+    ldt__sniff_close(e.conn, &e);
+    cr_assert_eq(nrecs, 1);
+    cr_assert_eq(recs[0].status_code, 200);
+    cr_assert_not(recs[0].flags & LDT_SPAN_F_CONN_DIED);
 }
 
 Test(sniff_io, syscall_spans_are_children_of_the_request, .init = setup)
