@@ -211,7 +211,7 @@ pid_t fu_sidecar(const char *dir, const char *out, const char *err_path)
     struct itest_env env;
     itest_env_init(&env);
     if (fu_asan())
-        itest_env_set(&env, "ASAN_OPTIONS", "detect_leaks=0");
+        itest_env_set(&env, "ASAN_OPTIONS", "detect_leaks=0:quarantine_size_mb=16");
     char *argv[] = {itest_build("src/sidecar/ldtraced"), "--dir", (char *)dir, "--out", (char *)out,
                     "--poll-ms", "2", NULL};
     pid_t pid = itest_spawn_io(&env, argv, NULL, err_path);

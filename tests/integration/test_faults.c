@@ -124,7 +124,7 @@ Test(faults, no_sidecar_ring_fills_app_keeps_speed_drops_reported, .timeout = 90
     cr_assert(itest_mkdtemp(dir) == 0);
     snprintf(out, sizeof(out), "%s/spans.json", dir);
     snprintf(err, sizeof(err), "%s/ldtraced.err", dir);
-    const long n = 2000;
+    const long n = 10000;
     pid_t db;
     struct itest_env env;
     itest_env_init(&env);
