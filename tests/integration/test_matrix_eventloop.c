@@ -1,6 +1,7 @@
-/* test_matrix_eventloop.c - parent accuracy under concurrency: 16 keep-alive clients, each request with
- * its own known traceparent and path, through nginx, a node proxy and a python thread-per-request proxy;
- * how often the proxy's CLIENT span got the SERVER span of the same request as parent. */
+/* test_matrix_eventloop.c - parent accuracy under concurrency: 16 keep-alive clients, each request
+ * with its own known traceparent and path, through nginx, a node proxy and a python
+ * thread-per-request proxy; how often the proxy's CLIENT span got the SERVER span of the same
+ * request as parent. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,7 +35,8 @@ static void rig_start(struct rig *r, enum proxy_kind kind)
     char up[16], px[16];
     snprintf(up, sizeof(up), "%d", r->up_port);
     snprintf(px, sizeof(px), "%d", r->port);
-    char *echo[] = {MX_NODE, itest_src("tests/integration/node/matrix_server.js"), "echo", up, NULL};
+    char *echo[] = {MX_NODE, itest_src("tests/integration/node/matrix_server.js"), "echo", up,
+                    NULL};
     r->up = itest_start_server(&r->env_up, echo, r->up_port, NULL);
     cr_assert_gt(r->up, 0, "node echo upstream did not start");
     char *node[] = {MX_NODE, itest_src("tests/integration/node/matrix_server.js"), "proxy", px, up,
@@ -75,8 +77,8 @@ static void measure(enum proxy_kind kind, const char *name, int nreq, struct mx_
     cr_assert_not_null(sp);
     mx_accuracy(sp, "proxy", "upstream", "acc", NCONN, nreq, a);
     double pct = a->total ? 100.0 * a->right / a->total : 0;
-    fprintf(stderr, "parent accuracy %s: %.1f%% (%d/%d), wrong-trace: %d, missing: %d\n", name,
-            pct, a->right, a->total, a->wrong_trace, a->missing);
+    fprintf(stderr, "parent accuracy %s: %.1f%% (%d/%d), wrong-trace: %d, missing: %d\n", name, pct,
+            a->right, a->total, a->wrong_trace, a->missing);
     cr_log_info("parent accuracy %s: %.1f%% (%d/%d), wrong-trace: %d, missing: %d", name, pct,
                 a->right, a->total, a->wrong_trace, a->missing);
     itest_spans_free(sp);

@@ -1,4 +1,5 @@
-/* test_matrix_lib.c - helpers for the matrix and process-tree integration tests (see test_matrix_lib.h). */
+/* test_matrix_lib.c - helpers for the matrix and process-tree integration tests (see
+ * test_matrix_lib.h). */
 #include "test_matrix_lib.h"
 
 #include <errno.h>
@@ -91,7 +92,8 @@ static long resource_pid(json_t *rs)
 {
     size_t i;
     json_t *kv;
-    json_array_foreach(json_object_get(json_object_get(rs, "resource"), "attributes"), i, kv) {
+    json_array_foreach(json_object_get(json_object_get(rs, "resource"), "attributes"), i, kv)
+    {
         if (strcmp(json_string_value(json_object_get(kv, "key")) ?: "", "process.pid") != 0)
             continue;
         json_t *v = json_object_get(json_object_get(kv, "value"), "intValue");
@@ -104,12 +106,16 @@ static void pids_of_request(json_t *map, json_t *req)
 {
     size_t i, j, k;
     json_t *rs, *sc, *sp;
-    json_array_foreach(json_object_get(req, "resourceSpans"), i, rs) {
+    json_array_foreach(json_object_get(req, "resourceSpans"), i, rs)
+    {
         long pid = resource_pid(rs);
-        json_array_foreach(json_object_get(rs, "scopeSpans"), j, sc) {
-            json_array_foreach(json_object_get(sc, "spans"), k, sp) {
+        json_array_foreach(json_object_get(rs, "scopeSpans"), j, sc)
+        {
+            json_array_foreach(json_object_get(sc, "spans"), k, sp)
+            {
                 char id[17];
-                snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(sp, "spanId")) ?: "");
+                snprintf(id, sizeof(id), "%s",
+                         json_string_value(json_object_get(sp, "spanId")) ?: "");
                 for (char *p = id; *p; p++)
                     *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
                 json_object_set_new(map, id, json_integer(pid));
@@ -231,8 +237,8 @@ static void count_line(json_t *j, void *arg)
     size_t i;
     json_t *kv;
     int n = 0;
-    json_array_foreach(json_object_get(j, "headers"), i, kv)
-        n += strcasecmp(json_string_value(json_array_get(kv, 0)) ?: "", h->name) == 0;
+    json_array_foreach(json_object_get(j, "headers"), i, kv) n +=
+        strcasecmp(json_string_value(json_array_get(kv, 0)) ?: "", h->name) == 0;
     h->min = h->lines == 0 || n < h->min ? n : h->min;
     h->max = n > h->max ? n : h->max;
     h->lines++;
@@ -276,8 +282,8 @@ static void accuracy_one(const struct itest_spans *sp, const char *proxy, const 
         a->missing++;
         fprintf(stderr, "mx: %s: missing span: server %d client %d upstream %d\n", path, !!srv,
                 !!cli, !!up);
-    } else if (strcmp(cli->parent_id, srv->span_id) == 0 && strcmp(srv->trace_id, trace) == 0
-               && strcmp(up->parent_id, cli->span_id) == 0) {
+    } else if (strcmp(cli->parent_id, srv->span_id) == 0 && strcmp(srv->trace_id, trace) == 0 &&
+               strcmp(up->parent_id, cli->span_id) == 0) {
         a->right++;
     } else {
         fprintf(stderr, "mx: %s: wrong parent %s (server span %s)\n", path, cli->parent_id,

@@ -1,6 +1,7 @@
-/* test_matrix_pairs.c - compatibility matrix: unmodified clients (curl, wget, python urllib, node http)
- * against unmodified servers (python ThreadingHTTPServer, node http, nginx reverse proxy) under the
- * shim: one trace per request with correct parentage, answers byte-identical to an untraced run. */
+/* test_matrix_pairs.c - compatibility matrix: unmodified clients (curl, wget, python urllib, node
+ * http) against unmodified servers (python ThreadingHTTPServer, node http, nginx reverse proxy)
+ * under the shim: one trace per request with correct parentage, answers byte-identical to an
+ * untraced run. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,8 +17,8 @@ enum client_kind { CLI_CURL, CLI_WGET, CLI_URLLIB, CLI_NODE, CLI_COUNT };
 
 static const char *const client_names[CLI_COUNT] = {"curl", "wget", "urllib", "node"};
 
-/* The servers of one run: an echo server (python or node) and, for SRV_NGINX (SRV_NGINX_NODE), nginx in
- * front of backend.py (node/matrix_server.js). port is where the clients go. */
+/* The servers of one run: an echo server (python or node) and, for SRV_NGINX (SRV_NGINX_NODE),
+ * nginx in front of backend.py (node/matrix_server.js). port is where the clients go. */
 struct servers {
     enum server_kind kind;
     char dir[ITEST_PATH_MAX];
@@ -27,8 +28,8 @@ struct servers {
     struct itest_env env_echo, env_nginx, env_client;
 };
 
-/* ports: the echo server's and nginx's, 0 to pick free ones (a traced run reuses the plain run's, as
- * the clients send the port in Host). */
+/* ports: the echo server's and nginx's, 0 to pick free ones (a traced run reuses the plain run's,
+ * as the clients send the port in Host). */
 static void servers_start(struct servers *s, enum server_kind kind, int traced, const int ports[2])
 {
     memset(s, 0, sizeof(*s));
@@ -78,8 +79,8 @@ static char *run_client(struct servers *s, enum client_kind c)
 {
     char urls[NREQ][128], svc[32], out[ITEST_PATH_MAX + 32];
     for (int k = 0; k < NREQ; k++)
-        snprintf(urls[k], sizeof(urls[k]), "http://127.0.0.1:%d/m/%s/%d", s->port,
-                 client_names[c], k);
+        snprintf(urls[k], sizeof(urls[k]), "http://127.0.0.1:%d/m/%s/%d", s->port, client_names[c],
+                 k);
     snprintf(svc, sizeof(svc), "c-%s", client_names[c]);
     snprintf(out, sizeof(out), "%s.%s.out", s->dir, client_names[c]);
     itest_env_set(&s->env_client, "OTEL_SERVICE_NAME", svc);
@@ -130,7 +131,8 @@ static void check_chain(const struct itest_spans *sp, const struct servers *s, e
 
 static int client_runs(enum client_kind c)
 {
-    /* A preloaded libasan deadlocks curl in setlocale (see itest_get_argv): not the shim's doing. */
+    /* A preloaded libasan deadlocks curl in setlocale (see itest_get_argv): not the shim's doing.
+     */
     return !(c == CLI_CURL && mx_asan());
 }
 
@@ -153,9 +155,11 @@ static void matrix_for_server(enum server_kind kind)
         if (!plain[c])
             continue;
         int min, max;
-        mx_expect(mx_header_counts(plain[c], "traceparent", &min, &max) == NREQ, "%s: plain answer", client_names[c]);
+        mx_expect(mx_header_counts(plain[c], "traceparent", &min, &max) == NREQ, "%s: plain answer",
+                  client_names[c]);
         mx_expect(max == 0, "%s: a traceparent without the shim", client_names[c]);
-        mx_expect(mx_header_counts(traced[c], "traceparent", &min, &max) == NREQ, "%s: traced answer", client_names[c]);
+        mx_expect(mx_header_counts(traced[c], "traceparent", &min, &max) == NREQ,
+                  "%s: traced answer", client_names[c]);
         mx_expect(min == 1 && max == 1, "%s: traceparent lines per request %d..%d, want 1",
                   client_names[c], min, max);
         char *a = mx_canonical(plain[c]), *b = mx_canonical(traced[c]);
@@ -169,7 +173,8 @@ static void matrix_for_server(enum server_kind kind)
             snprintf(path, sizeof(path), "/m/%s/%d", client_names[c], k);
             check_chain(sp, &t, c, path, traces[k]);
         }
-        mx_expect(strcmp(traces[0], traces[1]) != 0, "%s: two requests in one trace", client_names[c]);
+        mx_expect(strcmp(traces[0], traces[1]) != 0, "%s: two requests in one trace",
+                  client_names[c]);
         free(plain[c]);
         free(traced[c]);
     }
@@ -226,7 +231,7 @@ Test(matrix_pairs, nginx_reused_upstream_connection_traces_each_request, .timeou
         json_decref(j);
     }
     mx_expect(json_object_size(ports) == 1, "nginx used %zu upstream connections, want 1 reused",
-                 json_object_size(ports));
+              json_object_size(ports));
     struct itest_spans *sp = itest_drain_load(t.dir);
     cr_assert_not_null(sp);
     json_t *traces = json_object();
@@ -242,12 +247,14 @@ Test(matrix_pairs, nginx_reused_upstream_connection_traces_each_request, .timeou
         mx_expect_id(path, "nginx SERVER parent", ns->parent_id, cc->span_id);
         mx_expect_id(path, "nginx CLIENT parent", nc->parent_id, ns->span_id);
         mx_expect_id(path, "echo SERVER parent", es->parent_id, nc->span_id);
-        mx_expect(strcmp(ns->trace_id, cc->trace_id) == 0 && strcmp(es->trace_id, cc->trace_id) == 0
-                      && strcmp(nc->trace_id, cc->trace_id) == 0,
+        mx_expect(strcmp(ns->trace_id, cc->trace_id) == 0 &&
+                      strcmp(es->trace_id, cc->trace_id) == 0 &&
+                      strcmp(nc->trace_id, cc->trace_id) == 0,
                   "%s: spans of one request in several traces", path);
         json_object_set_new(traces, cc->trace_id, json_true());
     }
-    mx_expect(json_object_size(traces) == 5, "5 requests gave %zu traces", json_object_size(traces));
+    mx_expect(json_object_size(traces) == 5, "5 requests gave %zu traces",
+              json_object_size(traces));
     if (mx_failures)
         itest_dump(sp);
     json_decref(ports);

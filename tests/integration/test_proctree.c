@@ -1,7 +1,7 @@
-/* test_proctree.c - process trees under the shim: a shell running two curls, a pre-forking server, an
- * inetd-style fork-per-connection server and a server that execs a worker per connection; and a
- * statically linked client and a setuid program, which LD_PRELOAD cannot reach (they work, make no span, do
- * not crash). */
+/* test_proctree.c - process trees under the shim: a shell running two curls, a pre-forking server,
+ * an inetd-style fork-per-connection server and a server that execs a worker per connection; and a
+ * statically linked client and a setuid program, which LD_PRELOAD cannot reach (they work, make no
+ * span, do not crash). */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -97,8 +97,8 @@ static long check_request(const struct itest_spans *sp, json_t *pids, int c)
     if (!sc)
         return -1;
     mx_expect_id(path, "srv CLIENT parent", sc->parent_id, ss->span_id);
-    mx_expect(mx_pid(pids, ss) == mx_pid(pids, sc), "%s: SERVER in pid %ld, CLIENT in pid %ld", path,
-              mx_pid(pids, ss), mx_pid(pids, sc));
+    mx_expect(mx_pid(pids, ss) == mx_pid(pids, sc), "%s: SERVER in pid %ld, CLIENT in pid %ld",
+              path, mx_pid(pids, ss), mx_pid(pids, sc));
     return mx_pid(pids, ss);
 }
 
@@ -162,8 +162,7 @@ Test(proctree, prefork_children_each_have_a_segment_and_parent_their_calls, .tim
     check_tree("prefork_server", NULL, 1, 3);
 }
 
-Test(proctree, inetd_fork_per_connection_child_serves_and_parent_close_is_no_error,
-     .timeout = 40)
+Test(proctree, inetd_fork_per_connection_child_serves_and_parent_close_is_no_error, .timeout = 40)
 {
     check_tree("inetd_server", NULL, NCONN, NCONN);
 }
@@ -181,8 +180,8 @@ Test(proctree, shell_script_runs_each_client_with_its_own_segment, .timeout = 40
     tree_start(&t, NULL, NULL);
     char script[512];
     const char *cmd = mx_asan() ? MX_WGET " -q -O /dev/null" : ITEST_CURL " -s -o /dev/null";
-    snprintf(script, sizeof(script), "%s http://127.0.0.1:%d/sh/1; %s http://127.0.0.1:%d/sh/2", cmd,
-             t.up_port, cmd, t.up_port);
+    snprintf(script, sizeof(script), "%s http://127.0.0.1:%d/sh/1; %s http://127.0.0.1:%d/sh/2",
+             cmd, t.up_port, cmd, t.up_port);
     itest_env_trace(&t.env_srv, t.dir, "script");
     char *argv[] = {"/bin/sh", "-c", script, NULL};
     cr_assert_eq(itest_run(&t.env_srv, argv, NULL, 20000), 0, "the script failed");
@@ -280,7 +279,7 @@ static void run_unreachable(const char *prog, const char *flag, int as_nobody, i
     itest_rmtree(dir);
 }
 
-/* The control: the same client, dynamically linked, is traced (a segment, an injected traceparent). */
+/* The control: the same client, dynamically linked, is traced (a segment, a traceparent sent). */
 Test(proctree, dynamic_client_is_traced, .timeout = 30)
 {
     int injected, segments;
@@ -313,7 +312,8 @@ Test(proctree, setuid_program_runs_untouched_without_spans, .timeout = 30)
     cr_assert_eq(fwrite(image, 1, len, f), len);
     fclose(f);
     free(image);
-    if (geteuid() != 0 || chown(prog, 0, 0) != 0 || chmod(prog, 04755) != 0 || chmod(bin, 0755) != 0) {
+    if (geteuid() != 0 || chown(prog, 0, 0) != 0 || chmod(prog, 04755) != 0 ||
+        chmod(bin, 0755) != 0) {
         itest_rmtree(bin);
         cr_skip_test("needs root to make a setuid-root program");
     }
@@ -334,9 +334,9 @@ Test(proctree, io_uring_client_runs_untouched_without_spans, .timeout = 30)
     cr_expect_eq(segments, 0, "an io_uring client created %d segments", segments);
 }
 
-/* A Go HTTP client (the Go source below, built here when golang-go is installed). Built with cgo it is
- * dynamically linked, so the shim is loaded, but Go makes its socket calls with raw syscalls: the
- * program works, nothing is injected, no span and so no segment. */
+/* A Go HTTP client (the Go source below, built here when golang-go is installed). Built with cgo it
+ * is dynamically linked, so the shim is loaded, but Go makes its socket calls with raw syscalls:
+ * the program works, nothing is injected, no span and so no segment. */
 static const char go_client[] =
     "package main\n"
     "import (\"io\"; \"net/http\"; \"os\")\n"

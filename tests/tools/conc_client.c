@@ -1,10 +1,10 @@
-/* conc_client.c - concurrent keep-alive load with a known traceparent per request, for measuring how
- * often a traced proxy gives its outbound call the right parent.
+/* conc_client.c - concurrent keep-alive load with a known traceparent per request, for measuring
+ * how often a traced proxy gives its outbound call the right parent.
  *
  * Usage: conc_client PORT NCONN NREQ PREFIX. NCONN threads each open one keep-alive connection to
  * 127.0.0.1:PORT and send NREQ sequential "GET /PREFIX/<c>/<i>" requests, request (c, i) carrying
- * "traceparent: 00-<conc_client_trace(c, i)>-<conc_client_span(c, i)>-01" (formats below, which the test
- * recomputes from the path). Exit status 0 when every answer was a 200, 1 otherwise.
+ * "traceparent: 00-<conc_client_trace(c, i)>-<conc_client_span(c, i)>-01" (formats below, which the
+ * test recomputes from the path). Exit status 0 when every answer was a 200, 1 otherwise.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,10 +1,10 @@
-/* exec_worker.c - test server for process trees across exec: "serve" accepts, forks and execs this binary
- * again as a "worker" with the connection as fd 0 and 1; the worker reads the request from fd 0, calls an
- * upstream (GET the same path) and writes the answer to fd 1.
+/* exec_worker.c - test server for process trees across exec: "serve" accepts, forks and execs this
+ * binary again as a "worker" with the connection as fd 0 and 1; the worker reads the request from
+ * fd 0, calls an upstream (GET the same path) and writes the answer to fd 1.
  *
- * Usage: exec_worker serve PORT UPSTREAM_PORT (exec_worker worker UPSTREAM_PORT is what it runs). The
- * answer (Connection: close) is one line "pid=<worker pid> upstream=<status> bytes=<upstream body
- * length>". No tracing code: it is traced only through LD_PRELOAD.
+ * Usage: exec_worker serve PORT UPSTREAM_PORT (exec_worker worker UPSTREAM_PORT is what it runs).
+ * The answer (Connection: close) is one line "pid=<worker pid> upstream=<status> bytes=<upstream
+ * body length>". No tracing code: it is traced only through LD_PRELOAD.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -54,8 +54,8 @@ static int call_upstream(int port, const char *path, size_t *blen)
     if (fd < 0)
         return -1;
     char req[1200], buf[65536];
-    int l = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-                     path);
+    int l = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
     size_t n = 0;
     ssize_t r;
     if (write(fd, req, (size_t)l) != l) {
@@ -80,10 +80,12 @@ static int worker(int upstream)
         return 1;
     size_t blen = 0;
     int st = call_upstream(upstream, path, &blen);
-    int bl = snprintf(body, sizeof(body), "pid=%d upstream=%d bytes=%zu\n", (int)getpid(), st, blen);
+    int bl =
+        snprintf(body, sizeof(body), "pid=%d upstream=%d bytes=%zu\n", (int)getpid(), st, blen);
     int l = snprintf(resp, sizeof(resp),
                      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                     "Connection: close\r\n\r\n%s", bl, body);
+                     "Connection: close\r\n\r\n%s",
+                     bl, body);
     if (write(1, resp, (size_t)l) != l)
         return 1;
     shutdown(1, SHUT_WR);

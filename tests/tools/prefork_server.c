@@ -1,9 +1,10 @@
-/* prefork_server.c - test server for process trees: listen, fork 3 children that accept and serve, each
- * request calling an upstream (GET the same path) before answering.
+/* prefork_server.c - test server for process trees: listen, fork 3 children that accept and serve,
+ * each request calling an upstream (GET the same path) before answering.
  *
  * Usage: prefork_server PORT UPSTREAM_PORT. The answer (Connection: close) is one line
- * "pid=<serving pid> upstream=<upstream status> bytes=<upstream body length>". The parent only waits;
- * SIGTERM to it stops the children too. No tracing code: it is traced only through LD_PRELOAD.
+ * "pid=<serving pid> upstream=<upstream status> bytes=<upstream body length>". The parent only
+ * waits; SIGTERM to it stops the children too. No tracing code: it is traced only through
+ * LD_PRELOAD.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -57,8 +58,8 @@ static int call_upstream(int port, const char *path, size_t *blen)
     if (fd < 0)
         return -1;
     char req[1200], buf[65536];
-    int l = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-                     path);
+    int l = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
     size_t n = 0;
     ssize_t r;
     if (write(fd, req, (size_t)l) != l) {
@@ -82,10 +83,12 @@ static void serve(int fd, int upstream)
         return;
     size_t blen = 0;
     int st = call_upstream(upstream, path, &blen);
-    int bl = snprintf(body, sizeof(body), "pid=%d upstream=%d bytes=%zu\n", (int)getpid(), st, blen);
+    int bl =
+        snprintf(body, sizeof(body), "pid=%d upstream=%d bytes=%zu\n", (int)getpid(), st, blen);
     int l = snprintf(resp, sizeof(resp),
                      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                     "Connection: close\r\n\r\n%s", bl, body);
+                     "Connection: close\r\n\r\n%s",
+                     bl, body);
     if (write(fd, resp, (size_t)l) != l)
         return;
 }

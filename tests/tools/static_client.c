@@ -1,13 +1,14 @@
-/* static_client.c - a tiny HTTP/1.1 client linked statically (-static), to show what LD_PRELOAD cannot
- * reach: it makes its socket calls through the libc copy inside the binary, so the shim never sees them.
+/* static_client.c - a tiny HTTP/1.1 client linked statically (-static), to show what LD_PRELOAD
+ * cannot reach: it makes its socket calls through the libc copy inside the binary, so the shim
+ * never sees them.
  *
- * Also built dynamically as dyn_client: the control that the shim does trace, and the program a test
- * makes setuid root (glibc then ignores LD_PRELOAD).
+ * Also built dynamically as dyn_client: the control that the shim does trace, and the program a
+ * test makes setuid root (glibc then ignores LD_PRELOAD).
  *
- * Usage: static_client [--uring] PORT PATH. Sends "GET PATH" to 127.0.0.1:PORT with Connection: close
- * and writes the whole response (status line, headers, body) to stdout. With --uring, connect, send and
- * recv are io_uring operations (raw syscalls, no liburing), which no libc wrapper sees either. Exit
- * status 0 for a 200 answer, 1 otherwise, 3 when io_uring is not available.
+ * Usage: static_client [--uring] PORT PATH. Sends "GET PATH" to 127.0.0.1:PORT with Connection:
+ * close and writes the whole response (status line, headers, body) to stdout. With --uring,
+ * connect, send and recv are io_uring operations (raw syscalls, no liburing), which no libc wrapper
+ * sees either. Exit status 0 for a 200 answer, 1 otherwise, 3 when io_uring is not available.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,8 +47,8 @@ static int uring_init(void)
     if (ring.fd < 0)
         return -1;
     char *sq = map_ring(p.sq_off.array + p.sq_entries * sizeof(unsigned), IORING_OFF_SQ_RING);
-    char *cq = map_ring(p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe),
-                        IORING_OFF_CQ_RING);
+    char *cq =
+        map_ring(p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe), IORING_OFF_CQ_RING);
     ring.sqes = map_ring(p.sq_entries * sizeof(struct io_uring_sqe), IORING_OFF_SQES);
     if (!sq || !cq || !ring.sqes)
         return -1;
@@ -67,7 +68,8 @@ static int uring_do(const struct io_uring_sqe *op)
     unsigned tail = *ring.sq_tail, idx = tail & *ring.sq_mask;
     ring.sqes[idx] = *op;
     ring.sq_array[idx] = idx;
-    __atomic_store_n(ring.sq_tail, tail + 1, __ATOMIC_RELEASE); /* pairs with the kernel's acquire */
+    __atomic_store_n(ring.sq_tail, tail + 1,
+                     __ATOMIC_RELEASE); /* pairs with the kernel's acquire */
     if (syscall(__NR_io_uring_enter, ring.fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0)
         return -errno;
     unsigned head = *ring.cq_head;
@@ -107,8 +109,8 @@ static int get(int port, const char *path, char *buf, size_t cap)
     if (fd < 0 || do_connect(fd, &a) != 0)
         return -1;
     char req[1200];
-    int l = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-                     path);
+    int l = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
     if (do_io(fd, req, (size_t)l, 1) != l)
         return -1;
     size_t n = 0;
