@@ -163,6 +163,11 @@ static const char *check_headers(json_t *plain, json_t *traced)
     cr_assert_eq(header_count(backend_headers(traced), "traceparent", &tp), 1);
     cr_assert_eq(header_count(backend_headers(traced), "tracestate", &ts), 1);
     cr_assert_str_eq(ts, TS);
+    json_t *first = json_array_get(backend_headers(traced), 0);
+    json_t *second = json_array_get(backend_headers(traced), 1);
+    cr_expect_str_eq(json_string_value(json_array_get(first, 0)) ?: "", "traceparent",
+                     "the injected lines go right after the request line");
+    cr_expect_str_eq(json_string_value(json_array_get(second, 0)) ?: "", "tracestate");
     cr_assert_eq(header_count(json_object_get(traced, "received"), "traceparent", &ctp), 1);
     cr_assert_str_eq(ctp, TP_SAMPLED, "curl's own traceparent must reach the proxy untouched");
     return tp;
