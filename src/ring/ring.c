@@ -18,7 +18,8 @@ unsigned ldt_ring_claim(struct ldt_seg *s, uint32_t tid)
     unsigned last = h->nrings - 1;
     /* Start at a tid-dependent ring so threads created together do not all race for ring 0. */
     unsigned start = (unsigned)(tid * 2654435761u) % last;
-    for (unsigned k = 0; k < last; k++) {
+    /* tid 0 marks a free ring, so a caller without a tid cannot own one: it gets the shared ring. */
+    for (unsigned k = 0; tid != 0 && k < last; k++) {
         unsigned i = (start + k) % last;
         struct ldt_ring_hdr *rh = ldt__ring_at(h, h->ring_stride, i);
         uint32_t free_owner = 0;

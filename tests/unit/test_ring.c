@@ -415,6 +415,9 @@ Test(ring_push, claim_gives_each_thread_its_ring_then_the_shared_one)
     cr_assert_eq(ldt_ring_claim(&s, 105), b);
     ldt_ring_release(&s, 3); /* the shared ring cannot be released */
     cr_assert_eq(ldt_ring_claim(&s, 106), 3);
+    ldt_ring_release(&s, a);
+    cr_assert_eq(ldt_ring_claim(&s, 0), 3, "tid 0 cannot own a ring");
+    cr_assert_eq(s.hdr->claim_fails, 3);
 }
 
 /* ------------------------------------------------------------------------------------------------
