@@ -23,9 +23,11 @@ static void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt,
                     int flags, uint64_t t0)
 {
     int err = errno;
-    uint64_t dt = ldt_clock_mono_ns() - t0;
+    ldt__io_end = ldt_clock_mono_ns();
+    uint64_t dt = ldt__io_end - t0;
     if (!(flags & (MSG_PEEK | MSG_TRUNC)))
         ldt__sniff_io(fd, e, LDT__IN, iov, cnt, n, err, dt);
+    ldt__io_end = 0;
     ldt__leave();
     errno = err;
 }
@@ -146,7 +148,8 @@ static ssize_t out_inject(struct ldt__fd *e, struct out_call *o, const struct io
     uint64_t t0 = ldt_clock_mono_ns();
     ssize_t n = ldt__client_send(e->conn, iov, cnt, real_sendv, o);
     int err = errno;
-    ldt__sniff_io(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt_clock_mono_ns() - t0);
+    ldt__io_end = ldt_clock_mono_ns();
+    ldt__sniff_io(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt__io_end - t0);
     ldt__leave();
     errno = err;
     return n;
@@ -156,7 +159,8 @@ static void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt
                      uint64_t t0)
 {
     int err = errno;
-    ldt__sniff_io(fd, e, LDT__OUT, iov, cnt, n, err, ldt_clock_mono_ns() - t0);
+    ldt__io_end = ldt_clock_mono_ns();
+    ldt__sniff_io(fd, e, LDT__OUT, iov, cnt, n, err, ldt__io_end - t0);
     ldt__leave();
     errno = err;
 }

@@ -443,7 +443,8 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
                    ssize_t n, int err, uint64_t io_ns)
 {
     int saved = errno;
-    ldt__io_end = ldt_clock_mono_ns();
+    if (!ldt__io_end)
+        ldt__io_end = ldt_clock_mono_ns(); /* the hooks set it already, right after the call */
     e->calls++;
     if (n > 0)
         *(dir == LDT__IN ? &e->bytes_in : &e->bytes_out) += (uint64_t)n;
