@@ -399,3 +399,23 @@ Test(shim_proxy, refused_connect_with_timeout_is_an_error_span, .timeout = 30)
     itest_spans_free(sp);
     chain_free(&t);
 }
+
+Test(shim_proxy, sampling_ratio_0_root_propagates_unsampled_and_exports_nothing, .timeout = 30)
+{
+    struct chain t;
+    chain_start(&t, 1, 0, 0, "OTEL_TRACES_SAMPLER_ARG=0");
+    json_t *ans = chain_get(&t, "/x", NULL, NULL, 0);
+    chain_stop(&t);
+    const char *tp = NULL;
+    cr_assert_eq(header_count(backend_headers(ans), "traceparent", &tp), 1);
+    cr_assert_eq(strlen(tp), 55, "bad traceparent %s", tp);
+    cr_assert((strtol(tp + 53, NULL, 16) & 1) == 0, "a root at ratio 0 must not be sampled: %s", tp);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    if (sp->n)
+        itest_dump(sp);
+    cr_assert_eq(sp->n, 0, "ratio 0 exported %zu spans", sp->n);
+    json_decref(ans);
+    itest_spans_free(sp);
+    chain_free(&t);
+}
