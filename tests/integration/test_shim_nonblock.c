@@ -12,8 +12,7 @@ struct nb_result {
     json_t *report; /* sink.py's answer: head, len, sha256 */
 };
 
-/* Start sink.py (never traced) on port, run nbclient (traced when dir is set), collect its output.
- */
+/* Start sink.py on port and run nbclient against it, both traced when dir is set; its output. */
 static void run_upload(const char *dir, int port, struct nb_result *r)
 {
     char port_s[16], out[ITEST_PATH_MAX];
@@ -21,8 +20,10 @@ static void run_upload(const char *dir, int port, struct nb_result *r)
     struct itest_env es, ec;
     itest_env_init(&es);
     itest_env_init(&ec);
-    if (dir)
+    if (dir) {
         cr_assert_eq(itest_env_trace(&ec, dir, "nbclient"), 0, "libldtrace.so is not built");
+        cr_assert_eq(itest_env_trace(&es, dir, "sink"), 0, "libldtrace.so is not built");
+    }
     char *sargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/sink.py"), port_s, NULL};
     pid_t srv = itest_start_server(&es, sargv, port, NULL);
     cr_assert_gt(srv, 0);
@@ -30,6 +31,7 @@ static void run_upload(const char *dir, int port, struct nb_result *r)
     strcat(out, ".nb");
     char *cargv[] = {itest_build("tests/tools/nbclient"), port_s, "1048576", "4096", NULL};
     r->status = itest_run(&ec, cargv, out, 20000);
+    itest_settle(dir ? 250 : 0);
     itest_stop(srv);
     char *text = itest_slurp(out, NULL);
     cr_assert_not_null(text, "no output from nbclient");
@@ -91,7 +93,8 @@ static const char *check_wire(const struct nb_result *plain, const struct nb_res
     return tp_line;
 }
 
-/* One CLIENT span, 200, whose ids are the injected ones and which counts the app's bytes only. */
+/* One CLIENT span, 200, whose ids are the injected ones and which counts the app's bytes only, and
+ * the sink's SERVER span under it. */
 static void check_span(const char *dir, const char *tp_line, size_t app_bytes)
 {
     struct itest_spans *sp = itest_drain_load(dir);
@@ -110,6 +113,12 @@ static void check_span(const char *dir, const char *tp_line, size_t app_bytes)
     char want[80];
     snprintf(want, sizeof(want), "traceparent: 00-%s-%s-", c->trace_id, c->span_id);
     cr_assert(strncmp(tp_line, want, strlen(want)) == 0, "injected %.70s, span %s", tp_line, want);
+    const struct itest_span *s = itest_find(sp, ITEST_SERVER, "sink", NULL, NULL);
+    cr_assert_not_null(s, "no SERVER span from the traced sink");
+    cr_expect_str_eq(s->parent_id, c->span_id);
+    cr_expect_str_eq(s->trace_id, c->trace_id);
+    cr_expect_str_eq(itest_attr_str(s, "url.path") ?: "", "/upload");
+    cr_expect_eq(itest_attr_int(s, "http.response.status_code", 0), 200);
     itest_spans_free(sp);
 }
 
