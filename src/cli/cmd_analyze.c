@@ -94,7 +94,8 @@ static uint64_t pct(const uint64_t *v, size_t n, unsigned p)
 
 static void stat_finish(struct ldt__stat *st)
 {
-    qsort(st->durs, st->ndurs, sizeof(*st->durs), cmp_u64);
+    if (st->ndurs) /* durs is NULL for a service seen only in CLIENT spans */
+        qsort(st->durs, st->ndurs, sizeof(*st->durs), cmp_u64);
     st->p50 = pct(st->durs, st->ndurs, 50);
     st->p90 = pct(st->durs, st->ndurs, 90);
     st->p99 = pct(st->durs, st->ndurs, 99);

@@ -850,3 +850,23 @@ Test(analyze, nested_retries_multiply_end_to_end)
     ldt__traces_free(&t);
     ldt__spans_free(&s);
 }
+
+Test(analyze, service_with_only_client_spans)
+{
+    /* Found by fuzz_otlp_reader: a service without entry spans has no durations to sort. */
+    struct ldt__spans s = {0};
+    struct ldt__traces t;
+    struct ldt__analysis a;
+    add_kspan(&s, "00000000000000f1", "", "front", 2, 0, 100, 0);
+    add_kspan(&s, "00000000000000f2", "00000000000000f1", "lib", 3, 10, 20, 0);
+    cr_assert_eq(ldt__traces_build(&s, &t), 0);
+    cr_assert_eq(ldt__analyze(&s, &t, -1, &a), 0);
+    const struct ldt__stat *lib = find_stat(a.svc, a.nsvc, NULL, "lib");
+    cr_assert_not_null(lib);
+    cr_expect_eq(lib->count, 0);
+    cr_expect_eq(lib->p99, 0);
+    cr_expect_eq(lib->self_ns, 10);
+    ldt__analysis_free(&a);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
+}
