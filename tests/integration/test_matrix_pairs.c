@@ -100,13 +100,13 @@ static char *run_client(struct servers *s, enum client_kind c)
 }
 
 /* The spans of request path: client CLIENT -> [nginx SERVER -> nginx CLIENT ->] echo SERVER. */
-static void check_chain(const struct itest_spans *sp, const struct servers *s, enum client_kind c,
+static void check_chain(const struct itest_spans *sp, const struct servers *s, const char *svc,
                         const char *path, char *trace_out)
 {
-    char svc[32];
-    snprintf(svc, sizeof(svc), "c-%s", client_names[c]);
     const struct itest_span *cc = mx_one(sp, ITEST_CLIENT, svc, path);
     const struct itest_span *es = mx_one(sp, ITEST_SERVER, "echo", path);
+    if (!cc || !es)
+        itest_dump(sp);
     cr_assert_not_null(cc, "%s: no unique CLIENT span of %s", path, svc);
     cr_assert_not_null(es, "%s: no unique SERVER span of the echo server", path);
     mx_expect_id(path, "the client's span is a root", cc->parent_id, "");
@@ -136,45 +136,56 @@ static int client_runs(enum client_kind c)
     return !(c == CLI_CURL && mx_asan());
 }
 
+/* Every client that runs in this build against the servers; answers[c] NULL when c does not run. */
+static void run_clients(struct servers *s, char *answers[CLI_COUNT])
+{
+    for (int c = 0; c < CLI_COUNT; c++)
+        answers[c] = client_runs(c) ? run_client(s, c) : NULL;
+}
+
+/* One client's row: its answers with and without the shim, and the spans of its requests. */
+static void check_client(const struct itest_spans *sp, const struct servers *t, enum client_kind c,
+                         const char *plain, const char *traced)
+{
+    const char *name = client_names[c];
+    int min, max;
+    mx_expect(mx_header_counts(plain, "traceparent", &min, &max) == NREQ, "%s: plain answer", name);
+    mx_expect(max == 0, "%s: a traceparent without the shim", name);
+    mx_expect(mx_header_counts(traced, "traceparent", &min, &max) == NREQ, "%s: traced answer",
+              name);
+    mx_expect(min == 1 && max == 1, "%s: traceparent lines per request %d..%d, want 1", name, min,
+              max);
+    char *a = mx_canonical(plain), *b = mx_canonical(traced);
+    mx_expect(a && b && strcmp(a, b) == 0, "%s: answers differ: %s VERSUS %s", name, a ? a : plain,
+              b ? b : traced);
+    free(a);
+    free(b);
+    char traces[NREQ][33], svc[32];
+    snprintf(svc, sizeof(svc), "c-%s", name);
+    for (int k = 0; k < NREQ; k++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/m/%s/%d", name, k);
+        check_chain(sp, t, svc, path, traces[k]);
+    }
+    mx_expect(strcmp(traces[0], traces[1]) != 0, "%s: two requests in one trace", name);
+}
+
 static void matrix_for_server(enum server_kind kind)
 {
     struct servers u, t;
-    char *plain[CLI_COUNT] = {NULL}, *traced[CLI_COUNT] = {NULL};
+    char *plain[CLI_COUNT], *traced[CLI_COUNT];
     servers_start(&u, kind, 0, NULL);
-    for (int c = 0; c < CLI_COUNT; c++)
-        plain[c] = client_runs(c) ? run_client(&u, c) : NULL;
+    run_clients(&u, plain);
     servers_stop(&u);
     servers_start(&t, kind, 1, (int[2]){u.echo_port, u.port});
-    for (int c = 0; c < CLI_COUNT; c++)
-        traced[c] = client_runs(c) ? run_client(&t, c) : NULL;
+    run_clients(&t, traced);
     servers_stop(&t);
     struct itest_spans *sp = itest_drain_load(t.dir);
     cr_assert_not_null(sp, "ldtraced failed");
     mx_expect(itest_duplicates(sp) == 0, "duplicate span ids");
     for (int c = 0; c < CLI_COUNT; c++) {
-        if (!plain[c])
-            continue;
-        int min, max;
-        mx_expect(mx_header_counts(plain[c], "traceparent", &min, &max) == NREQ, "%s: plain answer",
-                  client_names[c]);
-        mx_expect(max == 0, "%s: a traceparent without the shim", client_names[c]);
-        mx_expect(mx_header_counts(traced[c], "traceparent", &min, &max) == NREQ,
-                  "%s: traced answer", client_names[c]);
-        mx_expect(min == 1 && max == 1, "%s: traceparent lines per request %d..%d, want 1",
-                  client_names[c], min, max);
-        char *a = mx_canonical(plain[c]), *b = mx_canonical(traced[c]);
-        mx_expect(a && b && strcmp(a, b) == 0, "%s: answers differ: %s VERSUS %s", client_names[c],
-                  a ? a : plain[c], b ? b : traced[c]);
-        free(a);
-        free(b);
-        char traces[NREQ][33];
-        for (int k = 0; k < NREQ; k++) {
-            char path[64];
-            snprintf(path, sizeof(path), "/m/%s/%d", client_names[c], k);
-            check_chain(sp, &t, c, path, traces[k]);
-        }
-        mx_expect(strcmp(traces[0], traces[1]) != 0, "%s: two requests in one trace",
-                  client_names[c]);
+        if (plain[c])
+            check_client(sp, &t, c, plain[c], traced[c]);
         free(plain[c]);
         free(traced[c]);
     }
@@ -200,27 +211,29 @@ Test(matrix_pairs, clients_through_nginx_reverse_proxy, .timeout = 60)
     matrix_for_server(SRV_NGINX);
 }
 
-/* Five requests on one client connection through nginx, which reuses one upstream connection:
- * five traces, each client -> nginx SERVER -> nginx CLIENT -> backend SERVER. */
-Test(matrix_pairs, nginx_reused_upstream_connection_traces_each_request, .timeout = 60)
+/* GET /ka/0../ka/4 on one connection (curl, or client.py in a sanitizer build); the answers. */
+static char *ka_fetch(struct servers *t)
 {
-    struct servers t;
-    servers_start(&t, SRV_NGINX, 1, NULL);
     char urls[5][128], out[ITEST_PATH_MAX + 32];
     const char *u[6] = {NULL};
     for (int k = 0; k < 5; k++) {
-        snprintf(urls[k], sizeof(urls[k]), "http://127.0.0.1:%d/ka/%d", t.port, k);
+        snprintf(urls[k], sizeof(urls[k]), "http://127.0.0.1:%d/ka/%d", t->port, k);
         u[k] = urls[k];
     }
     char *argv[24];
     itest_get_argv(argv, NULL, u);
-    snprintf(out, sizeof(out), "%s.ka.out", t.dir);
-    itest_env_set(&t.env_client, "OTEL_SERVICE_NAME", "c-ka");
-    cr_assert_eq(itest_run(&t.env_client, argv, out, 20000), 0);
-    servers_stop(&t);
+    snprintf(out, sizeof(out), "%s.ka.out", t->dir);
+    itest_env_set(&t->env_client, "OTEL_SERVICE_NAME", "c-ka");
+    cr_assert_eq(itest_run(&t->env_client, argv, out, 20000), 0, "%s failed", argv[0]);
     char *body = itest_slurp(out, NULL);
     unlink(out);
     cr_assert_not_null(body);
+    return body;
+}
+
+/* The number of distinct client ports backend.py saw in these answers (upstream connections). */
+static size_t ka_connections(char *body)
+{
     json_t *ports = json_object();
     for (char *line = strtok(body, "\n"); line; line = strtok(NULL, "\n")) {
         json_t *j = json_loads(line, 0, NULL);
@@ -230,34 +243,34 @@ Test(matrix_pairs, nginx_reused_upstream_connection_traces_each_request, .timeou
         json_object_set_new(ports, port, json_true());
         json_decref(j);
     }
-    mx_expect(json_object_size(ports) == 1, "nginx used %zu upstream connections, want 1 reused",
-              json_object_size(ports));
+    size_t n = json_object_size(ports);
+    json_decref(ports);
+    return n;
+}
+
+/* Five requests on one client connection through nginx, which reuses one upstream connection:
+ * five traces, each client -> nginx SERVER -> nginx CLIENT -> backend SERVER. */
+Test(matrix_pairs, nginx_reused_upstream_connection_traces_each_request, .timeout = 60)
+{
+    struct servers t;
+    servers_start(&t, SRV_NGINX, 1, NULL);
+    char *body = ka_fetch(&t);
+    servers_stop(&t);
+    size_t conns = ka_connections(body);
+    mx_expect(conns == 1, "nginx used %zu upstream connections, want 1 reused", conns);
     struct itest_spans *sp = itest_drain_load(t.dir);
     cr_assert_not_null(sp);
     json_t *traces = json_object();
     for (int k = 0; k < 5; k++) {
-        char path[32];
+        char path[32], trace[33] = "";
         snprintf(path, sizeof(path), "/ka/%d", k);
-        const struct itest_span *cc = mx_one(sp, ITEST_CLIENT, "c-ka", path);
-        const struct itest_span *ns = mx_one(sp, ITEST_SERVER, "nginx", path);
-        const struct itest_span *nc = mx_one(sp, ITEST_CLIENT, "nginx", path);
-        const struct itest_span *es = mx_one(sp, ITEST_SERVER, "echo", path);
-        cr_assert(cc && ns && nc && es, "%s: spans missing (%d %d %d %d)", path, !!cc, !!ns, !!nc,
-                  !!es);
-        mx_expect_id(path, "nginx SERVER parent", ns->parent_id, cc->span_id);
-        mx_expect_id(path, "nginx CLIENT parent", nc->parent_id, ns->span_id);
-        mx_expect_id(path, "echo SERVER parent", es->parent_id, nc->span_id);
-        mx_expect(strcmp(ns->trace_id, cc->trace_id) == 0 &&
-                      strcmp(es->trace_id, cc->trace_id) == 0 &&
-                      strcmp(nc->trace_id, cc->trace_id) == 0,
-                  "%s: spans of one request in several traces", path);
-        json_object_set_new(traces, cc->trace_id, json_true());
+        check_chain(sp, &t, "c-ka", path, trace);
+        json_object_set_new(traces, trace, json_true());
     }
     mx_expect(json_object_size(traces) == 5, "5 requests gave %zu traces",
               json_object_size(traces));
     if (mx_failures)
         itest_dump(sp);
-    json_decref(ports);
     json_decref(traces);
     free(body);
     itest_spans_free(sp);

@@ -117,8 +117,40 @@ static void check_no_false_errors(const struct itest_spans *sp, json_t *pids, pi
     }
 }
 
-/* Runs load, drains, checks every request; returns the number of distinct serving pids. */
-static size_t check_tree(const char *tool, const char *mode, size_t min_pids, size_t max_pids)
+/* ldtraced --once over dir: the spans, and in *pids the process.pid of each span id. */
+static struct itest_spans *drain_with_pids(const char *dir, json_t **pids)
+{
+    struct itest_spans *sp = itest_drain_load(dir);
+    cr_assert_not_null(sp, "ldtraced failed");
+    char path[ITEST_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/spans.json", dir);
+    *pids = mx_span_pids(path);
+    return sp;
+}
+
+/* Every request checked; the serving pids agree with the pids of srv spans and the segments. */
+static void check_serving(const struct itest_spans *sp, json_t *pids, const char *tool,
+                          int segments, size_t min_pids, size_t max_pids)
+{
+    json_t *serving = json_object();
+    for (int c = 0; c < NCONN; c++) {
+        char key[32];
+        snprintf(key, sizeof(key), "%ld", check_request(sp, pids, c));
+        json_object_set_new(serving, key, json_true());
+    }
+    size_t n = mx_distinct_pids(sp, pids, "srv"), all = mx_distinct_pids(sp, pids, NULL);
+    mx_expect(n >= min_pids && n <= max_pids, "%s: %zu serving processes, want %zu..%zu", tool, n,
+              min_pids, max_pids);
+    mx_expect(json_object_size(serving) == n && !json_object_get(serving, "-1"),
+              "%s: %zu pids served requests but %zu pids made srv spans", tool,
+              json_object_size(serving), n);
+    mx_expect(segments == (int)all, "%s: %d segments for %zu traced processes", tool, segments,
+              all);
+    json_decref(serving);
+}
+
+/* Runs load through tool, drains, checks every request, the processes and the absence of errors. */
+static void check_tree(const char *tool, const char *mode, size_t min_pids, size_t max_pids)
 {
     struct tree t;
     tree_start(&t, tool, mode);
@@ -126,35 +158,16 @@ static size_t check_tree(const char *tool, const char *mode, size_t min_pids, si
     int segments = itest_count_files(t.dir, ".ring");
     itest_stop(t.srv);
     itest_stop(t.up);
-    struct itest_spans *sp = itest_drain_load(t.dir);
-    cr_assert_not_null(sp, "ldtraced failed");
-    char spans[ITEST_PATH_MAX + 16];
-    snprintf(spans, sizeof(spans), "%s/spans.json", t.dir);
-    json_t *pids = mx_span_pids(spans);
-    json_t *serving = json_object();
-    for (int c = 0; c < NCONN; c++) {
-        char key[32];
-        snprintf(key, sizeof(key), "%ld", check_request(sp, pids, c));
-        json_object_set_new(serving, key, json_true());
-    }
+    json_t *pids;
+    struct itest_spans *sp = drain_with_pids(t.dir, &pids);
+    check_serving(sp, pids, tool, segments, min_pids, max_pids);
     check_no_false_errors(sp, pids, t.srv);
-    size_t n = mx_distinct_pids(sp, pids, "srv");
-    mx_expect(n >= min_pids && n <= max_pids, "%s: %zu serving processes, want %zu..%zu", tool, n,
-              min_pids, max_pids);
-    mx_expect(json_object_size(serving) == n && !json_object_get(serving, "-1"),
-              "%s: %zu pids served requests but %zu pids made srv spans", tool,
-              json_object_size(serving), n);
-    mx_expect(segments == (int)mx_distinct_pids(sp, pids, NULL),
-              "%s: %d segments for %zu traced processes", tool, segments,
-              mx_distinct_pids(sp, pids, NULL));
     mx_expect(itest_duplicates(sp) == 0, "%s: duplicate span ids", tool);
     if (mx_failures)
         itest_dump(sp);
-    json_decref(serving);
     json_decref(pids);
     itest_spans_free(sp);
     tree_free(&t);
-    return n;
 }
 
 Test(proctree, prefork_children_each_have_a_segment_and_parent_their_calls, .timeout = 40)
@@ -174,25 +187,28 @@ Test(proctree, exec_worker_on_fd_0_1_parents_its_call_to_its_server_span, .timeo
 
 /* sh -c 'curl A; curl B': each curl is its own traced process image with its own segment; the shell
  * itself makes no span and no segment. wget in a sanitizer build (curl deadlocks under libasan). */
+/* Run sh -c 'CLIENT .../sh/1; CLIENT .../sh/2' traced as service "script"; the segments left. */
+static int run_script(struct tree *t)
+{
+    char script[512];
+    const char *cmd = mx_asan() ? MX_WGET " -q -O /dev/null" : ITEST_CURL " -s -o /dev/null";
+    snprintf(script, sizeof(script), "%s http://127.0.0.1:%d/sh/1; %s http://127.0.0.1:%d/sh/2",
+             cmd, t->up_port, cmd, t->up_port);
+    itest_env_trace(&t->env_srv, t->dir, "script");
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    cr_assert_eq(itest_run(&t->env_srv, argv, NULL, 20000), 0, "the script failed");
+    usleep(100 * 1000);
+    return itest_count_files(t->dir, ".ring");
+}
+
 Test(proctree, shell_script_runs_each_client_with_its_own_segment, .timeout = 40)
 {
     struct tree t;
     tree_start(&t, NULL, NULL);
-    char script[512];
-    const char *cmd = mx_asan() ? MX_WGET " -q -O /dev/null" : ITEST_CURL " -s -o /dev/null";
-    snprintf(script, sizeof(script), "%s http://127.0.0.1:%d/sh/1; %s http://127.0.0.1:%d/sh/2",
-             cmd, t.up_port, cmd, t.up_port);
-    itest_env_trace(&t.env_srv, t.dir, "script");
-    char *argv[] = {"/bin/sh", "-c", script, NULL};
-    cr_assert_eq(itest_run(&t.env_srv, argv, NULL, 20000), 0, "the script failed");
-    usleep(100 * 1000);
-    int segments = itest_count_files(t.dir, ".ring");
+    int segments = run_script(&t);
     itest_stop(t.up);
-    struct itest_spans *sp = itest_drain_load(t.dir);
-    cr_assert_not_null(sp);
-    char spans[ITEST_PATH_MAX + 16];
-    snprintf(spans, sizeof(spans), "%s/spans.json", t.dir);
-    json_t *pids = mx_span_pids(spans);
+    json_t *pids;
+    struct itest_spans *sp = drain_with_pids(t.dir, &pids);
     const struct itest_span *c1 = mx_one(sp, ITEST_CLIENT, "script", "/sh/1");
     const struct itest_span *c2 = mx_one(sp, ITEST_CLIENT, "script", "/sh/2");
     const struct itest_span *s1 = mx_one(sp, ITEST_SERVER, "upstream", "/sh/1");
@@ -202,8 +218,7 @@ Test(proctree, shell_script_runs_each_client_with_its_own_segment, .timeout = 40
     cr_assert(c1 && c2 && s1 && s2, "spans missing: %d %d %d %d", !!c1, !!c2, !!s1, !!s2);
     mx_expect_id("/sh/1", "upstream parent", s1->parent_id, c1->span_id);
     mx_expect_id("/sh/2", "upstream parent", s2->parent_id, c2->span_id);
-    mx_expect(strcmp(c1->trace_id, c2->trace_id) != 0, "the two clients share trace %s",
-              c1->trace_id);
+    mx_expect(strcmp(c1->trace_id, c2->trace_id) != 0, "the clients share trace %s", c1->trace_id);
     mx_expect(mx_pid(pids, c1) != mx_pid(pids, c2), "both clients in pid %ld", mx_pid(pids, c1));
     mx_expect(mx_distinct_pids(sp, pids, "script") == 2, "%zu traced processes of the script",
               mx_distinct_pids(sp, pids, "script"));
