@@ -3,12 +3,12 @@
  * Usage: bench_ring [--runs N] [--dir DIR]     push-cost figures, one "name value" line each
  *        bench_ring --loss [--seconds S] [--rate R] [--dir DIR]
  *
- * Push-cost figures (median over N runs, default 11; a run is 64 batches of ring_cap pushes of a
- * full LDT_REC_SIZE record into a slot of LDT_SLOT_SIZE bytes, after one warm-up run that faults
- * the pages in):
+ * Push-cost figures: the median ns per push over all timed batches of N runs (default 11) and of
+ * each thread; a run is 64 batches of ring_cap (4096) pushes of a full LDT_REC_SIZE record into a
+ * slot of LDT_SLOT_SIZE bytes, after one warm-up run that faults the pages in:
  *   ring_push_1t_ns         one thread on its own ring; no concurrent reader: between two timed
  *                           batches the bench frees the ring by moving tail to head (not timed)
- *   ring_push_2t_ns         two threads at once, each on its own ring, same scheme (their mean)
+ *   ring_push_2t_ns         two threads at once, each on its own ring, same scheme (both threads' batches)
  *   ring_push_1t_reader_chase_ns
  *                           one thread on its own ring while a reader thread spins on it with
  *                           ldt_seg_read right behind the producer: the worst case, each slot's
@@ -49,7 +49,7 @@ struct worker {
     struct bench *b;
     unsigned ring;
     int free_between; /* 1: move tail to head between batches (no reader); 0: wait for the reader */
-    double ns[MAX_RUNS];
+    double ns[MAX_RUNS * BATCHES]; /* ns per push of each timed batch */
 };
 
 static struct ldt_ring_hdr *ring_hdr(struct ldt_seg *s, unsigned i)
@@ -74,12 +74,11 @@ static void wait_drained(struct ldt_seg *s, unsigned ring)
         ;
 }
 
-/* One run: BATCHES batches of cap pushes; returns ns per push. */
-static double one_run(struct worker *w, const struct ldt_span_rec *rec)
+/* One run: BATCHES batches of cap pushes; the ns per push of each batch goes to out[BATCHES]. */
+static void one_run(struct worker *w, const struct ldt_span_rec *rec, double *out)
 {
     struct ldt_seg *s = &w->b->seg;
     uint32_t cap = s->hdr->ring_cap;
-    uint64_t total = 0, pushes = 0;
     for (int b = 0; b < BATCHES; b++) {
         if (w->free_between)
             free_ring(s, w->ring);
@@ -88,16 +87,14 @@ static double one_run(struct worker *w, const struct ldt_span_rec *rec)
         uint64_t t0 = ldt_clock_mono_ns();
         for (uint32_t i = 0; i < cap; i++)
             ldt_ring_push(s, w->ring, rec, sizeof(*rec));
-        total += ldt_clock_mono_ns() - t0;
-        pushes += cap;
+        out[b] = (double)(ldt_clock_mono_ns() - t0) / cap;
     }
-    return (double)total / (double)pushes;
 }
 
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct ldt_span_rec rec;
+    struct ldt_span_rec rec; /* the content does not matter to the cost */
     memset(&rec, 0x5a, sizeof(rec));
     rec.type = LDT_REC_SPAN;
     rec.kind = LDT_SPAN_SERVER;
@@ -105,10 +102,10 @@ static void *worker_main(void *arg)
     rec.path_len = 10;
     rec.host_len = 10;
     rec.peer_family = rec.local_family = LDT_AF_INET;
-    one_run(w, &rec); /* warm-up: page faults, caches */
+    one_run(w, &rec, w->ns); /* warm-up: page faults, caches */
     for (int r = 0; r < w->b->runs; r++) {
         pthread_barrier_wait(&w->b->bar);
-        w->ns[r] = one_run(w, &rec);
+        one_run(w, &rec, w->ns + r * BATCHES);
     }
     return NULL;
 }
@@ -136,12 +133,14 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* Run nthreads workers on the given rings and return the median (over runs) of their mean ns. */
+/* Run nthreads workers on the given rings; returns the median ns per push over every timed batch
+ * of every run and thread (a batch in which the thread was preempted is an outlier, not the rule). */
 static double measure(struct bench *b, int nthreads, const unsigned *rings, int free_between)
 {
     pthread_t th[2], rd;
     static struct worker w[2];
-    double per_run[MAX_RUNS];
+    static double all[2 * MAX_RUNS * BATCHES];
+    int n = 0;
     pthread_barrier_init(&b->bar, NULL, (unsigned)nthreads);
     b->stop = 0;
     if (b->reader_on)
@@ -156,12 +155,10 @@ static double measure(struct bench *b, int nthreads, const unsigned *rings, int 
     if (b->reader_on)
         pthread_join(rd, NULL);
     pthread_barrier_destroy(&b->bar);
-    for (int r = 0; r < b->runs; r++) {
-        per_run[r] = 0;
-        for (int t = 0; t < nthreads; t++)
-            per_run[r] += w[t].ns[r] / nthreads;
-    }
-    return median(per_run, b->runs);
+    for (int t = 0; t < nthreads; t++)
+        for (int k = 0; k < b->runs * BATCHES; k++)
+            all[n++] = w[t].ns[k];
+    return median(all, n);
 }
 
 static int open_bench(struct bench *b, const char *dir)
