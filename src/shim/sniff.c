@@ -138,6 +138,17 @@ static struct ldt__span *cli_at(struct ldt__conn *c, unsigned i)
     return i < c->cli_n ? &c->cli[(c->cli_head + i) % LDT__CLI_MAX] : NULL;
 }
 
+/* The response parser must know the method of the request it answers (HEAD: no body, CONNECT:
+ * tunnel). With pipelining several requests wait; the next response answers the oldest, so the
+ * parser is told at the start of each response: when the oldest changes, and after a 1xx. */
+static void expect_head(struct ldt__conn *c)
+{
+    struct ldt__span *s = c->role == LDT__ROLE_SERVER ? srv_at(c, 0) : cli_at(c, 0);
+    if (s && (c->role == LDT__ROLE_SERVER || s->done_req || c->cli_out == 0))
+        ldt_http_expect(c->role == LDT__ROLE_SERVER ? &c->out : &c->in,
+                        (enum ldt_http_method)s->rec.method);
+}
+
 static void srv_pop(struct ldt__conn *c)
 {
     struct ldt__span *s = srv_at(c, 0);
@@ -145,6 +156,7 @@ static void srv_pop(struct ldt__conn *c)
         c->in_cur = NULL;
     c->srv_head = (uint8_t)((c->srv_head + 1) % LDT__SRV_MAX);
     c->srv_n--;
+    expect_head(c);
 }
 
 static void cli_pop(struct ldt__conn *c)
@@ -153,6 +165,7 @@ static void cli_pop(struct ldt__conn *c)
     c->cli_n--;
     if (c->cli_out > 0)
         c->cli_out--;
+    expect_head(c);
 }
 
 /* End every client span whose request went out: the connection failed or ended under them. */
@@ -231,7 +244,6 @@ static void server_in_event(struct ldt__conn *c, int ev)
         c->in_cur = NULL;
         return;
     }
-    ldt_http_expect(&c->out, (enum ldt_http_method)c->in.msg.method);
     if (c->srv_n == LDT__SRV_MAX) {
         ldt__count_untracked();
         c->in_cur = NULL;
@@ -244,6 +256,8 @@ static void server_in_event(struct ldt__conn *c, int ev)
     s->rec.bytes_in = c->in_hdr_bytes;
     c->in_hdr_bytes = 0;
     c->in_cur = s;
+    if (c->srv_n == 1)
+        expect_head(c); /* no response pending before this one: it is next */
 }
 
 static void server_out_event(struct ldt__conn *c, int ev)
@@ -261,7 +275,8 @@ static void server_out_event(struct ldt__conn *c, int ev)
         if (st != 101)
             return;
     } else if (st >= 100 && st < 200 && st != 101) {
-        return; /* an interim response: the final one is still to come (RFC 9110 15.2) */
+        expect_head(c); /* an interim response: the final one is still to come (RFC 9110 15.2) */
+        return;
     }
     ldt__span_end(s, c);
     srv_pop(c);
@@ -271,9 +286,12 @@ static void client_out_event(struct ldt__conn *c, int ev)
 {
     struct ldt__span *s = cli_at(c, c->cli_out);
     if (ev == LDT_HTTP_EV_HEADERS) {
-        ldt_http_expect(&c->in, (enum ldt_http_method)c->out.msg.method);
         if (s)
             ldt__span_client_headers(s, &c->out.msg);
+        if (s && c->cli_out == 0)
+            expect_head(c); /* the oldest request waiting: its response is next */
+        else if (!s)
+            ldt_http_expect(&c->in, (enum ldt_http_method)c->out.msg.method);
         return;
     }
     c->out_sent = 0;
@@ -294,6 +312,7 @@ static void client_in_event(struct ldt__conn *c, int ev)
         if (st != 101)
             return;
     } else if (st >= 100 && st < 200 && st != 101) {
+        expect_head(c);
         return;
     }
     ldt__span_end(s, c);

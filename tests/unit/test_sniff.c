@@ -376,3 +376,38 @@ Test(sniff_io, syscall_spans_are_children_of_the_request, .init = setup)
     cr_assert(memcmp(recs[1].parent_id, recs[2].span_id, 8) == 0);
     cr_assert_eq(recs[2].io_calls, 2);
 }
+
+/* HEAD pipelined behind a GET: the GET's response has a body, the HEAD's has none, in both roles. */
+static const char PIPE_REQ[] = "GET /a HTTP/1.1\r\nHost: h\r\n\r\nHEAD /b HTTP/1.1\r\nHost: h\r\n\r\n"
+                               "GET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+static const char PIPE_RESP[] = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+                                "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"
+                                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+
+Test(sniff_pipeline, head_behind_get_server_role, .init = setup)
+{
+    struct ldt__fd e;
+    memset(&e, 0, sizeof e);
+    atomic_store(&e.kind, LDT__FD_SOCK);
+    pass(-1, &e, LDT__IN, PIPE_REQ, strlen(PIPE_REQ), 0);
+    pass(-1, &e, LDT__OUT, PIPE_RESP, strlen(PIPE_RESP), 0);
+    cr_assert_eq(nrecs, 3, "%d", nrecs);
+    cr_assert_eq(recs[0].status_code, 200);
+    cr_assert_eq(recs[1].method, LDT_HTTP_M_HEAD);
+    cr_assert_eq(recs[2].status_code, 404);
+    cr_assert_eq(recs[2].path[1], 'c');
+}
+
+Test(sniff_pipeline, head_behind_get_client_role, .init = setup)
+{
+    struct ldt__fd e;
+    memset(&e, 0, sizeof e);
+    atomic_store(&e.kind, LDT__FD_SOCK);
+    pass(-1, &e, LDT__OUT, PIPE_REQ, strlen(PIPE_REQ), 0);
+    pass(-1, &e, LDT__IN, PIPE_RESP, strlen(PIPE_RESP), 0);
+    cr_assert_eq(nrecs, 3, "%d", nrecs);
+    cr_assert_eq(recs[1].method, LDT_HTTP_M_HEAD);
+    cr_assert_eq(recs[1].status_code, 200);
+    cr_assert_eq(recs[2].status_code, 404);
+    cr_assert_eq(recs[2].status, LDT_STATUS_ERROR);
+}
