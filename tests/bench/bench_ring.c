@@ -8,7 +8,7 @@
  * slot of LDT_SLOT_SIZE bytes, after one warm-up run that faults the pages in:
  *   ring_push_1t_ns         one thread on its own ring; no concurrent reader: between two timed
  *                           batches the bench frees the ring by moving tail to head (not timed)
- *   ring_push_2t_ns         two threads at once, each on its own ring, same scheme (both threads' batches)
+ *   ring_push_2t_ns         two threads at once, each on its own ring, same scheme (both threads)
  *   ring_push_1t_reader_chase_ns
  *                           one thread on its own ring while a reader thread spins on it with
  *                           ldt_seg_read right behind the producer: the worst case, each slot's
@@ -134,7 +134,7 @@ static double median(double *v, int n)
 }
 
 /* Run nthreads workers on the given rings; returns the median ns per push over every timed batch
- * of every run and thread (a batch in which the thread was preempted is an outlier, not the rule). */
+ * of every run and thread (a batch in which a thread was preempted is an outlier, not the rule). */
 static double measure(struct bench *b, int nthreads, const unsigned *rings, int free_between)
 {
     pthread_t th[2], rd;
