@@ -8,16 +8,17 @@
 
 #include "shim/shim.h"
 
-/* ---- the fake kernel: its answers come from the input ------------------------------------------ */
+/* ---- the fake kernel: its answers come from the input ------------------------------------------
+ */
 
 #define WIRE_MAX 65536
 
 struct kernel {
-    const uint8_t *ans;     /* one byte per call: low 7 bits how much, 0 or 0x80: EAGAIN */
+    const uint8_t *ans; /* one byte per call: low 7 bits how much, 0 or 0x80: EAGAIN */
     size_t nans, at;
     char wire[WIRE_MAX];
     size_t n;
-    int calls;              /* calls in the current app write */
+    int calls; /* calls in the current app write */
 };
 
 static ssize_t fake_sendv(void *ctx, const struct iovec *iov, int cnt)

@@ -1,5 +1,5 @@
-/* fault_util.c - raw HTTP client, load threads, demo services and ldtraced as children, /proc figures
- * for the fault, hostile-input and soak integration tests. */
+/* fault_util.c - raw HTTP client, load threads, demo services and ldtraced as children, /proc
+ * figures for the fault, hostile-input and soak integration tests. */
 #include "fault_util.h"
 
 #include <criterion/criterion.h>
@@ -212,8 +212,14 @@ pid_t fu_sidecar(const char *dir, const char *out, const char *err_path)
     itest_env_init(&env);
     if (fu_asan())
         itest_env_set(&env, "ASAN_OPTIONS", "detect_leaks=0:quarantine_size_mb=16");
-    char *argv[] = {itest_build("src/sidecar/ldtraced"), "--dir", (char *)dir, "--out", (char *)out,
-                    "--poll-ms", "2", NULL};
+    char *argv[] = {itest_build("src/sidecar/ldtraced"),
+                    "--dir",
+                    (char *)dir,
+                    "--out",
+                    (char *)out,
+                    "--poll-ms",
+                    "2",
+                    NULL};
     pid_t pid = itest_spawn_io(&env, argv, NULL, err_path);
     itest_env_free(&env);
     cr_assert(pid > 0, "ldtraced did not start");
@@ -269,17 +275,21 @@ static void request_ids(json_t *req, const char *service, char (**ids)[17], size
 {
     size_t i, j, k, a;
     json_t *rs, *ss, *sp, *kv;
-    json_array_foreach(json_object_get(req, "resourceSpans"), i, rs) {
+    json_array_foreach(json_object_get(req, "resourceSpans"), i, rs)
+    {
         const char *svc = NULL;
-        json_array_foreach(json_object_get(json_object_get(rs, "resource"), "attributes"), a, kv) {
+        json_array_foreach(json_object_get(json_object_get(rs, "resource"), "attributes"), a, kv)
+        {
             if (strcmp(json_string_value(json_object_get(kv, "key")) ?: "", "service.name") == 0)
-                svc = json_string_value(json_object_get(json_object_get(kv, "value"),
-                                                        "stringValue"));
+                svc =
+                    json_string_value(json_object_get(json_object_get(kv, "value"), "stringValue"));
         }
         if (service && (!svc || strcmp(svc, service) != 0))
             continue;
-        json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss) {
-            json_array_foreach(json_object_get(ss, "spans"), k, sp) {
+        json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
+        {
+            json_array_foreach(json_object_get(ss, "spans"), k, sp)
+            {
                 json_t *kind = json_object_get(sp, "kind");
                 if (!(json_integer_value(kind) == 2 ||
                       strcmp(json_string_value(kind) ?: "", "SPAN_KIND_SERVER") == 0))
@@ -304,7 +314,7 @@ static int cmp_id(const void *a, const void *b)
 size_t fu_server_spans(const char *const files[], const char *service, size_t *dups,
                        size_t *bad_lines)
 {
-    char (*ids)[17] = NULL;
+    char(*ids)[17] = NULL;
     size_t n = 0, cap = 0, bad = 0;
     for (int f = 0; files[f]; f++) {
         size_t len;

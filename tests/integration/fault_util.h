@@ -16,15 +16,16 @@
 
 /* ---- raw HTTP client ---- */
 
-/* A blocking TCP connection to 127.0.0.1:port with 10 s send/receive timeouts; -errno on failure. */
+/* A blocking TCP connection to 127.0.0.1:port with 10 s send/receive timeouts; -errno on failure.
+ */
 int fu_connect(int port);
 
 /* Write all of buf[len]; 0 or -errno. */
 int fu_send_all(int fd, const void *buf, size_t len);
 
 /* Read one response (headers, then a Content-Length body) into out[cap] (NUL-terminated, truncated
- * when too long). Returns the status code, or -errno (-EPROTO for something that is not HTTP, -EPIPE
- * for EOF before the end). */
+ * when too long). Returns the status code, or -errno (-EPROTO for something that is not HTTP,
+ * -EPIPE for EOF before the end). */
 int fu_read_response(int fd, char *out, size_t cap);
 
 /* Send req (a whole request) on fd and read the answer: the status or -errno. */
@@ -41,7 +42,7 @@ struct fu_load {
     const char *path_fmt;
     int nconn;
     long max;
-    int pace_us;    /* pause after each answered request (0: none) */
+    int pace_us; /* pause after each answered request (0: none) */
     atomic_long done, failed, issued;
     atomic_int stop;
     pthread_t th[64];

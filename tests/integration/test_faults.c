@@ -1,4 +1,5 @@
-/* test_faults.c - integration: crashes and exhaustion around a traced service lose no committed span.
+/* test_faults.c - integration: crashes and exhaustion around a traced service lose no committed
+ * span.
  *
  * The traced process is the demo db service (thread-per-connection, one SERVER span per request);
  * load comes from threads in this binary over keep-alive connections (this binary is never traced).
@@ -93,8 +94,10 @@ Test(faults, sidecar_sigkill_and_restart_loses_nothing_duplicates_nothing, .time
     const char *files[] = {out, NULL};
     size_t spans = fu_server_spans(files, "db", &dups, &bad);
     char *said = itest_slurp(err, &len);
-    cr_expect_eq(bad, 0, "%zu lines of the output are not JSON (a line torn by the kill, and the "
-                 "restarted sidecar appending to it)", bad);
+    cr_expect_eq(bad, 0,
+                 "%zu lines of the output are not JSON (a line torn by the kill, and the "
+                 "restarted sidecar appending to it)",
+                 bad);
     cr_expect_eq(dups, 0, "%zu span ids exported twice across the sidecar restarts", dups);
     cr_expect_eq((long)spans, done, "%ld requests answered, %zu spans exported; ldtraced said:\n%s",
                  done, spans, said ? said : "");
@@ -145,7 +148,8 @@ Test(faults, no_sidecar_ring_fills_app_keeps_speed_drops_reported, .timeout = 90
                   traced, plain);
     struct itest_env sc;
     itest_env_init(&sc);
-    char *argv[] = {itest_build("src/sidecar/ldtraced"), "--dir", dir, "--once", "--out", out, NULL};
+    char *argv[] = {
+        itest_build("src/sidecar/ldtraced"), "--dir", dir, "--once", "--out", out, NULL};
     pid_t p = itest_spawn_io(&sc, argv, NULL, err);
     itest_env_free(&sc);
     cr_assert_eq(itest_wait(p, 20000), 0);

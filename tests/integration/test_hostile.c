@@ -1,15 +1,15 @@
-/* test_hostile.c - integration: hostile input never travels through the shim, hostile segments never
- * crash the sidecar, and secrets never reach the exported file.
+/* test_hostile.c - integration: hostile input never travels through the shim, hostile segments
+ * never crash the sidecar, and secrets never reach the exported file.
  *
- *   - trace context: requests with CR/LF, NUL, oversize or non-grammar traceparent/tracestate go to a
- *     traced demo gateway; capture_server, standing in for auth and order, records byte for byte what
- *     the gateway sent on: one well-formed traceparent, a tracestate only when it is well-formed, and
- *     nothing else of the hostile bytes (no header injection, no smuggling);
+ *   - trace context: requests with CR/LF, NUL, oversize or non-grammar traceparent/tracestate go to
+ * a traced demo gateway; capture_server, standing in for auth and order, records byte for byte what
+ *     the gateway sent on: one well-formed traceparent, a tracestate only when it is well-formed,
+ * and nothing else of the hostile bytes (no header injection, no smuggling);
  *   - segments: created 0600 in a 0700 directory of ours; a segment owned by another uid, with a
  *     looser mode, planted as a symlink, truncated or lying about its size, or swapped under a
  *     running sidecar is refused without a crash and reported once;
- *   - privacy: Authorization, Cookie, bodies and (unless LDTRACE_CAPTURE_QUERY) query strings sent in
- *     the test requests are nowhere in the exported file.
+ *   - privacy: Authorization, Cookie, bodies and (unless LDTRACE_CAPTURE_QUERY) query strings sent
+ * in the test requests are nowhere in the exported file.
  */
 #include <criterion/criterion.h>
 #include <ctype.h>
@@ -28,6 +28,10 @@
 
 #define TP_OK "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 #define TRACE_OK "0af7651916cd43dd8448eb211c80319c"
+#define V25 "vvvvvvvvvvvvvvvvvvvvvvvvv"
+#define V100 V25 V25 V25 V25
+#define X25 "xxxxxxxxxxxxxxxxxxxxxxxxx"
+#define X100 X25 X25 X25 X25
 
 /* ---- a traced gateway whose auth and order are one capture_server ---- */
 
@@ -118,10 +122,12 @@ static int traceparent_ok(const char *v, size_t n)
 }
 
 /* Check one head: CRLF lines only, no NUL, nothing of the hostile bytes, exactly one well-formed
- * traceparent, at most one well-formed tracestate. Returns the traceparent's trace id in tid[33]. */
+ * traceparent, at most one well-formed tracestate. Returns the traceparent's trace id in tid[33].
+ */
 static void check_head(const char *h, size_t n, const char *label, const char *poison, char *tid)
 {
-    cr_assert(n >= 4 && memcmp(h + n - 4, "\r\n\r\n", 4) == 0, "%s: head not CRLF-terminated", label);
+    cr_assert(n >= 4 && memcmp(h + n - 4, "\r\n\r\n", 4) == 0, "%s: head not CRLF-terminated",
+              label);
     cr_expect(memchr(h, '\0', n) == NULL, "%s: a NUL byte went upstream", label);
     int tp = 0, ts = 0;
     for (size_t i = 0; i < n; i++) {
@@ -168,30 +174,28 @@ struct hostile {
                          * either (the HTTP message itself is malformed: not trusting it is fine) */
 };
 
-#define H(label, hdrs, poison, keep) {label, hdrs, sizeof(hdrs) - 1, poison, keep}
+#define H(label, hdrs, poison, keep)                                                               \
+    {                                                                                              \
+        label, hdrs, sizeof(hdrs) - 1, poison, keep                                                \
+    }
 
 static struct hostile cases[] = {
     H("control: valid context continues", "traceparent: " TP_OK "\r\ntracestate: vendor=abc\r\n",
       NULL, 1),
     H("tracestate with a bare CR", "traceparent: " TP_OK "\r\ntracestate: a=b\rX-Evil: 1\r\n", NULL,
       -1),
-    H("tracestate with a NUL", "traceparent: " TP_OK "\r\ntracestate: a=b\0X-Evil: 1\r\n", NULL, -1),
-    H("tracestate obs-fold", "traceparent: " TP_OK "\r\ntracestate: a=b\r\n X-Evil: 1\r\n", NULL, -1),
+    H("tracestate with a NUL", "traceparent: " TP_OK "\r\ntracestate: a=b\0X-Evil: 1\r\n", NULL,
+      -1),
+    H("tracestate obs-fold", "traceparent: " TP_OK "\r\ntracestate: a=b\r\n X-Evil: 1\r\n", NULL,
+      -1),
     H("tracestate with DEL and tab", "traceparent: " TP_OK "\r\ntracestate: a=b\x7f\tevil=1\r\n",
       "evil", -1),
     H("tracestate non-grammar keys", "traceparent: " TP_OK "\r\ntracestate: EVIL=1,=x,k=\r\n",
       "EVIL", 1),
     H("tracestate oversize (600 bytes)",
       "traceparent: " TP_OK "\r\ntracestate: k=" /* 600 x 'v' */
-      "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"
-      "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"
-      "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"
-      "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"
-      "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"
-      "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"
-      "\r\n",
-      "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv",
-      1),
+      V100 V100 V100 V100 V100 V100 "\r\n",
+      V100, 1),
     H("traceparent with a bare CR", "traceparent: " TP_OK "\rX-Evil: 1\r\n", NULL, 0),
     H("traceparent with a NUL", "traceparent: " TP_OK "\0X-Evil: 1\r\n", NULL, 0),
     H("traceparent upper-case hex",
@@ -199,17 +203,12 @@ static struct hostile cases[] = {
     H("traceparent all-zero trace id",
       "traceparent: 00-00000000000000000000000000000000-b7ad6b7169203331-01\r\n", NULL, 0),
     H("traceparent version ff", "traceparent: ff-" TRACE_OK "-b7ad6b7169203331-01\r\n", NULL, 0),
-    H("traceparent 00 with extra fields", "traceparent: " TP_OK "-xxxxxxxxxxxxxxxx\r\n",
-      "xxxxxxxx", 0),
+    H("traceparent 00 with extra fields", "traceparent: " TP_OK "-xxxxxxxxxxxxxxxx\r\n", "xxxxxxxx",
+      0),
     H("traceparent oversize future version",
-      "traceparent: cc-" TRACE_OK "-b7ad6b7169203331-01-"
-      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-      "\r\n",
-      "xxxxxxxx", -1),
-    H("traceparent with a header smuggled in its value",
-      "traceparent: " TP_OK " X-Evil: 1\r\n", NULL, 0),
+      "traceparent: cc-" TRACE_OK "-b7ad6b7169203331-01-" X100 X100 X100 "\r\n", "xxxxxxxx", -1),
+    H("traceparent with a header smuggled in its value", "traceparent: " TP_OK " X-Evil: 1\r\n",
+      NULL, 0),
 };
 
 static void run_case(const struct hostile *hc)
@@ -427,11 +426,18 @@ static void plant(const char *dir, const char *good_copy, int i, size_t seg_len)
     switch (i) {
     case 0:
         copy_file(good_copy, p, -1, 0600);
-        cr_assert(chown(p, 65534, 65534) == 0, "chown: %s (the test runs as root)", strerror(errno));
+        cr_assert(chown(p, 65534, 65534) == 0, "chown: %s (the test runs as root)",
+                  strerror(errno));
         break;
-    case 1: copy_file(good_copy, p, -1, 0644); break;
-    case 2: cr_assert(symlink(good_copy, p) == 0); break;
-    case 3: copy_file(good_copy, p, (off_t)(seg_len / 2), 0600); break;
+    case 1:
+        copy_file(good_copy, p, -1, 0644);
+        break;
+    case 2:
+        cr_assert(symlink(good_copy, p) == 0);
+        break;
+    case 3:
+        copy_file(good_copy, p, (off_t)(seg_len / 2), 0600);
+        break;
     case 4: {
         copy_file(good_copy, p, -1, 0600);
         int fd = open(p, O_RDWR);
@@ -454,7 +460,9 @@ static void plant(const char *dir, const char *good_copy, int i, size_t seg_len)
         close(fd);
         break;
     }
-    default: close(open(p, O_WRONLY | O_CREAT | O_EXCL, 0600)); break;
+    default:
+        close(open(p, O_WRONLY | O_CREAT | O_EXCL, 0600));
+        break;
     }
     age(p);
 }

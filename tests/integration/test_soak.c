@@ -1,5 +1,5 @@
-/* test_soak.c - integration: 1,000 concurrent connections through the traced demo chain, twice, with
- * a sidecar draining: no crash, no fd leak, shim and sidecar memory flat.
+/* test_soak.c - integration: 1,000 concurrent connections through the traced demo chain, twice,
+ * with a sidecar draining: no crash, no fd leak, shim and sidecar memory flat.
  *
  * The five demo services run under the shim (thread per connection, so 1,000 client connections
  * mean ~1,000 threads and ~1,000 upstream connections in gateway, auth, order, payment and db);
@@ -16,11 +16,11 @@
  *     reuse, malloc arenas): at most 128 KiB a connection over the start (512 KiB under ASan). Two
  *     identical rounds after it must not grow it further by more than 25% + 16 MiB. Under ASan only
  *     the first bound is checked (one round less, and 1 MiB a connection): its allocator keeps a
- *     quarantine and caches freed chunks, so RSS grows with no leak (measured: 100 -> 190 MiB in two
- *     rounds with a 16 MiB quarantine). RSS after a round depends on how many of the
- *     1,000 threads happened to be alive at once, so the bound is loose: measured, round 1 to end
- *     moved by -8 to +16 MiB with nothing leaking; a leak per request or connection of a few KiB
- *     (6,000 requests, 3,000 connections a service) exceeds it.
+ *     quarantine and caches freed chunks, so RSS grows with no leak (measured: 100 -> 190 MiB in
+ * two rounds with a 16 MiB quarantine). RSS after a round depends on how many of the 1,000 threads
+ * happened to be alive at once, so the bound is loose: measured, round 1 to end moved by -8 to +16
+ * MiB with nothing leaking; a leak per request or connection of a few KiB (6,000 requests, 3,000
+ * connections a service) exceeds it.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -97,8 +97,8 @@ static void note(const char *text)
 
 struct conn {
     int fd;
-    int sent;      /* requests written */
-    int answered;  /* responses read */
+    int sent;     /* requests written */
+    int answered; /* responses read */
     size_t got;
     char buf[8192];
 };
@@ -190,8 +190,10 @@ static int round_trip(int port, int round, int budget_ms)
         }
     }
     char line[160];
-    snprintf(line, sizeof(line), "soak: round %d: %d connections x %d requests in %.0f ms, %d "
-             "answered 200\n", round, NCONN, NREQ, fu_now_ms() - t0, ok);
+    snprintf(line, sizeof(line),
+             "soak: round %d: %d connections x %d requests in %.0f ms, %d "
+             "answered 200\n",
+             round, NCONN, NREQ, fu_now_ms() - t0, ok);
     note(line);
     /* Every connection stays open until all are done, so each round has the same peak (1,000
      * live connections, hence threads, in every service) and rounds compare. */
@@ -292,7 +294,8 @@ Test(soak, thousand_connections_no_fd_leak_memory_flat, .timeout = 170)
         if (!fu_asan())
             cr_expect_leq(end.rss[i], mid.rss[i] + (long)(pct * (double)mid.rss[i]) + slack,
                           "%s: RSS grew from %ld kB (round 1) to %ld kB after two identical "
-                          "rounds (start %ld kB)", who, mid.rss[i], end.rss[i], start.rss[i]);
+                          "rounds (start %ld kB)",
+                          who, mid.rss[i], end.rss[i], start.rss[i]);
     }
     for (int i = NSVC - 1; i >= 0; i--)
         cr_expect_eq(itest_stop(c.pid[i]), 0, "%s did not exit cleanly", names[i]);
@@ -301,8 +304,8 @@ Test(soak, thousand_connections_no_fd_leak_memory_flat, .timeout = 170)
     const char *files[] = {c.out, NULL};
     size_t spans = fu_server_spans(files, "gateway", &dups, &bad);
     char line[128];
-    snprintf(line, sizeof(line), "soak: %zu gateway SERVER spans exported for %d requests\n",
-             spans, 200 + rounds * NCONN * NREQ);
+    snprintf(line, sizeof(line), "soak: %zu gateway SERVER spans exported for %d requests\n", spans,
+             200 + rounds * NCONN * NREQ);
     note(line);
     cr_expect_eq(dups + bad, 0);
     cr_expect_eq(spans, 200 + rounds * NCONN * NREQ, "gateway spans lost in the soak");

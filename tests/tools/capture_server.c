@@ -1,6 +1,6 @@
-/* capture_server.c - an HTTP/1.1 keep-alive server that appends every request head it receives, byte
- * for byte, to a file: the "next service" of the hostile-input tests, which inspect what a traced
- * service in front of it put on the wire.
+/* capture_server.c - an HTTP/1.1 keep-alive server that appends every request head it receives,
+ * byte for byte, to a file: the "next service" of the hostile-input tests, which inspect what a
+ * traced service in front of it put on the wire.
  *
  * Usage: capture_server PORT DUMP_FILE [BODY]. Each request head (request line through the blank
  * line, NUL and CR bytes as they came) is appended as "\n=== <length>\n" followed by the raw bytes,
