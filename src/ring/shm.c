@@ -137,13 +137,15 @@ static int create_file(int dfd, uint64_t *nonce, char name[64])
 }
 
 /* Give the published file its final name: link (fails rather than replace an existing file), then
- * drop the temporary name. */
+ * drop the temporary name. A file system without hard links gets a plain rename. */
 static int publish_file(int dfd, const char *tmp, uint64_t nonce)
 {
     char name[64];
     seg_name(name, nonce, ".ring");
     int err = linkat(dfd, tmp, dfd, name, 0) < 0 ? -errno : 0;
-    unlinkat(dfd, tmp, 0);
+    if (err < 0 && err != -EEXIST)
+        err = renameat(dfd, tmp, dfd, name) < 0 ? -errno : 0;
+    unlinkat(dfd, tmp, 0); /* fails harmlessly after a rename */
     return err;
 }
 
