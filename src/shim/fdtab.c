@@ -7,6 +7,7 @@
  * never unmapped.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -166,7 +167,10 @@ struct ldt__conn *ldt__conn_alloc(void)
     errno = saved;
     if (!c)
         return NULL;
-    memset(c, 0, sizeof *c);
+    /* Only the fixed part: the span slots are filled whole when a span begins (14 KiB less to
+     * clear per connection). */
+    memset(c, 0, offsetof(struct ldt__conn, srv));
+    memset(&c->peer_family, 0, sizeof *c - offsetof(struct ldt__conn, peer_family));
     atomic_flag_clear(&c->lock);
     c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
     return c;
