@@ -60,22 +60,24 @@ static void rig_stop(struct rig *r, enum proxy_kind kind)
     itest_stop(r->up);
 }
 
-/* Run conc_client (untraced: its traceparents are the known ones), drain, count. */
-static void measure(enum proxy_kind kind, const char *name, int nreq, struct mx_accuracy *a)
+/* Run conc_client (untraced: its traceparents are the known ones) with nconn connections of nreq
+ * requests each, drain, count. */
+static void measure(enum proxy_kind kind, const char *name, int nconn, int nreq,
+                    struct mx_accuracy *a)
 {
     struct rig r;
     rig_start(&r, kind);
     char port[16], n[16], nc[16];
     snprintf(port, sizeof(port), "%d", r.port);
     snprintf(n, sizeof(n), "%d", nreq);
-    snprintf(nc, sizeof(nc), "%d", NCONN);
+    snprintf(nc, sizeof(nc), "%d", nconn);
     char *argv[] = {itest_build("tests/tools/conc_client"), port, nc, n, "acc", NULL};
     int rc = itest_run(&r.env_cli, argv, NULL, 40000);
     rig_stop(&r, kind);
     cr_assert_eq(rc, 0, "conc_client through %s exited with %d", name, rc);
     struct itest_spans *sp = itest_drain_load(r.dir);
     cr_assert_not_null(sp);
-    mx_accuracy(sp, "proxy", "upstream", "acc", NCONN, nreq, a);
+    mx_accuracy(sp, "proxy", "upstream", "acc", nconn, nreq, a);
     double pct = a->total ? 100.0 * a->right / a->total : 0;
     fprintf(stderr, "parent accuracy %s: %.1f%% (%d/%d), wrong-trace: %d, missing: %d\n", name, pct,
             a->right, a->total, a->wrong_trace, a->missing);
@@ -92,7 +94,7 @@ static void measure(enum proxy_kind kind, const char *name, int nreq, struct mx_
 Test(matrix_eventloop, nginx_16_keepalive_clients_parent_accuracy, .timeout = 60)
 {
     struct mx_accuracy a;
-    measure(PX_NGINX, "nginx", 20, &a);
+    measure(PX_NGINX, "nginx", NCONN, 20, &a);
     cr_expect_eq(a.wrong_trace, 0, "nginx: %d CLIENT spans in another request's trace",
                  a.wrong_trace);
     cr_expect_geq(a.right * 100, a.total * 99, "nginx: parent accuracy %d/%d is under 99%%",
@@ -103,7 +105,7 @@ Test(matrix_eventloop, nginx_16_keepalive_clients_parent_accuracy, .timeout = 60
 Test(matrix_eventloop, nginx_without_forwarded_traceparent_parent_accuracy, .timeout = 60)
 {
     struct mx_accuracy a;
-    measure(PX_NGINX_STRIP, "nginx (traceparent not forwarded)", 20, &a);
+    measure(PX_NGINX_STRIP, "nginx (traceparent not forwarded)", NCONN, 20, &a);
     cr_expect_eq(a.wrong_trace, 0, "nginx, traceparent dropped: %d CLIENT spans in another trace",
                  a.wrong_trace);
     cr_expect_geq(a.right * 100, a.total * 99, "nginx, traceparent dropped: accuracy %d/%d < 99%%",
@@ -114,7 +116,7 @@ Test(matrix_eventloop, nginx_without_forwarded_traceparent_parent_accuracy, .tim
 Test(matrix_eventloop, node_proxy_16_keepalive_clients_never_a_wrong_trace, .timeout = 60)
 {
     struct mx_accuracy a;
-    measure(PX_NODE, "node", 20, &a);
+    measure(PX_NODE, "node", NCONN, 20, &a);
     cr_expect_eq(a.wrong_trace, 0, "node: %d CLIENT spans in another request's trace",
                  a.wrong_trace);
     cr_expect_eq(a.missing, 0, "node: %d requests without their spans", a.missing);
@@ -124,7 +126,18 @@ Test(matrix_eventloop, node_proxy_16_keepalive_clients_never_a_wrong_trace, .tim
 Test(matrix_eventloop, python_threading_proxy_parent_accuracy_is_total, .timeout = 60)
 {
     struct mx_accuracy a;
-    measure(PX_PYTHON, "python ThreadingHTTPServer", 10, &a);
+    measure(PX_PYTHON, "python ThreadingHTTPServer", NCONN, 10, &a);
     cr_expect_eq(a.right, a.total, "python: parent accuracy %d/%d, want all", a.right, a.total);
     cr_expect_eq(a.wrong_trace, 0, "python: %d CLIENT spans in another trace", a.wrong_trace);
+}
+
+/* Without concurrency the event-loop rule (the most recent open inbound request) is always right.
+ */
+Test(matrix_eventloop, sequential_requests_through_event_loops_are_all_right, .timeout = 60)
+{
+    struct mx_accuracy a, b;
+    measure(PX_NODE, "node, one connection", 1, 20, &a);
+    measure(PX_NGINX_STRIP, "nginx (traceparent not forwarded), one connection", 1, 20, &b);
+    cr_expect_eq(a.right, a.total, "node, sequential: parent accuracy %d/%d", a.right, a.total);
+    cr_expect_eq(b.right, b.total, "nginx, sequential: parent accuracy %d/%d", b.right, b.total);
 }
