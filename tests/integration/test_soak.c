@@ -11,16 +11,15 @@
  * Bounds (documented in the assertions):
  *   - fds: after each round, once the connections are closed, every service is back to its start
  *     count (threads exit and close their upstream connections; the shim keeps no fd of its own);
- *   - memory: the first round grows a process to its working set for 1,000 connections (thread
- *     stacks, which glibc keeps cached after the threads exit, the shim's connection pool, kept for
- *     reuse, malloc arenas): at most 128 KiB a connection over the start (512 KiB under ASan). Two
- *     identical rounds after it must not grow it further by more than 25% + 16 MiB. Under ASan only
- *     the first bound is checked (one round less, and 1 MiB a connection): its allocator keeps a
- *     quarantine and caches freed chunks, so RSS grows with no leak (measured: 100 -> 190 MiB in
- * two rounds with a 16 MiB quarantine). RSS after a round depends on how many of the 1,000 threads
- * happened to be alive at once, so the bound is loose: measured, round 1 to end moved by -8 to +16
- * MiB with nothing leaking; a leak per request or connection of a few KiB (6,000 requests, 3,000
- * connections a service) exceeds it.
+ *   - memory: a round grows a process to its working set for 1,000 connections (thread stacks,
+ *     which glibc keeps cached after the threads exit, the shim's connection pool, kept for reuse,
+ *     malloc arenas): at most 128 KiB a connection over the start (1 MiB under ASan). That working
+ *     set depends on how many of the 1,000 threads happened to be alive at once: measured over 6
+ *     rounds, untraced and traced alike, a service's RSS moves up and down by up to ~25 MiB between
+ *     rounds without a trend. So rounds 1 and 2 set the working set (the larger of the two) and
+ *     round 3 must stay within it + 25% + 24 MiB: a leak of ~8 KiB a request or a connection
+ *     exceeds that. Under ASan only the first bound is checked (two rounds): its allocator keeps a
+ *     quarantine and caches freed chunks, so RSS grows with no leak (measured 100 -> 190 MiB).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -268,20 +267,25 @@ Test(soak, thousand_connections_no_fd_leak_memory_flat, .timeout = 170)
     fu_sleep_ms(300);
     measure(&c, &start);
     int budget = fu_asan() ? 60000 : 20000;
+    /* Normal build: rounds 1 and 2 set the working set (the larger of the two), round 3 must stay
+     * within it. ASan: rounds 1 and 2, no growth bound (see the top of this file). */
+    int rounds = fu_asan() ? 2 : 3;
     cr_expect_eq(round_trip(gw, 1, budget), NCONN * NREQ);
     settle(&c, &start, &mid);
     cr_expect_eq(round_trip(gw, 2, budget), NCONN * NREQ);
     settle(&c, &start, &end);
-    int rounds = fu_asan() ? 2 : 3;
+    print_figures("round 1", &mid);
+    for (int i = 0; i <= NSVC; i++)
+        mid.rss[i] = end.rss[i] > mid.rss[i] ? end.rss[i] : mid.rss[i];
     if (rounds == 3) {
+        print_figures("round 2", &end);
         cr_expect_eq(round_trip(gw, 3, budget), NCONN * NREQ);
         settle(&c, &start, &end);
     }
     print_figures("start", &start);
-    print_figures("round 1", &mid);
     print_figures("end", &end);
     double pct = 0.25;
-    long slack = 16384, per_conn = fu_asan() ? 1024 : 128;
+    long slack = 24576, per_conn = fu_asan() ? 1024 : 128;
     for (int i = 0; i <= NSVC; i++) {
         const char *who = i < NSVC ? names[i] : "ldtraced";
         cr_expect_leq(mid.fds[i], start.fds[i], "%s: %d fds after round 1, %d at start", who,
@@ -293,8 +297,8 @@ Test(soak, thousand_connections_no_fd_leak_memory_flat, .timeout = 170)
                       start.rss[i]);
         if (!fu_asan())
             cr_expect_leq(end.rss[i], mid.rss[i] + (long)(pct * (double)mid.rss[i]) + slack,
-                          "%s: RSS grew from %ld kB (round 1) to %ld kB after two identical "
-                          "rounds (start %ld kB)",
+                          "%s: RSS grew from %ld kB (the larger of rounds 1 and 2) to %ld kB "
+                          "in an identical round 3 (start %ld kB)",
                           who, mid.rss[i], end.rss[i], start.rss[i]);
     }
     for (int i = NSVC - 1; i >= 0; i--)
