@@ -294,6 +294,20 @@ int itest_stop(pid_t pid)
     return itest_wait(pid, 2000);
 }
 
+int itest_has_shim(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -errno;
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, "/libldtrace.so") != NULL;
+    fclose(f);
+    return found;
+}
+
 void itest_settle(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

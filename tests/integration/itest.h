@@ -34,7 +34,8 @@
 #define ITEST_PYTHON "/usr/bin/python3"
 #define ITEST_CURL "/usr/bin/curl"
 
-enum itest_kind { /* OTLP Span.SpanKind */
+/* OTLP Span.SpanKind */
+enum itest_kind {
     ITEST_INTERNAL = 1,
     ITEST_SERVER = 2,
     ITEST_CLIENT = 3,
@@ -98,6 +99,10 @@ int itest_stop(pid_t pid);
  * ends, just after the real call that ended it, so a server killed the moment its client got the
  * last byte may not have committed that span yet. */
 void itest_settle(int ms);
+
+/* 1 when libldtrace.so is mapped into the running process pid, 0 when not, -errno on error: proves
+ * a test of "nothing changes under the shim" really ran under it. */
+int itest_has_shim(pid_t pid);
 
 /* itest_spawn + itest_wait: the exit status or a negative errno. */
 int itest_run(const struct itest_env *e, char *const argv[], const char *out_path, int timeout_ms);

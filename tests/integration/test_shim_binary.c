@@ -20,6 +20,7 @@ Test(shim_binary, random_payloads_echo_identically_and_export_no_http_spans, .ti
     char *sargv[] = {itest_build("tests/tools/echo_server"), port_s, NULL};
     pid_t srv = itest_start_server(&es, sargv, port, NULL);
     cr_assert_gt(srv, 0);
+    cr_assert_eq(itest_has_shim(srv), 1, "the shim is not loaded in echo_server");
     for (int seed = 1; seed <= 3; seed++) {
         char seed_s[8];
         snprintf(seed_s, sizeof(seed_s), "%d", seed);

@@ -14,13 +14,18 @@ static char *probe(const char *dir, const char *out)
         cr_assert_eq(itest_env_trace(&e, dir, "errno-probe"), 0, "libldtrace.so is not built");
         itest_env_set(&e, "LDTRACE_SYSCALL_SPANS", "1");
     }
-    char *argv[] = {itest_build("tests/tools/errno_probe"), NULL};
-    int rc = itest_run(&e, argv, out, 20000);
+    char *argv[] = {itest_build("tests/tools/errno_probe"), NULL}, err[ITEST_PATH_MAX + 24];
+    snprintf(err, sizeof(err), "%s.err", out);
+    pid_t pid = itest_spawn_io(&e, argv, out, err);
+    int rc = pid < 0 ? (int)pid : itest_wait(pid, 20000);
     itest_env_free(&e);
     cr_assert_eq(rc, 0, "errno_probe exited with %d%s", rc, dir ? " under the shim" : "");
-    char *text = itest_slurp(out, NULL);
+    char *text = itest_slurp(out, NULL), *shim = itest_slurp(err, NULL);
     cr_assert_not_null(text);
+    cr_assert_str_eq(shim ?: "", dir ? "shim=loaded\n" : "shim=absent\n");
+    free(shim);
     unlink(out);
+    unlink(err);
     return text;
 }
 

@@ -2,11 +2,11 @@
  *
  * Usage: errno_probe. Exercises a bad fd, a closed socket, a refused connect (blocking and not), a
  * non-blocking receive with no data, a peer that closed or shut down, a regular file, a pipe and
- * socketpairs, through
- * read/write/send/recv/readv/writev/sendmsg/recvmsg/sendto/recvfrom/sendfile/accept/connect. Before
- * each call errno is set to 7777, so a call that succeeds must leave exactly that behind. One line
- * per call: "label ret=R errno=E"; descriptors print as "fd" so the output does not depend on
- * numbering. Run with and without the shim, the output must be identical. Exit status 0.
+ * socketpairs, through read, write, send, recv, readv, writev, sendmsg, recvmsg, sendto, recvfrom,
+ * sendfile, accept and connect. Before each call errno is set to 7777, so a call that succeeds must
+ * leave exactly that behind. One line per call: "label ret=R errno=E"; descriptors print as "fd" so
+ * the output does not depend on numbering. Run with and without the shim, the output must be
+ * identical. Exit status 0. On stderr: "shim=loaded" or "shim=absent".
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -231,8 +231,22 @@ static void pipe_and_pairs(void)
     CALL("dgram.close1", close(dg[1]));
 }
 
+/* On stderr (stdout must not differ between runs): whether libldtrace.so is mapped here. */
+static void report_shim(void)
+{
+    char line[1024];
+    int found = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, "/libldtrace.so") != NULL;
+    if (f)
+        fclose(f);
+    fprintf(stderr, "shim=%s\n", found ? "loaded" : "absent");
+}
+
 int main(void)
 {
+    report_shim();
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
     memset(buf, 'a', sizeof(buf));
