@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -273,6 +274,75 @@ Test(matrix_pairs, nginx_reused_upstream_connection_traces_each_request, .timeou
         itest_dump(sp);
     json_decref(traces);
     free(body);
+    itest_spans_free(sp);
+    servers_free(&t);
+}
+
+/* The first header line called name in one echo answer line, or NULL; *count gets how many. */
+static const char *echo_header(json_t *answer, const char *name, int *count)
+{
+    const char *first = NULL;
+    size_t i;
+    json_t *h;
+    *count = 0;
+    json_array_foreach(json_object_get(answer, "headers"), i, h)
+    {
+        if (strcasecmp(json_string_value(json_array_get(h, 0)) ?: "", name) != 0)
+            continue;
+        if ((*count)++ == 0)
+            first = json_string_value(json_array_get(h, 1));
+    }
+    return first;
+}
+
+/* GET url (curl, or client.py in a sanitizer build; untraced) with headers; the JSON answer. */
+static json_t *get_json(const struct servers *t, const char *url, const char *const headers[])
+{
+    char out[ITEST_PATH_MAX + 32];
+    snprintf(out, sizeof(out), "%s.get.out", t->dir);
+    const char *urls[] = {url, NULL};
+    char *argv[24];
+    itest_get_argv(argv, headers, urls);
+    struct itest_env plain;
+    itest_env_init(&plain);
+    int rc = itest_run(&plain, argv, out, 20000);
+    itest_env_free(&plain);
+    cr_assert_eq(rc, 0, "%s %s exited with %d", argv[0], url, rc);
+    json_t *answer = json_load_file(out, 0, NULL);
+    unlink(out);
+    cr_assert_not_null(answer, "the answer of %s is not JSON", url);
+    return answer;
+}
+
+/* A client that sends its own traceparent and tracestate through nginx: nginx forwards both, the
+ * shim only replaces the parent id in nginx's copy; the backend gets each line once. */
+Test(matrix_pairs, nginx_forwards_client_trace_context_once_with_its_own_parent, .timeout = 60)
+{
+    struct servers t;
+    servers_start(&t, SRV_NGINX, 1, NULL);
+    char url[128], want[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/tc/1", t.port);
+    const char *headers[] = {"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                             "tracestate: vendor1=abc,vendor2=xyz", NULL};
+    json_t *answer = get_json(&t, url, headers);
+    servers_stop(&t);
+    struct itest_spans *sp = itest_drain_load(t.dir);
+    cr_assert_not_null(sp);
+    const struct itest_span *ns = mx_one(sp, ITEST_SERVER, "nginx", "/tc/1");
+    const struct itest_span *nc = mx_one(sp, ITEST_CLIENT, "nginx", "/tc/1");
+    const struct itest_span *es = mx_one(sp, ITEST_SERVER, "echo", "/tc/1");
+    cr_assert(ns && nc && es, "spans missing: %d %d %d", !!ns, !!nc, !!es);
+    int ntp, nts;
+    const char *tp = echo_header(answer, "traceparent", &ntp);
+    const char *ts = echo_header(answer, "tracestate", &nts);
+    snprintf(want, sizeof(want), "00-4bf92f3577b34da6a3ce929d0e0e4736-%s-01", nc->span_id);
+    cr_expect(ntp == 1 && nts == 1, "traceparent x%d, tracestate x%d at the backend", ntp, nts);
+    cr_expect_str_eq(tp ?: "", want, "the forwarded traceparent carries nginx's CLIENT span id");
+    cr_expect_str_eq(ts ?: "", "vendor1=abc,vendor2=xyz");
+    cr_expect_str_eq(ns->parent_id, "00f067aa0ba902b7");
+    cr_expect_str_eq(nc->parent_id, ns->span_id);
+    cr_expect_str_eq(es->parent_id, nc->span_id);
+    json_decref(answer);
     itest_spans_free(sp);
     servers_free(&t);
 }
