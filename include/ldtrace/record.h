@@ -92,7 +92,8 @@ struct ldt_ring_hdr {
     uint32_t _pad0;
     uint64_t dropped;   /* records dropped because the ring was full (atomic) */
     uint64_t pushed;    /* records committed (atomic) */
-    uint8_t _pad1[32];
+    uint64_t tail_cache; /* producer-private: its last load of tail (the reader never reads it) */
+    uint8_t _pad1[24];
     uint64_t tail;      /* next position the reader will read (atomic; reader-owned) */
     uint64_t torn;      /* slots the reader skipped: reserved but never committed (reader-owned) */
     uint8_t _pad2[48];

@@ -18,14 +18,13 @@
 
 typedef uint64_t __attribute__((may_alias)) ldt__u64a;
 
-/* The producer's cached copy of its ring's tail, kept in the first 8 bytes of the padding of the
- * producer's cache line (ldt_ring_hdr._pad1, which record.h leaves unused and the reader never
- * reads). Only the thread that owns the ring writes it, so a signal handler pushing to another ring
+/* The producer's cached copy of its ring's tail (ldt_ring_hdr.tail_cache, on the producer's cache
+ * line; the reader never reads it). Only the thread that owns the ring writes it, so a signal handler pushing to another ring
  * cannot disturb it, and it survives a release/claim. It is a value once loaded from tail and tail
  * only grows, so it is never ahead of the real tail: trusting it only under-estimates the room. */
 static inline ldt__u64a *ldt__tail_cache(struct ldt_ring_hdr *rh)
 {
-    return (ldt__u64a *)(void *)rh->_pad1;
+    return (ldt__u64a *)(void *)&rh->tail_cache;
 }
 
 /* Bytes from one ring header to the next for `cap` slots. */
