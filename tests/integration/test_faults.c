@@ -258,3 +258,31 @@ Test(faults, unwritable_output_is_refused_clearly_and_spans_stay_in_the_rings, .
     cr_expect_eq(dups + bad, 0);
     itest_rmtree(dir);
 }
+
+Test(faults, drops_reported_as_soon_as_ldtraced_starts, .timeout = 60)
+{
+    char dir[ITEST_PATH_MAX], out[ITEST_PATH_MAX + 16], err[ITEST_PATH_MAX + 16];
+    cr_assert(itest_mkdtemp(dir) == 0);
+    snprintf(out, sizeof(out), "%s/spans.json", dir);
+    snprintf(err, sizeof(err), "%s/ldtraced.err", dir);
+    struct itest_env env;
+    itest_env_init(&env);
+    itest_env_trace(&env, dir, "db");
+    itest_env_set(&env, "LDTRACE_RINGS", "4");
+    itest_env_set(&env, "LDTRACE_RING_SLOTS", "64");
+    pid_t db;
+    timed_load(dir, &env, 1000, &db);
+    itest_env_free(&env);
+    /* The app keeps running; a sidecar started now must say, without being asked (no --stats, no
+     * signal, no exit), that spans were dropped while none was running. */
+    pid_t sc = fu_sidecar(dir, out, err);
+    fu_sleep_ms(fu_asan() ? 2000 : 1000);
+    size_t len;
+    char *said = itest_slurp(err, &len);
+    cr_expect(said && strstr(said, "drop"), "ldtraced said nothing of the drops on start:\n%s",
+              said ? said : "");
+    free(said);
+    cr_expect_eq(itest_stop(db), 0);
+    cr_expect_eq(itest_stop(sc), 0);
+    itest_rmtree(dir);
+}
