@@ -185,34 +185,41 @@ static int write_page(FILE *out, const char *outp, const struct ldt__spans *s,
     return rc < 0;
 }
 
-int ldt__html_main(int argc, char **argv)
+/* Options into *outp and *trace. Returns -1 to go on, else the exit status. */
+static int html_parse(int argc, char **argv, const char **outp, const char **trace)
 {
     static const struct option opts[] = {{"output", required_argument, 0, 'o'},
                                          {"trace", required_argument, 0, 't'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *outp = NULL, *trace = NULL;
+    static const char usage[] = "usage: ldtrace html FILE [-o OUT.html] [--trace ID]\n";
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "o:t:h", opts, NULL)) != -1) {
-        switch (ch) {
-        case 'o':
-            outp = optarg;
+        if (ch == 'o')
+            *outp = optarg;
+        else if (ch == 't')
+            *trace = optarg;
+        else
             break;
-        case 't':
-            trace = optarg;
-            break;
-        case 'h':
-        default:
-            fprintf(ch == 'h' ? stdout : stderr, "usage: ldtrace html FILE [-o OUT.html] "
-                                                 "[--trace ID]\n");
-            return ch == 'h' ? 0 : 2;
-        }
     }
-    if (optind != argc - 1) {
-        fprintf(stderr, "usage: ldtrace html FILE [-o OUT.html] [--trace ID]\n");
+    if (ch == 'h') {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (ch != -1 || optind != argc - 1) {
+        fputs(usage, stderr);
         return 2;
     }
+    return -1;
+}
+
+int ldt__html_main(int argc, char **argv)
+{
+    const char *outp = NULL, *trace = NULL;
+    int early = html_parse(argc, argv, &outp, &trace);
+    if (early >= 0)
+        return early;
     const char *file = argv[optind];
     struct ldt__spans s = {0};
     struct ldt__traces t = {0};

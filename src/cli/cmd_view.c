@@ -693,6 +693,24 @@ static int view_pick(const struct ldt__traces *t, const struct view_args *a)
     return i < 0 ? -1 : i;
 }
 
+/* Group, then draw the list or the chosen trace. Returns the exit status. */
+static int view_draw(const struct ldt__spans *s, struct ldt__traces *t, const struct view_args *a,
+                     const struct ldt__view_opts *o)
+{
+    if (ldt__traces_build(s, t) < 0) {
+        fprintf(stderr, "ldtrace: view: %s: out of memory\n", a->file);
+        return 1;
+    }
+    if (!a->trace && !a->last)
+        return ldt__view_list(stdout, s, t, o) < 0;
+    if (t->n == 0) {
+        fprintf(stderr, "ldtrace: view: no spans in %s\n", a->file);
+        return 1;
+    }
+    int i = view_pick(t, a);
+    return i < 0 || ldt__view_trace(stdout, s, &t->v[i], o) < 0;
+}
+
 int ldt__view_main(int argc, char **argv)
 {
     struct view_args a;
@@ -716,19 +734,7 @@ int ldt__view_main(int argc, char **argv)
         .color = a.color >= 0 ? a.color : want_color(),
         .unicode = !a.ascii && use_unicode(),
     };
-    int status = 0;
-    if (ldt__traces_build(&s, &t) < 0) {
-        fprintf(stderr, "ldtrace: view: %s: out of memory\n", a.file);
-        status = 1;
-    } else if (!a.trace && !a.last) {
-        status = ldt__view_list(stdout, &s, &t, &o) < 0;
-    } else if (t.n == 0) {
-        fprintf(stderr, "ldtrace: view: no spans in %s\n", a.file);
-        status = 1;
-    } else {
-        int i = view_pick(&t, &a);
-        status = i < 0 || ldt__view_trace(stdout, &s, &t.v[i], &o) < 0;
-    }
+    int status = view_draw(&s, &t, &a, &o);
     ldt__traces_free(&t);
     ldt__spans_free(&s);
     return status;
