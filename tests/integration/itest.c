@@ -369,20 +369,43 @@ static void loopback(struct sockaddr_in *sa, int port)
     sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 }
 
-int itest_free_port(void)
+/* Bind 127.0.0.1:port (0: any) and return the port bound, or -errno. */
+static int try_bind(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     struct sockaddr_in sa;
     socklen_t sl = sizeof(sa);
-    loopback(&sa, 0);
-    int port = -EIO;
+    loopback(&sa, port);
+    int rc = -EADDRINUSE;
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
         getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
-        port = ntohs(sa.sin_port);
+        rc = ntohs(sa.sin_port);
     close(fd);
-    return port;
+    return rc;
+}
+
+/* Ports below the kernel's ephemeral range: a port handed out there cannot be taken in the meantime
+ * by some other test's outgoing connection, which is what bind(port 0) would risk. */
+int itest_free_port(void)
+{
+    int lo = 32768, hi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &lo, &hi) != 2)
+            lo = 32768;
+        fclose(f);
+    }
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)now_ms();
+    for (int i = 0; lo > 12000 && i < 64; i++) {
+        int port = 10000 + (int)(rand_r(&seed) % (unsigned)(lo - 11000));
+        if (try_bind(port) == port)
+            return port;
+    }
+    return try_bind(0);
 }
 
 int itest_wait_port(int port, int timeout_ms)

@@ -120,7 +120,8 @@ void itest_get_argv(char **argv, const char *const headers[], const char *const 
 
 /* ---- network (127.0.0.1 only) ---- */
 
-/* A TCP port that was free a moment ago (bind port 0, read it back, close). */
+/* A TCP port on 127.0.0.1 that was free a moment ago, chosen at random below the kernel's ephemeral
+ * range (no outgoing connection can grab it before the server binds it); bind(0) as a fallback. */
 int itest_free_port(void);
 
 /* Poll connect() to 127.0.0.1:port until it succeeds; 0, or -ETIMEDOUT after timeout_ms. */
