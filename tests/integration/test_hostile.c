@@ -402,6 +402,55 @@ Test(hostile, segment_created_0600_in_a_0700_directory_of_ours, .timeout = 30)
     cr_expect(system(cmd) == 0);
 }
 
+/* Count *.ring files in dir (0 when it cannot be read). */
+static int rings_in(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        n += l > 5 && strcmp(de->d_name + l - 5, ".ring") == 0;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A traced db serves 3 requests with LDTRACE_DIR=dir (which the test prepared). */
+static void serve_three(const char *dir)
+{
+    int port;
+    pid_t db = fu_service("db", dir, &port, NULL, NULL);
+    struct fu_load l = {.port = port, .path_fmt = "/query?order=%d", .nconn = 1, .max = 3};
+    fu_load_start(&l);
+    pthread_join(l.th[0], NULL);
+    cr_expect_eq(atomic_load(&l.done), 3, "the traced app stopped answering");
+    cr_expect_eq(itest_stop(db), 0);
+}
+
+Test(hostile, segment_directory_of_another_uid_or_open_to_all_is_not_used, .timeout = 30)
+{
+    char tmp[ITEST_PATH_MAX], other[ITEST_PATH_MAX + 16], open_dir[ITEST_PATH_MAX + 16];
+    cr_assert(itest_mkdtemp(tmp) == 0);
+    cr_assert(chmod(tmp, 0755) == 0);
+    snprintf(other, sizeof(other), "%s/other", tmp);
+    snprintf(open_dir, sizeof(open_dir), "%s/open", tmp);
+    cr_assert(mkdir(other, 0700) == 0 && chown(other, 65534, 65534) == 0);
+    cr_assert(mkdir(open_dir, 0777) == 0 && chmod(open_dir, 0777) == 0);
+    serve_three(other);
+    cr_expect_eq(rings_in(other), 0, "a segment was written into a directory owned by uid 65534");
+    serve_three(open_dir);
+    struct stat st;
+    cr_assert(stat(open_dir, &st) == 0);
+    cr_expect(rings_in(open_dir) == 0 || (st.st_mode & 0077) == 0,
+              "a segment was written into a mode %o directory (others may plant or swap files)",
+              st.st_mode & 07777);
+    char cmd[ITEST_PATH_MAX * 2];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+    cr_expect(system(cmd) == 0);
+}
+
 /* The hostile files planted next to one good segment; each must be refused and named once. */
 struct planted {
     const char *name;
