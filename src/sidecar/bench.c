@@ -73,7 +73,7 @@ int ldt__bench_encode(unsigned long long n, struct ldt__exporter *e)
             continue;
         size_t len;
         const char *line = ldt__batch_finish(&bt, &len);
-        if (rc < 0 || !line || e->ops->export_line(e, line, len) < 0) {
+        if (rc < 0 || !line || e->ops->export_line(e, line, len, bt.nspans) < 0) {
             fprintf(stderr, "ldtraced: write %s: failed\n", e->target);
             return 1;
         }

@@ -2,11 +2,13 @@
  * read every ring, assemble error stacks, batch spans per process and hand full lines to the
  * exporter; finish (drain, skip torn slots, unlink) the segments of producers that are gone.
  *
- * Delivery is at most once. ldt_seg_read advances a ring's tail as it copies the record out, and
- * the record then lives only in the in-memory batch until the batch is written (at most flush_ms or
- * batch_max spans later). If ldtraced crashes inside that window those spans are lost; they are
- * never exported twice, because the tail never goes back. Closing the window (advancing tails only
- * after the line was written, or spooling) is left to a later issue. */
+ * Delivery: every ring is read at a cursor of our own (cursor.c) and its shared tail moves past a
+ * batch's records only after the exporter took the batch's line, so records not yet delivered stay
+ * in the ring, where a failing exporter (disk full, collector down) or a restarted ldtraced finds
+ * them again. With the file exporter, a write-ahead journal (journal.c) covers a crash between the
+ * write and the tail store: exactly once. A record stays in the ring only as long as its batch is
+ * not flushed: a batch is flushed at batch_max spans, batch_bytes bytes, when any of its rings is
+ * half full of undelivered records, or flush_ms after its first span. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -20,11 +22,18 @@
 
 #define YOUNG_NS 1000000000ull /* a rejected file this fresh may still be under construction */
 #define TRIM_KEEP (64 * 1024)  /* batch buffer kept by a process that only trickles spans */
+#define BACKOFF_FIRST_MS 100   /* after a failed export; doubled up to BACKOFF_MAX_MS */
+#define BACKOFF_MAX_MS 5000
 
 struct seg {
     struct ldt_seg_reader r;
     struct ldt__batch batch;
     struct ldt__stack **stacks; /* per ring, allocated on its first stack record */
+    uint64_t *pos;              /* per ring: our read cursor */
+    uint64_t *tail;             /* per ring: the shared tail as we last stored it */
+    uint64_t *stack_pos;        /* per ring: where the stack being assembled began */
+    uint64_t *target;           /* per ring: scratch, the tails a flush moves to */
+    int full;                   /* a ring is half full of undelivered records: flush soon */
 };
 
 struct rejected {
@@ -43,8 +52,20 @@ struct ldt__drain {
     uint64_t last_scan;
     struct ldt__stats st; /* totals of closed segments, plus the counters kept here */
     int scanned;
-    char errwhat[600]; /* "<call> <object>" of the last failure */
+    int use_journal, recovered;
+    struct ldt__journal journal;
+    int failing;          /* the last export failed */
+    unsigned backoff_ms;  /* next delay after a failure */
+    uint64_t retry_at;    /* monotonic ns: no reading before (records stay in the rings) */
+    uint64_t fail_count;  /* lines that failed in the current failing stretch */
+    uint64_t drops_said;  /* producers' drops already reported */
+    uint64_t drops_next;  /* monotonic ns: next drop report allowed */
+    uint32_t limit;       /* spans a batch may hold now: halved by each failure (a disk with a
+                           * little room left takes smaller lines), doubled back by successes */
+    char errwhat[1200]; /* "<call> <object>" of the last failure */
 };
+
+static void recover(struct ldt__drain *d);
 
 static int failed(struct ldt__drain *d, int err, const char *call, const char *obj)
 {
@@ -94,20 +115,103 @@ const struct ldt__stack *ldt__stack_take(struct ldt__stack *st, const struct ldt
 
 /* ---- segments ---- */
 
+/* Where ring i's tail may move: past everything read, except a stack still being assembled (its
+ * parts are read again with their span if we stop here). */
+static uint64_t target_of(const struct seg *s, unsigned i)
+{
+    const struct ldt__stack *st = s->stacks[i];
+    return st && st->nparts ? s->stack_pos[i] : s->pos[i];
+}
+
+static void commit_tails(struct seg *s)
+{
+    for (unsigned i = 0; i < s->r.nrings; i++) {
+        if (s->target[i] != s->tail[i]) {
+            ldt__cur_commit(&s->r, i, s->target[i]);
+            s->tail[i] = s->target[i];
+        }
+    }
+    s->full = 0;
+}
+
+/* The batch was not delivered: forget it and read its records again from the tails, after a
+ * backoff (the exporter may ask for a later time, e.g. a Retry-After). */
+static int export_failed(struct ldt__drain *d, struct seg *s, int rc)
+{
+    uint64_t now = ldt_clock_mono_ns();
+    for (unsigned i = 0; i < s->r.nrings; i++) {
+        s->pos[i] = s->tail[i];
+        if (s->stacks[i])
+            s->stacks[i]->nparts = s->stacks[i]->next = 0;
+    }
+    s->full = 0;
+    d->st.write_errors++;
+    d->fail_count++;
+    uint32_t n = s->batch.nspans ? s->batch.nspans : d->limit;
+    d->limit = n / 2 > 16 ? n / 2 : 16;
+    d->failing = 1;
+    unsigned b = d->backoff_ms ? d->backoff_ms : BACKOFF_FIRST_MS;
+    d->retry_at = now + (uint64_t)(b / 2 + (unsigned)random() % (b / 2 + 1)) * 1000000u;
+    if (d->o.exp->retry_at > d->retry_at)
+        d->retry_at = d->o.exp->retry_at;
+    d->backoff_ms = b * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b * 2;
+    ldt__batch_reset(&s->batch);
+    return failed(d, rc, d->o.exp->ops->verb, d->o.exp->target);
+}
+
+static void export_ok(struct ldt__drain *d)
+{
+    d->limit = d->limit > d->o.batch_max / 2 ? d->o.batch_max : d->limit * 2;
+    if (d->failing)
+        fprintf(stderr, "ldtraced: %s %s: working again (%llu attempts had failed; no span lost)\n",
+                d->o.exp->ops->verb, d->o.exp->target, (unsigned long long)d->fail_count);
+    d->failing = 0;
+    d->fail_count = 0;
+    d->backoff_ms = 0;
+}
+
+/* Journal the line before it is written (file exporter): where it goes and the tails it moves. */
+static int journal_line(struct ldt__drain *d, struct seg *s, const char *line, size_t len)
+{
+    uint64_t off;
+    int rc = d->o.exp->ops->position(d->o.exp, &off);
+    if (rc == 0)
+        rc = ldt__journal_open(&d->journal, d->o.dir);
+    if (rc == 0)
+        rc = ldt__journal_begin(&d->journal, &s->r, s->target, d->o.exp->target, off, line, len);
+    return rc;
+}
+
 static int flush_seg(struct ldt__drain *d, struct seg *s)
 {
+    for (unsigned i = 0; i < s->r.nrings; i++)
+        s->target[i] = target_of(s, i);
+    uint32_t n = s->batch.nspans;
+    if (n == 0) {
+        commit_tails(s); /* only rejected or torn records were read: nothing to deliver */
+        return 0;
+    }
     size_t len;
     const char *line = ldt__batch_finish(&s->batch, &len);
     if (!line)
-        return 0;
-    uint32_t n = s->batch.nspans;
-    int rc = d->o.exp->ops->export_line(d->o.exp, line, len);
-    ldt__batch_reset(&s->batch);
+        return -ENOMEM;
+    int rc = d->use_journal ? journal_line(d, s, line, len) : 0;
     if (rc < 0) {
-        d->st.write_errors++;
-        return failed(d, rc, d->o.exp->ops->verb, d->o.exp->target);
+        export_failed(d, s, rc);
+        return failed(d, rc, "write", d->journal.path[0] ? d->journal.path : d->o.dir);
     }
+    rc = d->o.exp->ops->export_line(d->o.exp, line, len, n);
+    if (rc < 0) {
+        if (d->use_journal)
+            ldt__journal_end(&d->journal);
+        return export_failed(d, s, rc);
+    }
+    commit_tails(s);
+    if (d->use_journal)
+        ldt__journal_end(&d->journal);
+    ldt__batch_reset(&s->batch);
     d->st.spans += n;
+    export_ok(d);
     return 0;
 }
 
@@ -118,6 +222,8 @@ static int on_stack(struct ldt__drain *d, struct seg *s, unsigned ring, const vo
         if (!s->stacks[ring])
             return -ENOMEM;
     }
+    if (((const struct ldt_stack_rec *)rec)->part == 0)
+        s->stack_pos[ring] = s->pos[ring] - 1; /* a stack (re)starts at this record */
     if (!ldt__stack_feed(s->stacks[ring], rec))
         d->st.bad_records++;
     return 0;
@@ -129,12 +235,13 @@ static int on_span(struct ldt__drain *d, struct seg *s, unsigned ring, const voi
     const struct ldt__stack *st = s->stacks[ring] ? ldt__stack_take(s->stacks[ring], sp) : NULL;
     if (ldt__batch_add(&s->batch, sp, st) < 0)
         return -ENOMEM;
-    if (s->batch.nspans >= d->o.batch_max)
+    if (s->batch.nspans >= d->limit || s->batch.buf.len >= d->o.batch_bytes || s->full)
         return flush_seg(d, s);
     return 0;
 }
 
-/* Read up to budget records from one ring. Returns records read or a negative errno. */
+/* Read up to budget records from one ring. Returns records read or a negative errno (a failed
+ * flush: the cursors went back to the tails, stop reading). */
 static int drain_ring(struct ldt__drain *d, struct seg *s, unsigned ring, unsigned budget)
 {
     union {
@@ -143,13 +250,17 @@ static int drain_ring(struct ldt__drain *d, struct seg *s, unsigned ring, unsign
         struct ldt_stack_rec stack;
     } rec;
     int n = 0;
+    unsigned half = s->r.ring_cap / 2;
     while ((unsigned)n < budget) {
-        int rc = ldt_seg_read(&s->r, ring, rec.b);
+        int rc = ldt__cur_read(&s->r, ring, &s->pos[ring], rec.b);
         if (rc == 0)
             break;
         n++;
         if (rc < 0)
             continue; /* rejected by the reader's validation, counted in r.bad_records */
+        /* Undelivered records hold the producer's room: past half a ring, deliver soon. */
+        if (s->pos[ring] - s->tail[ring] >= half)
+            s->full = 1;
         rc = rec.b[0] == LDT_REC_STACK ? on_stack(d, s, ring, rec.b) : on_span(d, s, ring, rec.b);
         if (rc < 0)
             return rc;
@@ -164,34 +275,49 @@ static int drain_seg(struct ldt__drain *d, struct seg *s, unsigned budget, int *
         int n = drain_ring(d, s, i, budget);
         if (n < 0) {
             *err = n;
-            continue;
+            break;
         }
         total += n;
     }
     return total;
 }
 
-/* The producer is gone: read everything, step over slots it reserved but never committed, flush,
- * unlink the file and close. Torn slots are skipped only here, where no writer can finish them. */
-static int finish_seg(struct ldt__drain *d, struct seg *s)
+static void seg_free(struct seg *s)
 {
-    int err = 0;
-    for (unsigned i = 0; i < s->r.nrings; i++)
-        while (drain_ring(d, s, i, s->r.ring_cap) > 0 || ldt_seg_skip_torn(&s->r, i) > 0)
-            ;
+    for (unsigned i = 0; s->stacks && i < s->r.nrings; i++)
+        free(s->stacks[i]);
+    free(s->stacks);
+    free(s->pos);
+    ldt__batch_free(&s->batch);
+    ldt_seg_close(&s->r);
+    free(s);
+}
+
+/* The producer is gone: read everything, step over slots it reserved but never committed, flush,
+ * unlink the file and close. Torn slots are skipped only here, where no writer can finish them.
+ * Returns 1 when s was finished and freed (an unlink failure goes to *err), or a negative errno
+ * when its last batch could not be delivered: s is kept, to be finished on a later pass. */
+static int finish_seg(struct ldt__drain *d, struct seg *s, int *err)
+{
+    for (unsigned i = 0; i < s->r.nrings; i++) {
+        for (;;) {
+            int n = drain_ring(d, s, i, s->r.ring_cap);
+            if (n < 0)
+                return n;
+            if (n == 0 && ldt__cur_skip_torn(&s->r, i, &s->pos[i]) == 0)
+                break;
+        }
+    }
     int rc = flush_seg(d, s);
+    if (rc < 0)
+        return rc;
     d->st.dropped += ldt_seg_dropped(&s->r);
     d->st.bad_records += s->r.bad_records;
     d->st.torn += s->r.torn;
     if (unlink(s->r.path) < 0 && errno != ENOENT)
-        err = failed(d, -errno, "unlink", s->r.path);
-    for (unsigned i = 0; i < s->r.nrings; i++)
-        free(s->stacks[i]);
-    free(s->stacks);
-    ldt__batch_free(&s->batch);
-    ldt_seg_close(&s->r);
-    free(s);
-    return rc < 0 ? rc : err;
+        *err = failed(d, -errno, "unlink", s->r.path);
+    seg_free(s);
+    return 1;
 }
 
 static struct seg *find_seg(struct ldt__drain *d, dev_t dev, ino_t ino)
@@ -264,12 +390,16 @@ static int open_seg(struct ldt__drain *d, const char *path, const struct stat *s
         return reject(d, path, st, rj, why[0] ? why : strerror(-rc));
     }
     s->stacks = calloc(s->r.nrings, sizeof(*s->stacks));
-    if (!s->stacks || ldt__batch_init(&s->batch, s->r.hdr) < 0) {
-        free(s->stacks);
-        ldt_seg_close(&s->r);
-        free(s);
+    s->pos = calloc(4 * (size_t)s->r.nrings, sizeof(uint64_t));
+    if (!s->stacks || !s->pos || ldt__batch_init(&s->batch, s->r.hdr) < 0) {
+        seg_free(s);
         return -ENOMEM;
     }
+    s->tail = s->pos + s->r.nrings;
+    s->stack_pos = s->tail + s->r.nrings;
+    s->target = s->stack_pos + s->r.nrings;
+    for (unsigned i = 0; i < s->r.nrings; i++)
+        s->pos[i] = s->tail[i] = ldt__cur_tail(&s->r, i);
     if (rj)
         rj->seen = 0; /* it changed and is valid now: forget it */
     d->segs[d->nsegs++] = s;
@@ -308,6 +438,8 @@ static int scan(struct ldt__drain *d)
     DIR *dir = opendir(d->o.dir);
     if (!dir)
         return errno == ENOENT ? 0 : failed(d, -errno, "opendir", d->o.dir);
+    if (!d->recovered)
+        recover(d);
     for (size_t i = 0; i < d->nrej; i++)
         d->rej[i].seen = 0;
     int rc = 0;
@@ -332,12 +464,36 @@ static int reap(struct ldt__drain *d)
             i++;
             continue;
         }
-        int rc = finish_seg(d, d->segs[i]);
+        int rc = finish_seg(d, d->segs[i], &err);
         if (rc < 0)
-            err = rc;
+            return rc; /* the exporter is failing: try again after the backoff */
         d->segs[i] = d->segs[--d->nsegs];
     }
     return err;
+}
+
+/* Finish what a crashed ldtraced left in the journal, once, before the first segment is read. */
+static void recover(struct ldt__drain *d)
+{
+    d->recovered = 1;
+    if (!d->use_journal)
+        return;
+    int rc = ldt__journal_open(&d->journal, d->o.dir);
+    if (rc == 0)
+        rc = ldt__journal_recover(&d->journal);
+    if (rc < 0) {
+        fprintf(stderr, "ldtraced: journal %s: %s (a crash may now duplicate a batch)\n",
+                d->journal.path, strerror(-rc));
+        d->use_journal = 0;
+        return;
+    }
+    static const char *const what[] = {"", "its line was written, tails moved",
+                                       "its line was incomplete, cut off; records read again",
+                                       "the output changed; records read again"};
+    if (rc > 0) {
+        d->st.recovered++;
+        fprintf(stderr, "ldtraced: recovered the journal of an interrupted export: %s\n", what[rc]);
+    }
 }
 
 struct ldt__drain *ldt__drain_new(const struct ldt__drain_opts *o)
@@ -348,36 +504,79 @@ struct ldt__drain *ldt__drain_new(const struct ldt__drain_opts *o)
     d->o = *o;
     if (!d->o.batch_max)
         d->o.batch_max = 4096;
+    if (!d->o.batch_bytes)
+        d->o.batch_bytes = 4u << 20;
     if (!d->o.rescan_ms)
         d->o.rescan_ms = 100;
+    d->limit = d->o.batch_max;
     if (!d->o.flush_ms)
         d->o.flush_ms = 200;
+    d->journal.fd = -1;
+    d->use_journal = d->o.exp->ops->position && !d->o.no_journal;
     return d;
+}
+
+/* Say when producers dropped spans (full rings), without being asked: at once on start, then at
+ * most every 10 s while the count grows. */
+static void report_drops(struct ldt__drain *d, uint64_t now)
+{
+    struct ldt__stats st;
+    if (now < d->drops_next)
+        return;
+    ldt__drain_stats(d, &st);
+    if (st.dropped <= d->drops_said)
+        return;
+    fprintf(stderr, "ldtraced: producers dropped %llu spans (rings full%s), %llu in all\n",
+            (unsigned long long)(st.dropped - d->drops_said),
+            d->drops_said ? "" : ": no sidecar drained them in time",
+            (unsigned long long)st.dropped);
+    d->drops_said = st.dropped;
+    d->drops_next = now + 10000000000ull;
+}
+
+static int rescan(struct ldt__drain *d, uint64_t now)
+{
+    int err = 0, rc;
+    d->scanned = 1;
+    d->last_scan = now;
+    if ((rc = scan(d)) < 0)
+        err = rc;
+    report_drops(d, now);
+    if (now >= d->retry_at && (rc = reap(d)) < 0)
+        err = rc;
+    return err;
+}
+
+/* Flush a batch that is due, or move the tails past records that made no span. */
+static int flush_due(struct ldt__drain *d, struct seg *s, uint64_t now)
+{
+    if (!s->batch.nspans)
+        return flush_seg(d, s);
+    if (!s->full && now - s->batch.first_ns < (uint64_t)d->o.flush_ms * 1000000u)
+        return 0;
+    int rc = flush_seg(d, s);
+    /* A timer flush means a slow producer: give back what a past burst grew (up to ~4 MB per
+     * process), instead of holding it for every quiet process. */
+    ldt__batch_trim(&s->batch, TRIM_KEEP);
+    return rc;
 }
 
 int ldt__drain_pass(struct ldt__drain *d)
 {
     uint64_t now = ldt_clock_mono_ns();
     int err = 0, rc;
-    if (!d->scanned || now - d->last_scan >= (uint64_t)d->o.rescan_ms * 1000000u) {
-        d->scanned = 1;
-        d->last_scan = now;
-        if ((rc = scan(d)) < 0)
-            err = rc;
-        if ((rc = reap(d)) < 0)
-            err = rc;
-    }
+    if (!d->scanned || now - d->last_scan >= (uint64_t)d->o.rescan_ms * 1000000u)
+        err = rescan(d, now);
+    if (d->o.exp->ops->flush && (rc = d->o.exp->ops->flush(d->o.exp)) < 0)
+        err = failed(d, rc, d->o.exp->ops->verb, d->o.exp->target);
+    if (now < d->retry_at)
+        return err; /* the exporter failed: the records wait in the rings */
     int total = 0;
-    for (size_t i = 0; i < d->nsegs; i++) {
+    for (size_t i = 0; i < d->nsegs && now >= d->retry_at; i++) {
         struct seg *s = d->segs[i];
         total += drain_seg(d, s, s->r.ring_cap, &err);
-        if (s->batch.nspans && now - s->batch.first_ns >= (uint64_t)d->o.flush_ms * 1000000u) {
-            if ((rc = flush_seg(d, s)) < 0)
-                err = rc;
-            /* A timer flush means a slow producer: give back what a past burst grew (up to
-             * ~4 MB per process), instead of holding it for every quiet process. */
-            ldt__batch_trim(&s->batch, TRIM_KEEP);
-        }
+        if (now >= d->retry_at && (rc = flush_due(d, s, now)) < 0)
+            err = rc;
     }
     return err < 0 ? err : total;
 }
@@ -387,6 +586,7 @@ int ldt__drain_all(struct ldt__drain *d)
     int err = scan(d), rc;
     d->scanned = 1;
     d->last_scan = ldt_clock_mono_ns();
+    d->retry_at = 0; /* one more try, now */
     for (size_t i = 0; i < d->nsegs; i++)
         drain_seg(d, d->segs[i], d->segs[i]->r.ring_cap, &err);
     if ((rc = reap(d)) < 0)
@@ -394,7 +594,14 @@ int ldt__drain_all(struct ldt__drain *d)
     for (size_t i = 0; i < d->nsegs; i++)
         if ((rc = flush_seg(d, d->segs[i])) < 0)
             err = rc;
+    if (d->o.exp->ops->flush && (rc = d->o.exp->ops->flush(d->o.exp)) < 0)
+        err = failed(d, rc, d->o.exp->ops->verb, d->o.exp->target);
     return err;
+}
+
+int ldt__drain_failing(const struct ldt__drain *d)
+{
+    return d->failing;
 }
 
 const char *ldt__drain_errwhat(const struct ldt__drain *d)
@@ -422,15 +629,10 @@ void ldt__drain_free(struct ldt__drain *d)
     if (!d)
         return;
     for (size_t i = 0; i < d->nsegs; i++) {
-        struct seg *s = d->segs[i];
-        flush_seg(d, s);
-        for (unsigned k = 0; k < s->r.nrings; k++)
-            free(s->stacks[k]);
-        free(s->stacks);
-        ldt__batch_free(&s->batch);
-        ldt_seg_close(&s->r);
-        free(s);
+        flush_seg(d, d->segs[i]);
+        seg_free(d->segs[i]);
     }
+    ldt__journal_close(&d->journal);
     free(d->segs);
     free(d->rej);
     free(d);

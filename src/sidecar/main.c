@@ -18,11 +18,15 @@
 
 #define DEFAULT_OUT "./ldtrace.otlp.jsonl"
 #define STATS_EVERY_NS 10000000000ull
+#define FINAL_ONCE_MS 15000 /* --once: how long a failing exporter is retried */
+#define FINAL_STOP_MS 5000  /* SIGTERM: the same, shorter */
 
 struct opts {
     char dir[512];
     const char *out;
     const char *otlp;
+    struct ldt__http_opts http; /* --otlp-ca, --spool-dir, --spool-max-mb, OTEL_EXPORTER_OTLP_* */
+    char env_url[512];          /* the traces URL from the environment, when no --out/--otlp */
     int once;
     int stats;
     unsigned poll_ms;
@@ -49,10 +53,15 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: ldtraced [--dir DIR] [--out FILE | --otlp URL] [--once] [--stats] "
                "[--poll-ms N] [--exit-when-idle SECONDS]\n"
+               "                [--spool-dir DIR] [--spool-max-mb N] [--otlp-ca FILE]\n"
                "       ldtraced --bench-encode N [--out FILE]\n"
                "Drains the ldtrace span rings in DIR (default $LDTRACE_DIR, else "
                "/dev/shm/ldtrace-<uid>)\n"
-               "into OTLP JSON lines in FILE (default " DEFAULT_OUT ").\n"
+               "into OTLP JSON lines in FILE (default " DEFAULT_OUT "), or to an OTLP/HTTP\n"
+               "collector: --otlp URL, else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or\n"
+               "OTEL_EXPORTER_OTLP_ENDPOINT when set (and no --out). --spool-dir: queue on disk\n"
+               "while the collector is down (cap --spool-max-mb, default 256). --otlp-ca: a CA\n"
+               "file trusted besides the system store.\n"
                "--once: drain what is committed and exit. --stats: print counters every 10 s.\n"
                "--exit-when-idle S: exit once no segment is left and no `ldtrace run` holds\n"
                "DIR/.ldtrace-run.lock, for S seconds.\n"
@@ -74,9 +83,9 @@ static int parse_uint(const char *s, unsigned long long *out)
 static int parse_num(int c, const char *arg, struct opts *o)
 {
     unsigned long long v;
-    static const char *const names[] = {
-        ['p'] = "poll-ms", ['b'] = "bench-encode", ['i'] = "exit-when-idle"};
-    if (parse_uint(arg, &v) < 0 || (c != 'b' && v > 86400000)) {
+    static const char *const names[] = {['p'] = "poll-ms", ['b'] = "bench-encode",
+                                        ['i'] = "exit-when-idle", ['m'] = "spool-max-mb"};
+    if (parse_uint(arg, &v) < 0 || (c != 'b' && v > 86400000) || (c == 'm' && v == 0)) {
         fprintf(stderr, "ldtraced: --%s %s: Invalid argument\n", names[c], arg);
         return -1;
     }
@@ -84,6 +93,8 @@ static int parse_num(int c, const char *arg, struct opts *o)
         o->poll_ms = (unsigned)v;
     else if (c == 'i')
         o->idle_s = (long)v;
+    else if (c == 'm')
+        o->http.spool_max = v << 20;
     else
         o->bench = v;
     return 0;
@@ -122,6 +133,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
                                              {"bench-encode", required_argument, 0, 'b'},
                                              {"help", no_argument, 0, 'h'},
                                              {"exit-when-idle", required_argument, 0, 'i'},
+                                             {"spool-dir", required_argument, 0, 'S'},
+                                             {"spool-max-mb", required_argument, 0, 'm'},
+                                             {"otlp-ca", required_argument, 0, 'C'},
                                              {0, 0, 0, 0}};
     int c;
     o->poll_ms = 1;
@@ -134,7 +148,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
             *(c == 'o' ? &o->out : &o->otlp) = optarg;
         else if (c == '1' || c == 's')
             *(c == '1' ? &o->once : &o->stats) = 1;
-        else if ((c == 'p' || c == 'b' || c == 'i') && parse_num(c, optarg, o) < 0)
+        else if (c == 'S' || c == 'C')
+            *(c == 'S' ? &o->http.spool_dir : &o->http.ca_file) = optarg;
+        else if ((c == 'p' || c == 'b' || c == 'i' || c == 'm') && parse_num(c, optarg, o) < 0)
             return -1;
         else if (c == 'h' || c == '?')
             break;
@@ -151,16 +167,26 @@ static int parse_args(int argc, char **argv, struct opts *o)
     return finish_args(argc, argv, o);
 }
 
-static void print_stats(struct ldt__drain *d)
+static void print_stats(struct ldt__drain *d, const struct ldt__exporter *e)
 {
     struct ldt__stats st;
+    struct ldt__http_stats hs;
     ldt__drain_stats(d, &st);
+    ldt__export_http_stats(e, &hs);
     fprintf(stderr,
             "ldtraced: spans=%llu dropped_by_producers=%llu bad_records=%llu bad_segments=%llu "
-            "segments=%llu\n",
+            "segments=%llu write_errors=%llu",
             (unsigned long long)st.spans, (unsigned long long)st.dropped,
             (unsigned long long)st.bad_records, (unsigned long long)st.bad_segments,
-            (unsigned long long)st.segments);
+            (unsigned long long)st.segments, (unsigned long long)st.write_errors);
+    if (e->ops && strcmp(e->ops->name, "otlp-http") == 0)
+        fprintf(stderr,
+                " requests=%llu retries=%llu rejected_spans=%llu spooled=%llu spool_lines=%llu "
+                "spool_dropped_spans=%llu",
+                (unsigned long long)hs.requests, (unsigned long long)hs.retries,
+                (unsigned long long)hs.rejected_spans, (unsigned long long)hs.spooled,
+                (unsigned long long)hs.spool_lines, (unsigned long long)hs.spool_dropped);
+    fputc('\n', stderr);
 }
 
 static void set_signals(void)
@@ -187,6 +213,8 @@ static void sleep_ms(unsigned ms)
  * ...". */
 static void report(struct ldt__drain *d, int rc, int *last)
 {
+    if (rc >= 0 && !ldt__drain_failing(d))
+        *last = 0; /* working again: a new failure is news */
     if (rc >= 0 || rc == *last)
         return;
     *last = rc;
@@ -250,6 +278,31 @@ static int check_dir(const char *dir)
     return 0;
 }
 
+static int spool_waiting(const struct ldt__exporter *e)
+{
+    struct ldt__http_stats hs;
+    ldt__export_http_stats(e, &hs);
+    return hs.spool_lines > 0;
+}
+
+/* The last drain (--once, SIGTERM): while the exporter fails or the spool still holds lines, try
+ * again when the backoff allows, for up to ms. What is still undelivered then stays in the rings
+ * (or the spool) for the next ldtraced. */
+static int final_drain(struct ldt__drain *d, struct ldt__exporter *e, unsigned ms, int *last)
+{
+    uint64_t end = ldt_clock_mono_ns() + (uint64_t)ms * 1000000u;
+    int rc = ldt__drain_all(d);
+    report(d, rc, last);
+    while ((ldt__drain_failing(d) || spool_waiting(e)) && ldt_clock_mono_ns() < end) {
+        sleep_ms(50);
+        if (ldt_clock_mono_ns() < e->retry_at)
+            continue;
+        rc = ldt__drain_all(d);
+        report(d, rc, last);
+    }
+    return ldt__drain_failing(d) ? (rc < 0 ? rc : -EIO) : 0;
+}
+
 static int run(const struct opts *o, struct ldt__exporter *e)
 {
     if (check_dir(o->dir) < 0)
@@ -269,16 +322,38 @@ static int run(const struct opts *o, struct ldt__exporter *e)
         if (stats_flag || (o->stats && ldt_clock_mono_ns() >= next_stats)) {
             stats_flag = 0;
             next_stats = ldt_clock_mono_ns() + STATS_EVERY_NS;
-            print_stats(d);
+            print_stats(d, e);
         }
         if (rc <= 0)
             sleep_ms(o->poll_ms);
     }
-    int rc = ldt__drain_all(d);
-    report(d, rc, &last);
-    print_stats(d);
+    int rc = final_drain(d, e, o->once ? FINAL_ONCE_MS : FINAL_STOP_MS, &last);
+    print_stats(d, e);
     ldt__drain_free(d);
     return o->once && rc < 0 ? 1 : 0;
+}
+
+/* --otlp URL, else the environment's endpoint unless --out was given. Returns 0 or -1 (printed). */
+static int pick_otlp(struct opts *o)
+{
+    const char *bad = NULL;
+    if (!o->otlp && !o->out && !o->bench) {
+        int rc = ldt__otlp_env_url(o->env_url, sizeof(o->env_url));
+        if (rc < 0) {
+            fprintf(stderr, "ldtraced: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT: %s\n", strerror(-rc));
+            return -1;
+        }
+        if (rc == 0)
+            o->otlp = o->env_url;
+    }
+    if (!o->otlp)
+        return 0;
+    if (ldt__http_opts_env(&o->http, &bad) < 0) {
+        fprintf(stderr, "ldtraced: %s=%s: Invalid argument\n", bad, getenv(bad));
+        return -1;
+    }
+    o->http.url = o->otlp;
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -287,9 +362,11 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc != 0)
         return rc > 0 ? 0 : 1;
+    if (pick_otlp(&o) < 0)
+        return 1;
     struct ldt__exporter e;
     const char *target = o.otlp ? o.otlp : o.out ? o.out : o.bench ? "/dev/null" : DEFAULT_OUT;
-    rc = o.otlp ? ldt__export_http_open(&e, o.otlp) : ldt__export_file_open(&e, target);
+    rc = o.otlp ? ldt__export_http_open(&e, &o.http) : ldt__export_file_open(&e, target);
     if (rc < 0) {
         fprintf(stderr, "ldtraced: %s %s: %s\n", o.otlp ? "--otlp" : "open", target, strerror(-rc));
         return 1;

@@ -147,39 +147,156 @@ const struct ldt__stack *ldt__stack_take(struct ldt__stack *st, const struct ldt
 
 struct ldt__exporter;
 
-/* A small vtable: the file exporter now, OTLP/HTTP later. */
+/* A small vtable: the file exporter and the OTLP/HTTP exporter. */
 struct ldt__exporter_ops {
     const char *name;
     const char *verb; /* the call named in error messages: "write", "POST" */
-    /* Send one complete line (an ExportTraceServiceRequest). Returns 0 or a negative errno. */
-    int (*export_line)(struct ldt__exporter *e, const char *line, size_t len);
-    /* Push anything buffered to its destination. Returns 0 or a negative errno. */
+    /* Deliver one complete line (an ExportTraceServiceRequest holding nspans spans). Returns 0 once
+     * the line is delivered or durably queued (the drain loop then moves the ring tails past its
+     * records), or a negative errno: nothing of it stays behind (a partial line is cut off) and
+     * the drain loop reads the records again later, after e->retry_at. */
+    int (*export_line)(struct ldt__exporter *e, const char *line, size_t len, uint32_t nspans);
+    /* Called on every pass of the drain loop: send what is queued when it is due. Returns 0 or a
+     * negative errno (reported; the queue is kept). */
     int (*flush)(struct ldt__exporter *e);
+    /* For exporters whose output can be checked after a crash (the file): the offset the next line
+     * will be written at. NULL otherwise (then delivery is at least once across a crash). */
+    int (*position)(struct ldt__exporter *e, uint64_t *off);
     void (*close)(struct ldt__exporter *e);
 };
 
 struct ldt__exporter {
     const struct ldt__exporter_ops *ops;
-    int fd;           /* file exporter */
-    void *impl;       /* other exporters' state */
-    char target[512]; /* file path or URL, for error messages */
+    int fd;            /* file exporter */
+    void *impl;        /* other exporters' state */
+    uint64_t retry_at; /* monotonic ns: do not call export_line before (0: any time) */
+    char target[512];  /* file path or URL, for error messages */
 };
 
-/* Open the file exporter: append to path (created 0644). Returns 0 or a negative errno. */
+/* Open the file exporter: append to path (created 0644). Returns 0 or a negative errno. A failed
+ * write (ENOSPC, EIO) truncates the file back to where the line began. */
 int ldt__export_file_open(struct ldt__exporter *e, const char *path);
 
+/* Settings of the OTLP/HTTP exporter, from the command line and the OTEL_EXPORTER_OTLP_* variables
+ * (ldt__http_opts_env fills them; the command line overrides). */
+struct ldt__http_opts {
+    const char *url;        /* --otlp URL, else NULL (then the environment's endpoint) */
+    const char *ca_file;    /* --otlp-ca FILE: an extra CA bundle (the system store is used too) */
+    const char *spool_dir;  /* --spool-dir DIR: on-disk queue while the collector is down */
+    uint64_t spool_max;     /* --spool-max-mb: cap of the spool in bytes (oldest dropped past it) */
+    unsigned timeout_ms;    /* OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT, default 10000 */
+    int gzip;               /* OTEL_EXPORTER_OTLP[_TRACES]_COMPRESSION=gzip */
+    unsigned backoff_ms;    /* first retry delay (doubles, with jitter, up to backoff_max_ms) */
+    unsigned backoff_max_ms;
+};
+
+/* Defaults, then OTEL_EXPORTER_OTLP_TRACES_* over OTEL_EXPORTER_OTLP_*. Returns 0, or -EINVAL for
+ * an unusable value (its variable's name in *bad). */
+int ldt__http_opts_env(struct ldt__http_opts *o, const char **bad);
+
+/* The traces URL when --otlp is not given: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, else
+ * OTEL_EXPORTER_OTLP_ENDPOINT with "/v1/traces" appended to its path (after one '/', as the
+ * specification says), else NULL. Returns 0 (out filled), 1 (no variable set), -EINVAL or
+ * -ENAMETOOLONG. */
+int ldt__otlp_env_url(char *out, size_t cap);
+
 /* Open the OTLP/HTTP exporter (libcurl) for a collector URL (see ldt__otlp_url), with the headers
- * of OTEL_EXPORTER_OTLP_HEADERS / OTEL_EXPORTER_OTLP_TRACES_HEADERS. Each exported line is one
- * POST, retried up to 5 times with backoff (100 ms doubling) on transport errors and
- * 429/502/503/504, then dropped (-ECONNREFUSED, -ETIMEDOUT, -EIO, or -EPROTO for another status).
- * No spool yet. Returns 0, -EINVAL for a bad URL or headers variable, or -ENOMEM/-EIO from libcurl.
- */
-int ldt__export_http_open(struct ldt__exporter *e, const char *url);
+ * of OTEL_EXPORTER_OTLP_HEADERS / OTEL_EXPORTER_OTLP_TRACES_HEADERS. One attempt per line, the
+ * OTLP retry rules: 2xx delivered (partialSuccess.rejectedSpans counted and logged); 429, 502,
+ * 503, 504 and transport errors retried after an exponential backoff with jitter (at least the
+ * Retry-After the server sent); any other status dropped and logged with the response body. A line
+ * to retry goes to the spool when there is one (and every later line after it, so the order holds),
+ * else back to the rings (export_line fails). Returns 0, -EINVAL for a bad URL or headers variable,
+ * or -ENOMEM/-EIO from libcurl, or -errno from the spool directory. */
+int ldt__export_http_open(struct ldt__exporter *e, const struct ldt__http_opts *o);
+
+/* Counters of the OTLP/HTTP exporter (zeros for another exporter). */
+struct ldt__http_stats {
+    uint64_t requests;       /* POSTs made */
+    uint64_t retries;        /* retryable failures */
+    uint64_t rejected_lines; /* lines refused with a non-retryable status (dropped) */
+    uint64_t rejected_spans; /* partialSuccess.rejectedSpans summed, plus the spans of the above */
+    uint64_t spooled;        /* lines written into the spool */
+    uint64_t spool_dropped;  /* spans dropped because the spool was over its cap */
+    uint64_t spool_lines;    /* lines waiting in the spool now */
+};
+void ldt__export_http_stats(const struct ldt__exporter *e, struct ldt__http_stats *out);
 
 /* The traces endpoint for --otlp: a base URL without a path ("http://h:4318" or "http://h:4318/")
  * gets "/v1/traces"; a URL with a path is used as is. Returns 0, -EINVAL (not http[s]://...) or
  * -ENAMETOOLONG. */
 int ldt__otlp_url(const char *base, char *out, size_t cap);
+
+/* ---- the spool: an on-disk queue of lines, oldest first (spool.c) ---- */
+
+struct ldt__spool;
+
+/* Open (creating it 0700) or resume the spool in dir: the lines a previous ldtraced left are
+ * queued again, oldest first. max is the byte cap. Returns 0 or a negative errno. */
+int ldt__spool_open(const char *dir, uint64_t max, struct ldt__spool **out);
+
+/* Append a line of nspans spans (written to a temporary name, then renamed: a crash never leaves
+ * half a line). Past the cap, the oldest lines are deleted and their spans added to *dropped.
+ * Returns 0 or a negative errno (nothing queued). */
+int ldt__spool_push(struct ldt__spool *s, const char *line, size_t len, uint32_t nspans,
+                    uint64_t *dropped);
+
+/* Read the oldest line into a buffer of the caller's (ldt__buf). Returns 1 (line in b, its span
+ * count in *nspans), 0 when empty, or a negative errno. */
+int ldt__spool_peek(struct ldt__spool *s, struct ldt__buf *b, uint32_t *nspans);
+
+/* Delete the oldest line. */
+void ldt__spool_pop(struct ldt__spool *s);
+
+/* Lines and bytes queued. */
+size_t ldt__spool_lines(const struct ldt__spool *s);
+uint64_t ldt__spool_bytes(const struct ldt__spool *s);
+
+void ldt__spool_close(struct ldt__spool *s);
+
+/* ---- reading at the sidecar's own cursor (cursor.c) ---- */
+
+/* The shared tail of a ring: everything before it is delivered. */
+uint64_t ldt__cur_tail(const struct ldt_seg_reader *r, unsigned ring);
+
+/* Like ldt_seg_read, but at *pos (advanced past the record) instead of at the shared tail, which
+ * stays where it is until ldt__cur_commit. Returns 1, 0 (nothing committed at *pos) or -EBADMSG
+ * (skipped, counted in r->bad_records). */
+int ldt__cur_read(struct ldt_seg_reader *r, unsigned ring, uint64_t *pos,
+                  uint8_t out[LDT_REC_SIZE]);
+
+/* Like ldt_seg_skip_torn at *pos: 1 if a reserved, uncommitted slot was stepped over. */
+int ldt__cur_skip_torn(struct ldt_seg_reader *r, unsigned ring, uint64_t *pos);
+
+/* Move the shared tail forward to tail (never back, never past the producer's head). */
+void ldt__cur_commit(struct ldt_seg_reader *r, unsigned ring, uint64_t tail);
+
+/* ---- the write-ahead journal of the file exporter (journal.c) ---- */
+
+struct ldt__journal {
+    int fd; /* -1 until ldt__journal_open */
+    void *buf;
+    char path[600];
+};
+
+/* Open (create) DIR/.ldtraced.journal. Returns 0 or a negative errno. */
+int ldt__journal_open(struct ldt__journal *j, const char *dir);
+
+/* Record that line[len] is about to be appended to out at off and that the ring tails of segment
+ * r move to tails[r->nrings] once it is. Returns 0 or a negative errno (then do not write). */
+int ldt__journal_begin(struct ldt__journal *j, const struct ldt_seg_reader *r,
+                       const uint64_t *tails, const char *out, uint64_t off, const char *line,
+                       size_t len);
+
+/* The tails were stored: forget the entry. */
+int ldt__journal_end(struct ldt__journal *j);
+
+/* On start: finish what a crashed ldtraced left. Returns 0 (nothing to do), 1 (the line was all
+ * written: its tails applied), 2 (it was not: a partial line cut off, records read again), 3 (the
+ * output does not match: left alone, records read again), or a negative errno. */
+int ldt__journal_recover(struct ldt__journal *j);
+
+void ldt__journal_close(struct ldt__journal *j);
 
 /* ---- the drain loop (drain.c) ---- */
 
@@ -190,7 +307,8 @@ struct ldt__stats {
     uint64_t bad_segments; /* segment files rejected (each counted once while unchanged) */
     uint64_t segments;     /* segments opened */
     uint64_t torn;         /* uncommitted slots skipped after their producer died */
-    uint64_t write_errors; /* lines the exporter failed to take */
+    uint64_t write_errors; /* lines the exporter failed to take (their records read again) */
+    uint64_t recovered;    /* journal entries finished at start (1 or 0) */
 };
 
 struct ldt__drain;
@@ -202,9 +320,18 @@ struct ldt__drain_opts {
     unsigned rescan_ms; /* directory rescan and liveness check period */
     unsigned flush_ms;  /* longest time a span waits in a batch */
     uint32_t batch_max; /* flush a batch when it reaches this many spans */
+    size_t batch_bytes; /* ... or this many bytes (0: 4 MiB) */
+    int no_journal;     /* file exporter without the crash journal (tests, benches) */
 };
 
-/* Create the drain state. Returns NULL when out of memory. */
+/* Create the drain state. Returns NULL when out of memory.
+ *
+ * Delivery: each ring is read at a cursor of the sidecar's own; the shared tail moves past a
+ * batch's records only once the exporter took its line (ldt__cur_*). With the file exporter, a
+ * write-ahead journal in the directory closes the window between the write and the tail store, so
+ * a killed ldtraced followed by a new one exports every committed span exactly once. When the
+ * exporter fails (disk full, collector down without a spool), the records stay in the rings, the
+ * error is reported once, and the batch is tried again with a backoff (100 ms doubling to 5 s). */
 struct ldt__drain *ldt__drain_new(const struct ldt__drain_opts *o);
 
 /* One pass: rescan the directory when due, read every ring of every segment, finish the segments of
@@ -219,6 +346,9 @@ int ldt__drain_all(struct ldt__drain *d);
 /* What failed last, as "<call> <object>" ("opendir /dev/shm/x", "write out.jsonl"), for the
  * one-line error message of a negative return above; "" before any failure (and for -ENOMEM). */
 const char *ldt__drain_errwhat(const struct ldt__drain *d);
+
+/* 1 while the exporter is failing (since the last error, no line was delivered), else 0. */
+int ldt__drain_failing(const struct ldt__drain *d);
 
 /* Segments open right now (producers alive, or not yet noticed gone). */
 size_t ldt__drain_open_segments(const struct ldt__drain *d);

@@ -562,7 +562,7 @@ Test(pipeline, live_producer_flushed_by_timer_and_sigusr1_stats)
     cr_assert_eq(kill(side, SIGTERM), 0);
     cr_assert_eq(wait_exit(side, 30), 0);
     cr_assert_not_null(strstr(slurp(side_log), "ldtraced: spans=300 dropped_by_producers=0 "
-                                               "bad_records=0 bad_segments=0 segments=1\n"),
+                                               "bad_records=0 bad_segments=0 segments=1 "),
                        "%s", slurp(side_log));
     unlink(side_log);
     cr_assert_eq(check_output(), 300);

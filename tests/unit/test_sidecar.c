@@ -912,5 +912,6 @@ Test(export, otlp_url_rules)
     cr_assert_eq(ldt__otlp_url("http://a-very-long-host-name.example.com:4318", out, 40),
                  -ENAMETOOLONG);
     struct ldt__exporter e;
-    cr_assert_eq(ldt__export_http_open(&e, "localhost:4318"), -EINVAL);
+    struct ldt__http_opts ho = {.url = "localhost:4318"};
+    cr_assert_eq(ldt__export_http_open(&e, &ho), -EINVAL);
 }
