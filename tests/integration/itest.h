@@ -151,7 +151,8 @@ struct itest_spans {
 struct itest_spans *itest_load_spans(const char *path);
 void itest_spans_free(struct itest_spans *s);
 
-/* Run "$LDT_BUILD_ROOT/src/sidecar/ldtraced --dir dir --once --out out". Exit status or -errno. */
+/* Run "$LDT_BUILD_ROOT/src/sidecar/ldtraced --dir dir --once --out out". Exit status or -errno.
+ * Its stderr is printed when it fails, or always when ITEST_VERBOSE is set. */
 int itest_drain(const char *dir, const char *out);
 
 /* itest_drain to dir/spans.json then itest_load_spans; NULL if ldtraced failed or the file did not
@@ -164,7 +165,7 @@ const char *itest_attr_str(const struct itest_span *s, const char *key);
 long long itest_attr_int(const struct itest_span *s, const char *key, long long dflt);
 
 /* First span matching every non-zero/non-NULL criterion: kind, service, attribute key == value (the
- * value compared as text, so "200" matches an integer 200). */
+ * value compared as text, so "200" matches an integer 200; key with a NULL value: key present). */
 const struct itest_span *itest_find(const struct itest_spans *s, int kind, const char *service,
                                     const char *key, const char *value);
 size_t itest_count(const struct itest_spans *s, int kind, const char *service, const char *key,
