@@ -19,6 +19,7 @@ struct ldt_config ldt__cfg;
 _Atomic uint32_t ldt__fork_epoch;
 __thread int ldt__depth __attribute__((tls_model("initial-exec")));
 __thread uint64_t ldt__io_end __attribute__((tls_model("initial-exec")));
+__thread uint64_t ldt__io_start __attribute__((tls_model("initial-exec")));
 
 struct ldt__fd *_Atomic ldt__fd_chunks[LDT__FD_MAX_CHUNKS];
 #define chunks ldt__fd_chunks

@@ -148,8 +148,10 @@ static ssize_t out_inject(struct ldt__fd *e, struct out_call *o, const struct io
     uint64_t t0 = ldt_clock_mono_ns();
     ssize_t n = ldt__client_send(e->conn, iov, cnt, real_sendv, o);
     int err = errno;
+    ldt__io_start = t0;
     ldt__io_end = ldt_clock_mono_ns();
     ldt__sniff_io(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt__io_end - t0);
+    ldt__io_start = 0;
     ldt__leave();
     errno = err;
     return n;
@@ -159,8 +161,10 @@ static void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt
                      uint64_t t0)
 {
     int err = errno;
+    ldt__io_start = t0; /* a response completed here ends when the app entered this call */
     ldt__io_end = ldt_clock_mono_ns();
     ldt__sniff_io(fd, e, LDT__OUT, iov, cnt, n, err, ldt__io_end - t0);
+    ldt__io_start = 0;
     ldt__leave();
     errno = err;
 }
@@ -208,7 +212,9 @@ LDT_HOOK ssize_t sendfile(int out, int in, off_t *off, size_t count)
     uint64_t t0 = ldt_clock_mono_ns();
     ssize_t n = ldt_real.sendfile(out, in, off, count);
     int err = errno;
+    ldt__io_start = t0;
     ldt__sniff_sendfile(out, e, n, err, ldt_clock_mono_ns() - t0);
+    ldt__io_start = 0;
     ldt__leave();
     errno = err;
     return n;
@@ -222,7 +228,9 @@ LDT_HOOK ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
     uint64_t t0 = ldt_clock_mono_ns();
     ssize_t n = ldt_real.sendfile64(out, in, off, count);
     int err = errno;
+    ldt__io_start = t0;
     ldt__sniff_sendfile(out, e, n, err, ldt_clock_mono_ns() - t0);
+    ldt__io_start = 0;
     ldt__leave();
     errno = err;
     return n;

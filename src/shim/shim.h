@@ -94,6 +94,14 @@ extern __thread int ldt__depth __attribute__((tls_model("initial-exec")));
 /* Monotonic time the current hook's real call returned (0 outside one): spans ending inside a hook
  * end then, not after our own work (a stack capture can take milliseconds). */
 extern __thread uint64_t ldt__io_end __attribute__((tls_model("initial-exec")));
+/* Monotonic time the current send hook's real call was entered (0 outside one): a SERVER span whose
+ * response this call completes ends then (the client may see the response before the real call
+ * returns to us, on a loaded machine by milliseconds). */
+extern __thread uint64_t ldt__io_start __attribute__((tls_model("initial-exec")));
+
+/* Wall-clock ns for a monotonic time: mono plus a (wall - mono) offset read once and refreshed at
+ * most once a second (so one span costs no wall-clock read). Thread-safe, lock-free. */
+uint64_t ldt__wall_of(uint64_t mono);
 
 /* ------------------------------------------------------------------------------------------------
  * The fd table (fdtab.c): one small entry per fd, in mmapped chunks of LDT__FD_CHUNK entries.

@@ -184,6 +184,25 @@ int ldt__sample(const struct ldt__ctx *parent, const uint8_t trace_id[16])
     }
 }
 
+/* ---- clocks ---------------------------------------------------------------------------------- */
+
+/* wall = mono + off. Refreshed when a second has passed since the last read, so a step of the wall
+ * clock (settimeofday, NTP) shows within a second; between refreshes NTP slewing moves the two
+ * clocks apart by microseconds at most. Racing refreshers each store a valid pair. */
+static _Atomic int64_t wall_off;
+static _Atomic uint64_t wall_at; /* mono time of the last refresh, 0: never */
+
+uint64_t ldt__wall_of(uint64_t mono)
+{
+    uint64_t at = atomic_load_explicit(&wall_at, memory_order_relaxed);
+    if (LDT_UNLIKELY(at == 0 || mono - at > 1000000000u)) {
+        uint64_t w = ldt_clock_wall_ns(), m = ldt_clock_mono_ns();
+        atomic_store_explicit(&wall_off, (int64_t)(w - m), memory_order_relaxed);
+        atomic_store_explicit(&wall_at, m, memory_order_relaxed);
+    }
+    return mono + (uint64_t)atomic_load_explicit(&wall_off, memory_order_relaxed);
+}
+
 /* ---- span construction ----------------------------------------------------------------------- */
 
 void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct ldt__ctx *parent)
@@ -206,8 +225,9 @@ void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct 
     s->sampled = (uint8_t)ldt__sample(parent, s->rec.trace_id);
     s->rec.trace_flags = (uint8_t)((s->rec.trace_flags & ~LDT_TC_FLAG_SAMPLED) |
                                    (s->sampled ? LDT_TC_FLAG_SAMPLED : 0));
-    s->rec.start_ns = ldt_clock_wall_ns();
-    s->start_mono = ldt_clock_mono_ns();
+    /* Inside a hook the span starts when its real call returned (one clock read per call). */
+    s->start_mono = ldt__io_end ? ldt__io_end : ldt_clock_mono_ns();
+    s->rec.start_ns = ldt__wall_of(s->start_mono);
 }
 
 /* url.path: the target without its query unless LDTRACE_CAPTURE_QUERY, bounded. */
@@ -388,7 +408,11 @@ static void set_status(const struct ldt__span *s, struct ldt_span_rec *r)
 
 void ldt__span_end(struct ldt__span *s, struct ldt__conn *c)
 {
-    uint64_t end = ldt__io_end ? ldt__io_end : ldt_clock_mono_ns();
+    /* A server span ends when the call completing its response was entered; anything else when
+     * the current call returned (a client span: the response's last byte was read). */
+    uint64_t end = s->rec.kind == LDT_SPAN_SERVER && ldt__io_start ? ldt__io_start
+                   : ldt__io_end                                    ? ldt__io_end
+                                                                    : ldt_clock_mono_ns();
     s->rec.dur_ns = end > s->start_mono ? end - s->start_mono : 0;
     if (c)
         fill_addrs(&s->rec, c);
