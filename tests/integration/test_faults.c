@@ -194,10 +194,11 @@ Test(faults, disk_full_is_reported_spans_kept_and_recovered, .timeout = 90)
     snprintf(out, sizeof(out), "%s/spans.json", mnt);
     snprintf(err, sizeof(err), "%s/ldtraced.err", dir);
     cr_assert(mkdir(mnt, 0700) == 0);
-    if (mount("tmpfs", mnt, "tmpfs", 0, "size=256k") != 0) {
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0) {
         itest_rmtree(dir);
         cr_skip_test("cannot mount a small tmpfs here (%s): needs root", strerror(errno));
     }
+    /* 1 MiB: room for the 300 spans (~1.1 kB each) once the filler is gone. */
     fill_disk(mnt, filler, sizeof(filler));
     int port;
     pid_t db = fu_service("db", dir, &port, NULL, NULL);
@@ -218,7 +219,13 @@ Test(faults, disk_full_is_reported_spans_kept_and_recovered, .timeout = 90)
     for (double t0 = fu_now_ms(); fu_now_ms() - t0 < 6000; fu_sleep_ms(100))
         if ((spans = fu_server_spans(files, "db", &dups, &bad)) >= 300)
             break;
-    cr_expect_eq(spans, 300, "%zu of 300 spans written after space returned", spans);
+    size_t elen;
+    char *text = itest_slurp(err, &elen);
+    cr_expect_eq(spans, 300,
+                 "%zu of 300 spans written after space returned (%zu lines not JSON, %zu "
+                 "duplicates); ldtraced said:\n%s",
+                 spans, bad, dups, text ? text : "");
+    free(text);
     cr_expect_eq(dups, 0);
     itest_stop(db);
     itest_stop(sc);
