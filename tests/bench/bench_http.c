@@ -1,5 +1,7 @@
 /* bench_http.c - a minimal keep-alive HTTP/1.1 server and a ping-pong client, run by scripts/bench with
- * and without the shim (on one side at a time) to measure the cost of a traced request, and under wrk. */
+ * and without the shim (on one side at a time) to measure the cost of a traced request, and under wrk.
+ * A request for a path starting with /err gets a 500 (an error span with the app's stack). Built a
+ * second time with BENCH_LTTNG as bench_http_lttng: one LTTng-UST tracepoint per request served. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,19 +14,26 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char RESPONSE[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+#ifdef BENCH_LTTNG
+#include "bench_lttng_tp.h"
+#endif
 
-/* Reads one request header block (no bodies here); returns 0 at EOF or error, 1 otherwise. Keeps the
- * bytes after the blank line (a pipelined next request) in buf. */
+static const char RESPONSE[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+static const char RESPONSE_500[] =
+    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nno";
+
+/* Reads one request header block (no bodies here); returns 0 at EOF or error, 2 for a path starting
+ * with /err, 1 otherwise. Keeps the bytes after the blank line (a pipelined next request) in buf. */
 static int read_request(int fd, char *buf, size_t cap, size_t *have)
 {
     for (;;) {
         char *end = memmem(buf, *have, "\r\n\r\n", 4);
         if (end) {
             size_t used = (size_t)(end + 4 - buf);
+            int err = memchr(buf, ' ', used) && strncmp(memchr(buf, ' ', used), " /err", 5) == 0;
             memmove(buf, buf + used, *have - used);
             *have -= used;
-            return 1;
+            return err ? 2 : 1;
         }
         if (*have == cap)
             return 0;
@@ -40,9 +49,16 @@ static void *serve(void *arg)
     int fd = (int)(long)arg;
     char buf[8192];
     size_t have = 0;
-    while (read_request(fd, buf, sizeof(buf), &have))
-        if (write(fd, RESPONSE, sizeof(RESPONSE) - 1) != (ssize_t)sizeof(RESPONSE) - 1)
+    int kind;
+    while ((kind = read_request(fd, buf, sizeof(buf), &have)) != 0) {
+        const char *r = kind == 2 ? RESPONSE_500 : RESPONSE;
+        size_t len = kind == 2 ? sizeof(RESPONSE_500) - 1 : sizeof(RESPONSE) - 1;
+#ifdef BENCH_LTTNG
+        lttng_ust_tracepoint(ldt_bench, request, fd, kind == 2 ? 500 : 200);
+#endif
+        if (write(fd, r, len) != (ssize_t)len)
             break;
+    }
     close(fd);
     return NULL;
 }
@@ -80,7 +96,7 @@ static int server(const char *portfile, int once)
     }
 }
 
-static int client(int port, long n)
+static int client(int port, long n, const char *path)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
@@ -90,15 +106,18 @@ static int client(int port, long n)
         return 1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    static const char REQ[] = "GET /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n\r\n";
+    char req[512];
+    int reqlen = snprintf(req, sizeof(req),
+                          "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n\r\n", path);
+    size_t resplen = strncmp(path, "/err", 4) == 0 ? sizeof(RESPONSE_500) - 1 : sizeof(RESPONSE) - 1;
     char buf[4096];
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < n; i++) {
-        if (write(fd, REQ, sizeof(REQ) - 1) != (ssize_t)sizeof(REQ) - 1)
+        if (write(fd, req, (size_t)reqlen) != (ssize_t)reqlen)
             return 1;
         size_t have = 0;
-        while (have < sizeof(RESPONSE) - 1) {
+        while (have < resplen) {
             ssize_t r = read(fd, buf + have, sizeof(buf) - have);
             if (r <= 0)
                 return 1;
@@ -112,15 +131,35 @@ static int client(int port, long n)
     return 0;
 }
 
+#ifdef BENCH_LTTNG
+/* Fires the request tracepoint n times in a loop; prints ns per event (the session decides whether
+ * it is recorded: enabled and started, or not). */
+static int tploop(long n)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < n; i++)
+        lttng_ust_tracepoint(ldt_bench, request, (int)i, 200);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+    printf("%.1f\n", ns / (double)n);
+    return 0;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+#ifdef BENCH_LTTNG
+    if (argc == 3 && strcmp(argv[1], "tploop") == 0)
+        return tploop(atol(argv[2]));
+#endif
     if (argc == 3 && strcmp(argv[1], "server") == 0)
         return server(argv[2], 0);
     if (argc == 3 && strcmp(argv[1], "server1") == 0)
         return server(argv[2], 1);
-    if (argc == 4 && strcmp(argv[1], "client") == 0)
-        return client(atoi(argv[2]), atol(argv[3]));
-    fprintf(stderr, "usage: bench_http server|server1 PORTFILE | client PORT N\n");
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "client") == 0)
+        return client(atoi(argv[2]), atol(argv[3]), argc == 5 ? argv[4] : "/bench");
+    fprintf(stderr, "usage: bench_http server|server1 PORTFILE | client PORT N [PATH]\n");
     return 2;
 }
