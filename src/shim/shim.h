@@ -62,7 +62,16 @@
                          struct addrinfo **r), (n, s, h, r)) \
     X(int, getpeername, (int fd, __SOCKADDR_ARG a, socklen_t *l), (fd, a, l)) \
     X(int, getsockname, (int fd, __SOCKADDR_ARG a, socklen_t *l), (fd, a, l)) \
-    X(int, getsockopt, (int fd, int lv, int name, void *v, socklen_t *l), (fd, lv, name, v, l))
+    X(int, getsockopt, (int fd, int lv, int name, void *v, socklen_t *l), (fd, lv, name, v, l)) \
+    X(int, setuid, (uid_t u), (u)) \
+    X(int, seteuid, (uid_t u), (u)) \
+    X(int, setreuid, (uid_t r, uid_t e), (r, e)) \
+    X(int, setresuid, (uid_t r, uid_t e, uid_t s), (r, e, s)) \
+    X(int, execve, (const char *p, char *const *a, char *const *e), (p, a, e)) \
+    X(int, execv, (const char *p, char *const *a), (p, a)) \
+    X(int, execvp, (const char *p, char *const *a), (p, a)) \
+    X(int, execvpe, (const char *p, char *const *a, char *const *e), (p, a, e)) \
+    X(int, fexecve, (int fd, char *const *a, char *const *e), (fd, a, e))
 
 struct ldt_real_syms {
 #define LDT__X(ret, name, params, args) ret (*name) params;
@@ -394,6 +403,12 @@ void ldt__count_untracked(void);
 
 /* Fork: child side (new segment lazily, ids reseeded, thread rings forgotten). */
 void ldt__span_atfork_child(void);
+/* Create this process's segment now if it does not exist yet (before a privilege drop, while the
+ * segment directory is still writable: the mapping stays writable afterwards). Preserves errno. */
+void ldt__seg_prepare(void);
+/* exec: mark the segment exited right before the real exec (on 1), clear the mark again when the
+ * exec failed (on 0). Does nothing in a vfork child (the segment is its parent's). Signal-safe. */
+void ldt__seg_exec_mark(int on);
 /* Exit: mark the segment exited. */
 void ldt__span_atexit(void);
 /* Thread-exit ring release key (created by the constructor). */

@@ -560,6 +560,27 @@ void ldt__span_atfork_child(void)
     ldt_id_reseed();
 }
 
+void ldt__seg_prepare(void)
+{
+    int saved = errno;
+    seg_ready();
+    errno = saved;
+}
+
+void ldt__seg_exec_mark(int on)
+{
+    if (atomic_load_explicit(&seg_state, memory_order_acquire) != SEG_READY)
+        return;
+    /* A vfork child (or a raw clone) shares our memory, so `seg` is its parent's segment: that
+     * image does not go away with this exec. Only the producer itself marks its segment. */
+    if (seg.hdr->pid != (uint32_t)getpid())
+        return;
+    if (on)
+        ldt_seg_mark_exited(&seg);
+    else
+        __atomic_fetch_and(&seg.hdr->flags, ~(uint32_t)LDT_SEG_F_EXITED, __ATOMIC_RELEASE);
+}
+
 void ldt__span_atexit(void)
 {
     if (atomic_load(&seg_state) == SEG_READY)
