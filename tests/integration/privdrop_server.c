@@ -1,5 +1,7 @@
-/* privdrop_server.c - a one-request HTTP server that starts as root and drops to uid 65534 after
- * accept, like an nginx worker: test_shim_privdrop runs it under the shim. Usage: PORT. */
+/* privdrop_server.c - tiny HTTP servers for test_shim_privdrop, run under the shim.
+ *   PORT          answers one request after dropping from root to uid 65534 (an nginx worker)
+ *   PORT BADEXE   answers requests; after answering /fail-exec it execs BADEXE (which fails), after
+ *                 /exec it execs `sleep 5` (same pid, new image) */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -19,10 +21,11 @@ static int listen_on(int port)
     return s;
 }
 
-/* Read until the blank line that ends the request head. */
+static char buf[4096];
+
+/* Read until the blank line that ends the request head (left in buf). */
 static int read_head(int fd)
 {
-    char buf[4096];
     size_t have = 0;
     while (have < sizeof buf - 1) {
         ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
@@ -36,12 +39,39 @@ static int read_head(int fd)
     return -1;
 }
 
+static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+
+static int exec_mode(int ls, char *bad)
+{
+    for (;;) {
+        int c = accept(ls, NULL, NULL);
+        if (c < 0)
+            return 3;
+        if (read_head(c) != 0) {
+            close(c);
+            continue;
+        }
+        if (write(c, resp, sizeof resp - 1) != (ssize_t)sizeof resp - 1)
+            return 5;
+        close(c);
+        if (strncmp(buf, "GET /fail-exec ", 15) == 0) {
+            char *av[] = {bad, NULL};
+            execv(bad, av);
+        } else if (strncmp(buf, "GET /exec ", 10) == 0) {
+            char *av[] = {"sleep", "5", NULL};
+            execv("/bin/sleep", av);
+            return 6;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
-    static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
-    int ls = argc == 2 ? listen_on(atoi(argv[1])) : -1;
+    int ls = argc >= 2 ? listen_on(atoi(argv[1])) : -1;
     if (ls < 0)
         return 2;
+    if (argc == 3)
+        return exec_mode(ls, argv[2]);
     for (;;) {
         int c = accept(ls, NULL, NULL);
         if (c < 0)

@@ -1,10 +1,17 @@
-/* test_shim_privdrop.c - a server that starts as root and drops to nobody (uid 65534) before it
- * answers still exports its SERVER span: the shim creates the segment before the drop. */
+/* test_shim_privdrop.c - process identity changes under the shim: a server that starts as root and
+ * drops to nobody (uid 65534) before it answers still exports its SERVER span (the segment is made
+ * before the drop); an exec marks the old image's segment exited, a failed exec does not. */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "itest.h"
+#include "ldtrace/record.h"
 
 Test(shim_privdrop, server_dropping_root_after_accept_exports_its_server_span, .timeout = 40)
 {
@@ -46,5 +53,81 @@ Test(shim_privdrop, server_dropping_root_after_accept_exports_its_server_span, .
     itest_env_free(&es);
     itest_env_free(&ec);
     unlink(out);
+    itest_rmtree(dir);
+}
+
+/* The flags word of pid's segment in dir, or -1 when there is none. */
+static long seg_flags(const char *dir, pid_t pid)
+{
+    char prefix[32], path[ITEST_PATH_MAX + 300];
+    snprintf(prefix, sizeof prefix, "%d.", (int)pid);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    long flags = -1;
+    while (d && (de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        int fd = open(path, O_RDONLY);
+        uint32_t f;
+        if (fd >= 0 && pread(fd, &f, sizeof f, offsetof(struct ldt_seg_hdr, flags)) == sizeof f)
+            flags = f;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (d)
+        closedir(d);
+    return flags;
+}
+
+static void get(const struct itest_env *e, int port, const char *path, const char *out)
+{
+    char url[96], *argv[16];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    const char *urls[] = {url, NULL};
+    itest_get_argv(argv, NULL, urls);
+    int rc = itest_run(e, argv, out, 15000);
+    cr_assert_eq(rc, 0, "GET %s: client exited %d", path, rc);
+}
+
+Test(shim_exec, exec_marks_the_old_segment_exited_and_a_failed_exec_does_not, .timeout = 40)
+{
+    char dir[ITEST_PATH_MAX], port_s[16], out[ITEST_PATH_MAX + 16], bad[ITEST_PATH_MAX + 16];
+    cr_assert_eq(itest_mkdtemp(dir), 0);
+    int port = itest_free_port();
+    snprintf(port_s, sizeof port_s, "%d", port);
+    snprintf(out, sizeof out, "%s.out", dir);
+    snprintf(bad, sizeof bad, "%s.bad", dir); /* executable, but no known format: ENOEXEC */
+    FILE *f = fopen(bad, "w");
+    cr_assert_not_null(f);
+    fputs("\x01\x02 not a program\n", f);
+    fclose(f);
+    chmod(bad, 0755);
+    struct itest_env es, ec;
+    itest_env_init(&es);
+    itest_env_init(&ec);
+    cr_assert_eq(itest_env_trace(&es, dir, "execer"), 0, "libldtrace.so is not built");
+    char *sargv[] = {itest_build("tests/integration/privdrop_server"), port_s, bad, NULL};
+    pid_t srv = itest_start_server(&es, sargv, port, NULL);
+    cr_assert_gt(srv, 0);
+    get(&ec, port, "/fail-exec", out);
+    itest_settle(300);
+    long fl = seg_flags(dir, srv);
+    cr_assert_geq(fl, 0, "no segment for the server");
+    cr_assert_eq(fl & LDT_SEG_F_EXITED, 0, "a failed exec left the segment marked exited");
+    get(&ec, port, "/exec", out);
+    itest_settle(300);
+    cr_assert_eq(kill(srv, 0), 0, "the exec'd image (sleep 5) should still run");
+    fl = seg_flags(dir, srv);
+    cr_assert(fl >= 0 && (fl & LDT_SEG_F_EXITED), "exec did not mark the segment exited (%ld)", fl);
+    itest_stop(srv);
+    struct itest_spans *sp = itest_drain_load(dir);
+    cr_assert_not_null(sp);
+    cr_assert_eq(itest_count(sp, ITEST_SERVER, "execer", NULL, NULL), 2);
+    itest_spans_free(sp);
+    itest_env_free(&es);
+    itest_env_free(&ec);
+    unlink(out);
+    unlink(bad);
     itest_rmtree(dir);
 }
