@@ -21,7 +21,7 @@ __attribute__((noinline)) void gateway_upstream_failed(struct mh_response *resp,
     char err[96] = "unreachable";
     if (rc > 0 && mh_json_str(reply->body, "error", err, sizeof(err)) < 0)
         snprintf(err, sizeof(err), "unexpected status");
-    mh_respond(resp, 502,
+    mh_respond_now(resp, 502,
                "{\"checkout\":\"failed\",\"order\":%ld,\"stage\":\"%s\",\"upstream_status\":%d,"
                "\"error\":\"%s\"}",
                order, stage, rc > 0 ? rc : 0, err);

@@ -26,7 +26,7 @@ struct order_info {
 /* Answer 502: the inventory query failed, so the order cannot be priced. */
 __attribute__((noinline)) void order_db_failed(struct mh_response *resp, long id, int rc)
 {
-    mh_respond(resp, 502,
+    mh_respond_now(resp, 502,
                "{\"error\":\"inventory query failed\",\"order\":%ld,\"upstream_status\":%d}", id,
                rc > 0 ? rc : 0);
 }
@@ -35,7 +35,7 @@ __attribute__((noinline)) void order_db_failed(struct mh_response *resp, long id
 __attribute__((noinline)) void order_payment_failed(struct mh_response *resp, long id, int attempts,
                                                     int rc)
 {
-    mh_respond(resp, 503,
+    mh_respond_now(resp, 503,
                "{\"error\":\"payment unavailable\",\"order\":%ld,\"payment_attempts\":%d,"
                "\"upstream_status\":%d}",
                id, attempts, rc > 0 ? rc : 0);

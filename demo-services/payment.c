@@ -17,7 +17,7 @@ struct payment_cfg {
 __attribute__((noinline)) void payment_reject_charge(struct mh_response *resp, long order,
                                                      const char *reason)
 {
-    mh_respond(resp, 503,
+    mh_respond_now(resp, 503,
                "{\"error\":\"payment processor unavailable\",\"order\":%ld,\"reason\":\"%s\"}",
                order, reason);
 }

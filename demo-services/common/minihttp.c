@@ -225,6 +225,22 @@ void mh_respond(struct mh_response *resp, int status, const char *fmt, ...)
                                                        : (size_t)n;
 }
 
+static int send_response(int fd, const struct mh_response *resp, int keep_alive);
+
+void mh_respond_now(struct mh_response *resp, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(resp->body, sizeof(resp->body), fmt, ap);
+    va_end(ap);
+    resp->status = status;
+    resp->body_len = n < 0                             ? 0
+                     : (size_t)n >= sizeof(resp->body) ? sizeof(resp->body) - 1
+                                                       : (size_t)n;
+    resp->send_err = send_response(resp->fd, resp, resp->keep_alive);
+    resp->sent = 1;
+}
+
 void mh_work(int base_ms, int jitter_ms)
 {
     static __thread unsigned seed;
@@ -388,6 +404,8 @@ static void dispatch(struct conn *c)
 {
     const struct mh_server *srv = g.srv;
     memset(&c->resp, 0, sizeof(c->resp));
+    c->resp.fd = c->fd;
+    c->resp.keep_alive = c->req.keep_alive && !g.stopping;
     if (strcmp(c->req.path, "/health") == 0 && strcmp(c->req.method, "GET") == 0) {
         mh_respond(&c->resp, 200, "{\"service\":\"%s\",\"status\":\"ok\"}", srv->name);
         return;
@@ -414,7 +432,9 @@ static void conn_loop(struct conn *c)
         if (g.srv->verbose)
             fprintf(stderr, "%s: %s %s -> %d (%llu ms)\n", g.srv->name, c->req.method,
                     c->req.target, c->resp.status, (unsigned long long)(now_ms() - t0));
-        if (send_response(c->fd, &c->resp, keep) < 0 || !keep)
+        if (c->resp.sent && (c->resp.send_err < 0 || !c->resp.keep_alive))
+            return;
+        if (!c->resp.sent && (send_response(c->fd, &c->resp, keep) < 0 || !keep))
             return;
     }
 }

@@ -33,6 +33,10 @@ struct mh_response {
     int status;
     char body[MH_BODY_MAX];
     size_t body_len;
+    int fd;         /* the connection, for mh_respond_now */
+    int keep_alive; /* whether the connection stays open after this response */
+    int sent;       /* mh_respond_now already wrote it; send_err is its result */
+    int send_err;
 };
 
 /* A reply read by the client: the status and the body (NUL-terminated). */
@@ -78,6 +82,12 @@ void mh_respond(struct mh_response *resp, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Sleep the service's simulated work time: base milliseconds plus a random 0..jitter. */
+/* Like mh_respond, and write the response on the connection right away, from the caller's frame: the
+ * services' error paths answer this way, so the write of an error status happens inside the function
+ * that decided it (a stack taken at that write names it). */
+void mh_respond_now(struct mh_response *resp, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 void mh_work(int base_ms, int jitter_ms);
 
 /* Parse "host:port" into peer. Returns 0, or -EINVAL. */
