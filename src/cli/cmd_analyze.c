@@ -617,6 +617,18 @@ static void text_stats(FILE *out, const char *title, const struct ldt__stat *v, 
     }
 }
 
+/* The origin's stack (exception.stacktrace), one frame a line, indented, at most 16 frames. */
+static void text_stack(FILE *out, const char *st)
+{
+    for (int n = 0; *st && n < 16; n++) {
+        const char *nl = strchr(st, '\n');
+        int len = nl ? (int)(nl - st) : (int)strlen(st);
+        if (len > 0)
+            fprintf(out, "      at %.*s\n", len > 200 ? 200 : len, st);
+        st += len + (nl != NULL);
+    }
+}
+
 static void text_findings(FILE *out, const struct ldt__analysis *a)
 {
     char d1[600], d2[600];
@@ -627,6 +639,12 @@ static void text_findings(FILE *out, const struct ldt__analysis *a)
         span_desc(a->origin[i].origin, d1, sizeof(d1));
         span_desc(a->origin[i].surfaced, d2, sizeof(d2));
         fprintf(out, "  %.12s  %s  ->  %s\n", a->origin[i].trace_id, d1, d2);
+        const char *st = a->origin[i].origin->stacktrace;
+        const char *prev = i ? a->origin[i - 1].origin->stacktrace : NULL;
+        if (st && prev && strcmp(st, prev) == 0)
+            fprintf(out, "      (same stack as above)\n");
+        else if (st)
+            text_stack(out, st);
     }
     fprintf(out, "\nRetry storms: repeated calls to one peer and operation under one parent\n");
     if (!a->nretry)
@@ -699,6 +717,8 @@ static json_t *json_span(const struct ldt__span *sp)
         json_object_set_new(o, "url.path", json_string(sp->path));
     if (sp->http_code)
         json_object_set_new(o, "status_code", json_integer(sp->http_code));
+    if (sp->stacktrace)
+        json_object_set_new(o, "stacktrace", json_string(sp->stacktrace));
     return o;
 }
 
