@@ -148,7 +148,8 @@ static int export_failed(struct ldt__drain *d, struct seg *s, int rc)
     d->st.write_errors++;
     d->fail_count++;
     uint32_t n = s->batch.nspans ? s->batch.nspans : d->limit;
-    d->limit = n / 2 > 16 ? n / 2 : 16;
+    if (rc == -ENOSPC || rc == -EFBIG || rc == -EDQUOT)
+        d->limit = n / 2 > 16 ? n / 2 : 16;
     d->failing = 1;
     unsigned b = d->backoff_ms ? d->backoff_ms : BACKOFF_FIRST_MS;
     d->retry_at = now + (uint64_t)(b / 2 + (unsigned)random() % (b / 2 + 1)) * 1000000u;
@@ -552,7 +553,9 @@ static int flush_due(struct ldt__drain *d, struct seg *s, uint64_t now)
 {
     if (!s->batch.nspans)
         return flush_seg(d, s);
-    if (!s->full && now - s->batch.first_ns < (uint64_t)d->o.flush_ms * 1000000u)
+    /* first_ns may be later than now: the span came in during this pass. */
+    uint64_t age = now > s->batch.first_ns ? now - s->batch.first_ns : 0;
+    if (!s->full && age < (uint64_t)d->o.flush_ms * 1000000u)
         return 0;
     int rc = flush_seg(d, s);
     /* A timer flush means a slow producer: give back what a past burst grew (up to ~4 MB per

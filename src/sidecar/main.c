@@ -285,15 +285,17 @@ static int spool_waiting(const struct ldt__exporter *e)
     return hs.spool_lines > 0;
 }
 
-/* The last drain (--once, SIGTERM): while the exporter fails or the spool still holds lines, try
- * again when the backoff allows, for up to ms. What is still undelivered then stays in the rings
+/* The last drain (--once, SIGTERM): while the exporter fails (or, for --once, the spool still holds
+ * lines), try again when the backoff allows, for up to 15 s (--once) or 5 s. What is still undelivered then stays in the rings
  * (or the spool) for the next ldtraced. */
-static int final_drain(struct ldt__drain *d, struct ldt__exporter *e, unsigned ms, int *last)
+static int final_drain(struct ldt__drain *d, struct ldt__exporter *e, int once, int *last)
 {
+    unsigned ms = once ? FINAL_ONCE_MS : FINAL_STOP_MS;
     uint64_t end = ldt_clock_mono_ns() + (uint64_t)ms * 1000000u;
     int rc = ldt__drain_all(d);
     report(d, rc, last);
-    while ((ldt__drain_failing(d) || spool_waiting(e)) && ldt_clock_mono_ns() < end) {
+    /* At SIGTERM the spool can wait for the next ldtraced; --once means "deliver it now". */
+    while ((ldt__drain_failing(d) || (once && spool_waiting(e))) && ldt_clock_mono_ns() < end) {
         sleep_ms(50);
         if (ldt_clock_mono_ns() < e->retry_at)
             continue;
@@ -327,7 +329,7 @@ static int run(const struct opts *o, struct ldt__exporter *e)
         if (rc <= 0)
             sleep_ms(o->poll_ms);
     }
-    int rc = final_drain(d, e, o->once ? FINAL_ONCE_MS : FINAL_STOP_MS, &last);
+    int rc = final_drain(d, e, o->once, &last);
     print_stats(d, e);
     ldt__drain_free(d);
     return o->once && rc < 0 ? 1 : 0;
