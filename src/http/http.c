@@ -4,6 +4,10 @@
 #include <stddef.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 /* http/ depends on nothing else of ours (DESIGN.md), so no common.h here. */
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -135,13 +139,63 @@ static inline int hexval(unsigned c)
     return -1;
 }
 
+static inline uint64_t load64(const char *s)
+{
+    uint64_t x;
+
+    memcpy(&x, s, 8);
+    return x;
+}
+
+static inline uint32_t load32(const char *s)
+{
+    uint32_t x;
+
+    memcpy(&x, s, 4);
+    return x;
+}
+
+/* s[n] equals the lowercase literal lit[n] (4 <= n <= 24) when folded with 0x20: compared as the
+ * first and last words, and the middle word past 16, overlapping. Exact for bytes allowed in a
+ * field value or name (HTAB, SP, VCHAR, obs-text) against a literal of lowercase letters, digits
+ * and '-': no other such byte folds onto one of those. */
+static inline int fold_eq(const char *s, const char *lit, size_t n)
+{
+    if (n < 8) {
+        const uint32_t f = 0x20202020u;
+        return ((load32(s) | f) == load32(lit)) & ((load32(s + n - 4) | f) == load32(lit + n - 4));
+    }
+    const uint64_t f = 0x2020202020202020ull;
+    if (((load64(s) | f) ^ load64(lit)) | ((load64(s + n - 8) | f) ^ load64(lit + n - 8)))
+        return 0;
+    return n <= 16 || (load64(s + 8) | f) == load64(lit + 8);
+}
+
 enum ldt_http_method ldt_http_method_from(const char *tok, size_t len)
 {
-    for (int m = LDT_HTTP_M_GET; m < LDT_HTTP_M_COUNT; m++) {
-        if (strlen(method_names[m]) == len && memcmp(method_names[m], tok, len) == 0)
-            return (enum ldt_http_method)m;
+    int m;
+
+    /* The one candidate of this length and first letter, then one compare. */
+    switch (len) {
+    case 3:
+        m = tok[0] == 'G' ? LDT_HTTP_M_GET : LDT_HTTP_M_PUT;
+        break;
+    case 4:
+        m = tok[0] == 'H' ? LDT_HTTP_M_HEAD : LDT_HTTP_M_POST;
+        break;
+    case 5:
+        m = tok[0] == 'T' ? LDT_HTTP_M_TRACE : LDT_HTTP_M_PATCH;
+        break;
+    case 6:
+        m = LDT_HTTP_M_DELETE;
+        break;
+    case 7:
+        m = tok[0] == 'C' ? LDT_HTTP_M_CONNECT : LDT_HTTP_M_OPTIONS;
+        break;
+    default:
+        return LDT_HTTP_M_OTHER;
     }
-    return LDT_HTTP_M_OTHER;
+    return memcmp(tok, method_names[m], len) == 0 ? (enum ldt_http_method)m : LDT_HTTP_M_OTHER;
 }
 
 const char *ldt_http_method_name(enum ldt_http_method m)
@@ -361,16 +415,12 @@ static int cl_byte(struct ldt_http_parser *p, unsigned c)
     return -1;
 }
 
-/* End of one element of a token list (Transfer-Encoding, Connection, Expect); the lowercase token
- * is in p->name, its length in p->tok. */
-static void list_commit(struct ldt_http_parser *p)
+/* One token of a list (Transfer-Encoding, Connection, Expect), any case, n bytes. */
+static void list_token(struct ldt_http_parser *p, const char *tok, size_t n)
 {
     struct ldt_http_msg *m = &p->msg;
-    uint32_t n = p->tok & ~TOK_PARAM;
 
-#define IS(s) (n == sizeof(s) - 1 && memcmp(p->name, s, sizeof(s) - 1) == 0)
-    if (n == 0)
-        return; /* empty list elements are allowed (RFC 9110 5.6.1) */
+#define IS(s) (n == sizeof(s) - 1 && fold_eq(tok, s, sizeof(s) - 1))
     if (p->hdr_id == H_TE) {
         /* Only the last coding decides: chunked must be the final one (RFC 9112 6.3 item 4). */
         if (IS("chunked"))
@@ -386,6 +436,17 @@ static void list_commit(struct ldt_http_parser *p)
         m->flags |= LDT_HTTP_F_EXPECT100;
     }
 #undef IS
+}
+
+/* End of one element of a token list; the lowercase token is in p->name, its length in p->tok. */
+static void list_commit(struct ldt_http_parser *p)
+{
+    uint32_t n = p->tok & ~TOK_PARAM;
+
+    /* Empty list elements are allowed (RFC 9110 5.6.1); no token we look for is longer than
+     * p->name, so only its length is compared when it did not fit. */
+    if (n > 0)
+        list_token(p, p->name, n);
     p->tok = 0;
 }
 
@@ -402,6 +463,25 @@ static void list_byte(struct ldt_http_parser *p, unsigned c)
         if (p->tok < 0xffff)
             p->tok++;
     }
+}
+
+/* A whole list value b[n] (no leading OWS): a lone token is matched in place, anything else
+ * (',', ';' or OWS inside) byte by byte. */
+static void list_run(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+{
+    size_t q = n, i;
+
+    while (q > 0 && is_ows(b[q - 1]))
+        q--;
+    for (i = 0; i < q && b[i] != ',' && b[i] != ';' && !is_ows(b[i]); i++)
+        continue;
+    if (i < q) {
+        for (i = 0; i < n; i++)
+            list_byte(p, b[i]);
+        return;
+    }
+    list_token(p, (const char *)b, q);
+    p->tok = 0;
 }
 
 static int value_byte(struct ldt_http_parser *p, unsigned c)
@@ -452,35 +532,41 @@ static int header_end(struct ldt_http_parser *p)
     return rc;
 }
 
-/* The header name (lowercase in p->name, length p->tok) is complete: pick what to keep. */
-static void header_name(struct ldt_http_parser *p)
+/* Which interesting header the name s[n] is: dispatch on the length, then one folded compare. */
+static int name_id(const char *s, size_t n)
+{
+#define IS(lit, id) (fold_eq(s, lit, sizeof(lit) - 1) ? (id) : H_NONE)
+    switch (n) {
+    case 4:
+        return IS("host", H_HOST);
+    case 6:
+        return IS("expect", H_EXPECT);
+    case 7:
+        return IS("upgrade", H_UPGRADE);
+    case 10:
+        return (s[0] | 0x20) == 't' ? IS("tracestate", H_TS) : IS("connection", H_CONN);
+    case 11:
+        return IS("traceparent", H_TP);
+    case 14:
+        return IS("content-length", H_CL);
+    case 17:
+        return IS("transfer-encoding", H_TE);
+    default:
+        return H_NONE;
+    }
+#undef IS
+}
+
+/* A header line named id begins: note what the framing needs and pick what to keep. */
+static void name_apply(struct ldt_http_parser *p, int id)
 {
     struct ldt_http_msg *m = &p->msg;
-    uint32_t n = p->tok;
-    int id = H_NONE;
 
-#define IS(s) (n == sizeof(s) - 1 && memcmp(p->name, s, sizeof(s) - 1) == 0)
-    if (n > sizeof(p->name))
-        id = H_NONE;
-    else if (IS("host"))
+    if (id == H_HOST) {
+        /* Only the first Host line is kept. */
         id = (m->_pad & X_HOST) ? H_NONE : H_HOST;
-    else if (IS("traceparent"))
-        id = H_TP;
-    else if (IS("tracestate"))
-        id = H_TS;
-    else if (IS("content-length"))
-        id = H_CL;
-    else if (IS("transfer-encoding"))
-        id = H_TE;
-    else if (IS("connection"))
-        id = H_CONN;
-    else if (IS("upgrade"))
-        id = H_UPGRADE;
-    else if (IS("expect"))
-        id = H_EXPECT;
-#undef IS
-    if (id == H_HOST)
         m->_pad |= X_HOST;
+    }
     if (id == H_TE)
         m->_pad |= X_TE;
     if (id == H_TP) {
@@ -494,6 +580,12 @@ static void header_name(struct ldt_http_parser *p)
     p->hdr_id = (uint8_t)id;
     p->tok = 0;
     p->remaining = 0;
+}
+
+/* The header name (lowercase in p->name, length p->tok) is complete: pick what to keep. */
+static void header_name(struct ldt_http_parser *p)
+{
+    name_apply(p, p->tok > sizeof(p->name) ? H_NONE : name_id(p->name, p->tok));
 }
 
 /* ---- framing ---- */
@@ -774,9 +866,10 @@ static size_t fv_span(const unsigned char *b, size_t n)
     }
 }
 
-static size_t run_copy(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+/* Copy the value bytes b[j] into the kept field; p->tok ends up at the last non-OWS one. */
+static void copy_run(struct ldt_http_parser *p, const unsigned char *b, size_t j)
 {
-    size_t room, j = fv_span(b, n), q = j;
+    size_t room, q = j;
     char *dst = copy_dest(p, &room);
 
     if (p->remaining < room)
@@ -786,6 +879,13 @@ static size_t run_copy(struct ldt_http_parser *p, const unsigned char *b, size_t
     if (q > 0)
         p->tok = (uint32_t)(p->remaining + q); /* trimmed length: up to the last non-OWS byte */
     p->remaining += j;
+}
+
+static size_t run_copy(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+{
+    size_t j = fv_span(b, n);
+
+    copy_run(p, b, j);
     return j;
 }
 
@@ -858,12 +958,241 @@ static size_t status_run(struct ldt_http_parser *p, const unsigned char *b, size
     return j + 12;
 }
 
-/* One fast step from state p->sub at b[j..n): returns the new j, or j itself when the next byte
- * needs head_byte (an event, an error, or a rare case). */
-static size_t head_step(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n)
+/* ---- whole lines: the fast path ----
+ *
+ * When a whole start line or header line is in the buffer it is checked and taken in one go: byte
+ * classes 16 at a time (SSE2, or a portable loop), header names dispatched on (length, first
+ * letter), a value ended by the first byte that may not be in one. A line is taken this way only
+ * when it is complete and plain; anything else (a line cut by the end of the buffer or by the
+ * header cap, a name with a rarer token character, an error) is left to the byte-wise machine
+ * above from the line's first byte, so the outcome is the same however the stream is cut. The
+ * checks are as strict as there: every field value, including those of the headers that are
+ * skipped, may hold HTAB, SP, VCHAR and obs-text only (RFC 9110 5.5), so a NUL, a bare CR, any
+ * other control byte or DEL anywhere in a header block makes it invalid (no smuggling through a
+ * header we do not keep). */
+
+/* The byte classes tested 16 at a time. */
+enum scan_class {
+    K_NAME,   /* the usual header-name bytes: letters, digits, '-' (a subset of C_TCHAR) */
+    K_VALUE,  /* C_FV: HTAB, SP, VCHAR, obs-text */
+    K_TARGET, /* C_TARGET: VCHAR, obs-text */
+};
+
+#if defined(__SSE2__)
+/* Bit i set when s[i] is in class k, for the 16 bytes at s. */
+static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
 {
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s), good;
+
+    if (k == K_NAME) {
+        /* Signed compares: obs-text bytes are negative, so in no range. */
+        __m128i lo = _mm_or_si128(x, _mm_set1_epi8(0x20));
+        __m128i alpha = _mm_and_si128(_mm_cmpgt_epi8(lo, _mm_set1_epi8('a' - 1)),
+                                      _mm_cmpgt_epi8(_mm_set1_epi8('z' + 1), lo));
+        __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
+                                      _mm_cmpgt_epi8(_mm_set1_epi8('9' + 1), x));
+        good = _mm_or_si128(_mm_or_si128(alpha, digit), _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
+    } else {
+        /* Unsigned x >= lowest, and not DEL; values also allow HTAB. */
+        __m128i lowest = _mm_set1_epi8(k == K_VALUE ? 0x20 : 0x21);
+        good = _mm_cmpeq_epi8(_mm_max_epu8(x, lowest), x);
+        good = _mm_andnot_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f)), good);
+        if (k == K_VALUE)
+            good = _mm_or_si128(good, _mm_cmpeq_epi8(x, _mm_set1_epi8('\t')));
+    }
+    return (uint32_t)_mm_movemask_epi8(good);
+}
+#else
+static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
+{
+    uint32_t m = 0;
+
+    for (int i = 0; i < 16; i++) {
+        unsigned c = s[i];
+        int in = k == K_NAME    ? (cls[c] & C_TCHAR) && (lower(c) - 'a' < 26u || c == '-' ||
+                                                          is_digit(c))
+                 : k == K_VALUE ? (cls[c] & C_FV) != 0
+                                : (cls[c] & C_TARGET) != 0;
+        m |= (uint32_t)in << i;
+    }
+    return m;
+}
+#endif
+
+/* scan() for the last piece of b[j..n), shorter than 16 bytes: tested from a zero-padded copy (NUL
+ * is in no class), so nothing past b[n - 1] is read. */
+static __attribute__((noinline)) size_t scan_tail(const unsigned char *b, size_t j, size_t n,
+                                                  enum scan_class k)
+{
+    unsigned char tail[16] = {0};
+
+    memcpy(tail, b + j, n - j);
+    j += (size_t)__builtin_ctz(~mask16(tail, k) & 0xffffu); /* not zero: tail[n - j] is NUL */
+    return j < n ? j : n;
+}
+
+/* The first byte of b[j..n) that is not in class k, or n. */
+static inline __attribute__((always_inline)) size_t scan(const unsigned char *b, size_t j,
+                                                         size_t n, enum scan_class k)
+{
+    uint32_t out;
+
+    for (; j + 16 <= n; j += 16) {
+        if ((out = ~mask16(b + j, k) & 0xffffu) != 0)
+            return j + (size_t)__builtin_ctz(out);
+    }
+    return j < n ? scan_tail(b, j, n, k) : n;
+}
+
+/* The line end at b[e]: the offset of its LF when b[e..n) starts with CRLF or LF, else 0 (a bare
+ * CR, another byte, or the line is cut). */
+static inline size_t line_end(const unsigned char *b, size_t e, size_t n)
+{
+    if (e < n && b[e] == '\r')
+        e++;
+    return e < n && b[e] == '\n' ? e : 0;
+}
+
+/* The value b[v..e) (OWS before it already skipped) of the header named p->hdr_id, then the end
+ * of its line. Returns -1 only for an invalid Content-Length. */
+static int header_value(struct ldt_http_parser *p, const unsigned char *b, size_t v, size_t e)
+{
+    int id = p->hdr_id;
+
+    if (v < e) {
+        value_start(p, p->pos + (uint32_t)v);
+        if (id == H_HOST || id == H_TP || id == H_TS) {
+            copy_run(p, b + v, e - v);
+        } else if (id == H_CL) {
+            for (; v < e; v++) {
+                if (cl_byte(p, b[v]) < 0)
+                    return -1;
+            }
+        } else if (id == H_TE || id == H_CONN || id == H_EXPECT) {
+            list_run(p, b + v, e - v);
+        }
+    }
+    return header_end(p);
+}
+
+/* One whole header line at b[j..n) (p->sub is SUB_H_START, b[j] is not CR or LF): returns the
+ * offset past its LF, or j when the line is left to the byte-wise machine. *rc is -1 when the
+ * line makes the block invalid. */
+static size_t header_line(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n,
+                          int *rc)
+{
+    size_t c = scan(b, j, n, K_NAME), v, e, lf;
+
+    if (c == j || c >= n || b[c] != ':')
+        return j;
+    for (v = c + 1; v < n && is_ows(b[v]); v++)
+        continue;
+    e = scan(b, v, n, K_VALUE);
+    if ((lf = line_end(b, e, n)) == 0)
+        return j;
+    int id = name_id((const char *)b + j, c - j);
+    if (id != H_NONE) {
+        name_apply(p, id); /* a skipped header needs nothing: hdr_id is already H_NONE */
+        *rc = header_value(p, b, v, e);
+    }
+    return lf + 1;
+}
+
+/* Whole header lines from b[j] (p->sub is SUB_H_START), up to the first that is not in b[j..n)
+ * or not plain, or up to and including the blank line. Returns the new j; *rc is 1 when the
+ * blank line ended the block (EV_HEADERS), -1 when the block is invalid. */
+static size_t header_lines(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n,
+                           int *rc)
+{
+    size_t k, lf;
+
+    while (j < n) {
+        if (b[j] == '\r' || b[j] == '\n') {
+            if ((lf = line_end(b, j, n)) == 0)
+                return j;
+            p->msg.hdr_len = p->pos + (uint32_t)j;
+            *rc = headers_done(p);
+            return lf + 1;
+        }
+        k = header_line(p, b, j, n, rc);
+        if (k == j || *rc < 0)
+            return k;
+        j = k;
+    }
+    return j;
+}
+
+/* A whole request line at b[j..n) (b[j] is an uppercase letter): returns the offset past its LF,
+ * or j when it is left to the byte-wise machine. */
+static size_t request_line(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n)
+{
+    struct ldt_http_msg *m = &p->msg;
+    size_t t, e, lf, max = n - j < LDT_HTTP_METHOD_MAX + 1 ? n : j + LDT_HTTP_METHOD_MAX + 1;
+
+    for (t = j + 1; t < max && b[t] != ' '; t++) {
+        if (!(cls[b[t]] & C_METHOD))
+            return j;
+    }
+    if (t >= max)
+        return j;
+    e = scan(b, t + 1, n, K_TARGET);
+    if (e == t + 1 || n - e < 10 || b[e] != ' ' || memcmp(b + e + 1, http1, 7) != 0 ||
+        !is_digit(b[e + 8]) || (lf = line_end(b, e + 9, n)) == 0)
+        return j;
+    size_t len = e - t - 1, k = len < LDT_HTTP_PATH_MAX ? len : LDT_HTTP_PATH_MAX;
+    m->method = (uint8_t)ldt_http_method_from((const char *)b + j, t - j);
+    memcpy(m->path, b + t + 1, k);
+    if (k < LDT_HTTP_PATH_MAX)
+        m->path[k] = '\0';
+    m->path_len = (uint16_t)k;
+    if (len > k)
+        m->flags |= LDT_HTTP_F_PATH_TRUNC;
+    m->minor = (uint8_t)(b[e + 8] - '0');
+    m->reqline_len = p->pos + (uint32_t)lf + 1;
+    p->tok = 0;
+    p->sub = SUB_H_START;
+    return lf + 1;
+}
+
+/* A whole status line at b[j..n): returns the offset past its LF, or j when it is left to the
+ * byte-wise machine. */
+static size_t status_line(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n)
+{
+    const unsigned char *s = b + j;
+    size_t e = j + 12, lf;
+
+    if (n - j < 13 || memcmp(s, http1, 7) != 0 || s[8] != ' ' || !is_digit(s[7]) ||
+        !is_digit(s[9]) || !is_digit(s[10]) || !is_digit(s[11]))
+        return j;
+    unsigned st = (s[9] - '0') * 100u + (s[10] - '0') * 10u + (s[11] - '0');
+    if (st < 100)
+        return j;
+    if (s[12] == ' ')
+        e = scan(b, e + 1, n, K_VALUE); /* the reason phrase */
+    if ((lf = line_end(b, e, n)) == 0)
+        return j;
+    p->msg.minor = (uint8_t)(s[7] - '0');
+    p->msg.status = (uint16_t)st;
+    p->msg.reqline_len = p->pos + (uint32_t)lf + 1;
+    p->tok = 0;
+    p->sub = SUB_H_START;
+    return lf + 1;
+}
+
+/* One fast step from state p->sub at b[j..n): returns the new j, or j itself when the next byte
+ * needs head_byte (an event, an error, or a rare case). *rc becomes 1 when the header block ended
+ * (EV_HEADERS), -1 when it is invalid. */
+static size_t head_step(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n,
+                        int *rc)
+{
+    size_t k;
+
     switch (p->sub) {
+    case SUB_RQ_LEAD:
+        return b[j] >= 'A' && b[j] <= 'Z' ? request_line(p, b, j, n) : j;
     case SUB_H_START:
+        if ((k = header_lines(p, b, j, n, rc)) != j || *rc)
+            return k;
         if (!(cls[b[j]] & C_TCHAR))
             return j;
         p->name[0] = (char)lower(b[j]);
@@ -893,6 +1222,8 @@ static size_t head_step(struct ldt_http_parser *p, const unsigned char *b, size_
     case SUB_RQ_VERSION:
         return version_run(p, b, j, n);
     case SUB_ST_VERSION:
+        if ((k = status_line(p, b, j, n)) != j)
+            return k;
         return status_run(p, b, j, n);
     case SUB_ST_REASON:
         return j + fv_span(b + j, n - j);
@@ -901,16 +1232,22 @@ static size_t head_step(struct ldt_http_parser *p, const unsigned char *b, size_
     }
 }
 
-/* Runs of ordinary bytes are taken here, in tight loops, rather than one head_byte call per byte.
- * Returns how many of b[n] were taken, never past the header cap. */
-static size_t head_run(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+/* Runs of ordinary bytes, and whole lines, are taken here rather than one head_byte call per
+ * byte. Returns how many of b[n] were taken, never past the header cap; *rc as head_step. */
+static size_t head_run(struct ldt_http_parser *p, const unsigned char *b, size_t n, int *rc)
 {
     size_t lim = LDT_HTTP_HDR_CAP - p->pos;
     size_t j = 0, k;
 
     if (n > lim)
         n = lim;
-    while (j < n && (k = head_step(p, b, j, n)) != j)
+    while (j < n) {
+        k = head_step(p, b, j, n, rc);
+        if (k == j || *rc)
+            break;
+        j = k;
+    }
+    if (*rc)
         j = k;
     p->pos += (uint32_t)j;
     return j;
@@ -919,9 +1256,14 @@ static size_t head_run(struct ldt_http_parser *p, const unsigned char *b, size_t
 static ssize_t feed_head(struct ldt_http_parser *p, const unsigned char *b, size_t len)
 {
     size_t i = 0;
+    int rc = 0;
 
     while (i < len) {
-        i += head_run(p, b + i, len - i);
+        i += head_run(p, b + i, len - i, &rc);
+        if (rc < 0)
+            return fail(p, PASS_INVALID, len);
+        if (rc > 0)
+            return (ssize_t)i;
         if (i == len)
             break;
         if (UNLIKELY(p->pos >= LDT_HTTP_HDR_CAP))
