@@ -419,6 +419,11 @@ void ldt__span_end(struct ldt__span *s, struct ldt__conn *c)
     set_status(s, &s->rec);
     if (s->reg >= 0) {
         reg_del(s->reg, s->serial);
+        /* Ended on the thread that opened it (thread-per-request): pop it now rather than lazily,
+         * so the stack stays short and pushes never shift it. */
+        if (tstack_n > 0 && tstack[tstack_n - 1].slot == s->reg &&
+            tstack[tstack_n - 1].serial == s->serial)
+            tstack_n--;
         s->reg = -1;
     }
     if (!s->sampled)
