@@ -643,3 +643,124 @@ Test(hostile, query_string_exported_only_when_enabled, .timeout = 30)
                      secrets[i]);
     itest_rmtree(c.dir);
 }
+
+/* ---- request smuggling through the injector ---- */
+
+/* Three real requests; two bodies that look like requests (Content-Length and chunked). */
+static const char SMUGGLE[] = "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\n\r\n"
+                              "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+                              "GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+                              "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "24\r\nGET /smuggled2 HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n";
+/* Where our line may go in each real request: right after its request line, or right before its
+ * blank line (headers split over writes). Offsets into SMUGGLE. */
+static const size_t smuggle_spots[3][2] = {{18, 47}, {101, 110}, {130, 167}};
+
+/* Walk the received bytes against the sent ones; every extra "traceparent: ...\r\n" line is an
+ * insertion at a sent offset. Returns how many, their offsets in at[]. */
+static int insertions(const char *rx, size_t rn, const char *tx, size_t tn, size_t at[], int max)
+{
+    size_t i = 0, j = 0;
+    int n = 0;
+    while (i < rn) {
+        if (rn - i >= 70 && memcmp(rx + i, "traceparent: ", 13) == 0 &&
+            (tn - j < 13 || memcmp(tx + j, "traceparent: ", 13) != 0)) {
+            cr_assert(traceparent_ok(rx + i + 13, 55) && memcmp(rx + i + 68, "\r\n", 2) == 0,
+                      "malformed injected line at %zu: %.70s", i, rx + i);
+            cr_assert_lt(n, max, "more insertions than requests");
+            at[n++] = j;
+            i += 70;
+            continue;
+        }
+        cr_assert(j < tn && rx[i] == tx[j], "stream differs at sent offset %zu:\n%.*s", j, (int)rn,
+                  rx);
+        i++;
+        j++;
+    }
+    cr_assert_eq(j, tn, "only %zu of %zu sent bytes arrived", j, tn);
+    return n;
+}
+
+static void smuggle_case(size_t chunk)
+{
+    char dir[ITEST_PATH_MAX], dump[ITEST_PATH_MAX + 16], file[ITEST_PATH_MAX + 16];
+    cr_assert(itest_mkdtemp(dir) == 0);
+    snprintf(dump, sizeof(dump), "%s/raw.dump", dir);
+    snprintf(file, sizeof(file), "%s/stream.bin", dir);
+    cr_assert(memcmp(SMUGGLE + 18, "Host", 4) == 0 && memcmp(SMUGGLE + 101, "Host", 4) == 0 &&
+              memcmp(SMUGGLE + 130, "Host", 4) == 0 && memcmp(SMUGGLE + 165, "\r\n\r\n24", 6) == 0);
+    FILE *f = fopen(file, "wb");
+    cr_assert(f && fwrite(SMUGGLE, 1, sizeof(SMUGGLE) - 1, f) == sizeof(SMUGGLE) - 1);
+    fclose(f);
+    struct itest_env env;
+    itest_env_init(&env);
+    char port[16], ch[16];
+    int p = itest_free_port();
+    snprintf(port, sizeof(port), "%d", p);
+    snprintf(ch, sizeof(ch), "%zu", chunk);
+    char *sargv[] = {itest_build("tests/tools/capture_server"), port, dump, "--raw", NULL};
+    pid_t srv = itest_start_server(&env, sargv, p, NULL);
+    cr_assert(srv > 0);
+    cr_assert(itest_env_trace(&env, dir, "smuggler") == 0);
+    char *cargv[] = {itest_build("tests/tools/raw_client"), port, ch, file, NULL};
+    cr_assert_eq(itest_run(&env, cargv, NULL, 10000), 0, "raw_client failed");
+    itest_env_free(&env);
+    /* The readiness probe of itest_start_server is a connection too: an empty record. */
+    size_t dl = 0;
+    char *d = NULL;
+    const char *h[4], *got = NULL;
+    size_t hl[4], gl = 0;
+    for (double t0 = fu_now_ms(); fu_now_ms() - t0 < 3000 && !got; fu_sleep_ms(20)) {
+        free(d);
+        d = itest_slurp(dump, &dl);
+        int nh = d ? heads(d, dl, h, hl, 4) : 0;
+        for (int k = 0; k < nh; k++) {
+            cr_assert(!got || hl[k] == 0, "two connections reached the server");
+            if (hl[k] > 0)
+                got = h[k], gl = hl[k];
+        }
+    }
+    itest_stop(srv);
+    cr_assert_not_null(got, "nothing reached the server");
+    size_t at[8];
+    int n = insertions(got, gl, SMUGGLE, sizeof(SMUGGLE) - 1, at, 8);
+    /* Safety: every line we added sits in a real request's header block (never in a body that
+     * looks like a request), at most one a request. */
+    int seen[3] = {0, 0, 0};
+    for (int k = 0; k < n; k++) {
+        int r = -1;
+        for (int q = 0; q < 3; q++)
+            if (at[k] == smuggle_spots[q][0] || at[k] == smuggle_spots[q][1])
+                r = q;
+        cr_expect_geq(r, 0, "chunk %zu: a line inserted at offset %zu, outside every header block",
+                      chunk, at[k]);
+        if (r >= 0)
+            cr_expect_eq(seen[r]++, 0, "chunk %zu: two lines in request %d", chunk, r);
+    }
+    /* Completeness: a request is missed (and counted as such by the shim) only when a write
+     * boundary falls inside its blank line's CRLF, so the spot before it was already sent. */
+    int want = 0;
+    for (int q = 0; q < 3; q++)
+        want += chunk == 0 || (smuggle_spots[q][1] + 1) % chunk != 0;
+    cr_expect_geq(n, want, "chunk %zu: %d traceparent lines, want %d of 3:\n%.*s", chunk, n, want,
+                  (int)gl, got);
+    free(d);
+    itest_rmtree(dir);
+}
+
+Test(hostile_smuggle, request_like_bodies_untouched_whole_write, .timeout = 30)
+{
+    smuggle_case(0);
+}
+
+/* Every blank line is split here, so no line can be placed: only safety is checked. */
+Test(hostile_smuggle, request_like_bodies_untouched_byte_writes, .timeout = 30)
+{
+    smuggle_case(1);
+}
+
+Test(hostile_smuggle, request_like_bodies_untouched_odd_writes, .timeout = 30)
+{
+    for (size_t c = 5; c < 64; c += 17)
+        smuggle_case(c);
+}

@@ -2,11 +2,12 @@
  * byte for byte, to a file: the "next service" of the hostile-input tests, which inspect what a
  * traced service in front of it put on the wire.
  *
- * Usage: capture_server PORT DUMP_FILE [BODY]. Each request head (request line through the blank
- * line, NUL and CR bytes as they came) is appended as "\n=== <length>\n" followed by the raw bytes,
- * in one write. Every request is answered 200 with BODY (default {"user":"demo","ok":true}) as
- * application/json. A request body (Content-Length) is read and discarded. Thread per connection;
- * exits 0 on SIGTERM.
+ * Usage: capture_server PORT DUMP_FILE [BODY | --raw]. Each request head (request line through the
+ * blank line, NUL and CR bytes as they came) is appended as "\n=== <length>\n" followed by the raw
+ * bytes, in one write. With --raw nothing is parsed or answered: everything a connection carries
+ * until the peer's EOF is appended the same way, once, and the connection is closed. Every request
+ * is answered 200 with BODY (default {"user":"demo","ok":true}) as application/json. A request body
+ * (Content-Length) is read and discarded. Thread per connection; exits 0 on SIGTERM.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,6 +25,7 @@
 #define BUF_MAX 65536
 
 static int dump_fd = -1;
+static int raw;
 static const char *body = "{\"user\":\"demo\",\"ok\":true}";
 
 static void on_term(int sig)
@@ -62,11 +64,27 @@ static int answer(int fd)
     return send(fd, out, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -1;
 }
 
+/* --raw: the whole stream up to EOF as one record. */
+static void raw_conn(int fd, char *buf)
+{
+    size_t n = 0;
+    ssize_t r;
+    while (n < BUF_MAX && (r = recv(fd, buf + n, BUF_MAX - n, 0)) > 0)
+        n += (size_t)r;
+    record(buf, n);
+}
+
 static void *conn_main(void *arg)
 {
     int fd = (int)(intptr_t)arg;
     char *buf = malloc(BUF_MAX);
     size_t n = 0;
+    if (raw) {
+        raw_conn(fd, buf);
+        free(buf);
+        close(fd);
+        return NULL;
+    }
     for (;;) {
         char *end = n ? memmem(buf, n, "\r\n\r\n", 4) : NULL;
         if (end) {
@@ -98,10 +116,12 @@ static void *conn_main(void *arg)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: capture_server PORT DUMP_FILE [BODY]\n");
+        fprintf(stderr, "usage: capture_server PORT DUMP_FILE [BODY | --raw]\n");
         return 2;
     }
-    if (argc > 3)
+    if (argc > 3 && strcmp(argv[3], "--raw") == 0)
+        raw = 1;
+    else if (argc > 3)
         body = argv[3];
     signal(SIGTERM, on_term);
     signal(SIGPIPE, SIG_IGN);
