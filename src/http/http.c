@@ -415,27 +415,39 @@ static int cl_byte(struct ldt_http_parser *p, unsigned c)
     return -1;
 }
 
-/* One token of a list (Transfer-Encoding, Connection, Expect), any case, n bytes. */
-static void list_token(struct ldt_http_parser *p, const char *tok, size_t n)
+/* One token of a list (Transfer-Encoding, Connection, Expect), any case, n bytes, when it is one
+ * of those the framing needs: applies it and returns 1; else 0 with nothing changed. */
+static int list_known(struct ldt_http_parser *p, const char *tok, size_t n)
 {
     struct ldt_http_msg *m = &p->msg;
 
 #define IS(s) (n == sizeof(s) - 1 && fold_eq(tok, s, sizeof(s) - 1))
     if (p->hdr_id == H_TE) {
-        /* Only the last coding decides: chunked must be the final one (RFC 9112 6.3 item 4). */
-        if (IS("chunked"))
-            m->flags |= LDT_HTTP_F_CHUNKED;
-        else
-            m->flags &= (uint16_t)~LDT_HTTP_F_CHUNKED;
+        if (!IS("chunked"))
+            return 0;
+        m->flags |= LDT_HTTP_F_CHUNKED;
     } else if (p->hdr_id == H_CONN) {
         if (IS("close"))
             m->flags |= LDT_HTTP_F_CLOSE;
         else if (IS("keep-alive"))
             m->_pad |= X_KEEPALIVE;
-    } else if (IS("100-continue")) {
+        else
+            return 0;
+    } else {
+        if (!IS("100-continue"))
+            return 0;
         m->flags |= LDT_HTTP_F_EXPECT100;
     }
 #undef IS
+    return 1;
+}
+
+/* One token of a list, any case, n bytes. */
+static void list_token(struct ldt_http_parser *p, const char *tok, size_t n)
+{
+    /* Only the last coding decides: chunked must be the final one (RFC 9112 6.3 item 4). */
+    if (!list_known(p, tok, n) && p->hdr_id == H_TE)
+        p->msg.flags &= (uint16_t)~LDT_HTTP_F_CHUNKED;
 }
 
 /* End of one element of a token list; the lowercase token is in p->name, its length in p->tok. */
@@ -473,6 +485,8 @@ static void list_run(struct ldt_http_parser *p, const unsigned char *b, size_t n
 
     while (q > 0 && is_ows(b[q - 1]))
         q--;
+    if (list_known(p, (const char *)b, q))
+        return; /* the usual case: keep-alive, close, chunked, 100-continue */
     for (i = 0; i < q && b[i] != ',' && b[i] != ';' && !is_ows(b[i]); i++)
         continue;
     if (i < q) {
@@ -533,7 +547,7 @@ static int header_end(struct ldt_http_parser *p)
 }
 
 /* Which interesting header the name s[n] is: dispatch on the length, then one folded compare. */
-static int name_id(const char *s, size_t n)
+static inline __attribute__((always_inline)) int name_id(const char *s, size_t n)
 {
 #define IS(lit, id) (fold_eq(s, lit, sizeof(lit) - 1) ? (id) : H_NONE)
     switch (n) {
@@ -1002,6 +1016,13 @@ static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
     }
     return (uint32_t)_mm_movemask_epi8(good);
 }
+
+/* The K_NAME and K_VALUE masks of the 16 bytes at s, from one load. */
+static inline void masks16(const unsigned char *s, uint32_t *name, uint32_t *value)
+{
+    *name = mask16(s, K_NAME);
+    *value = mask16(s, K_VALUE);
+}
 #else
 static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
 {
@@ -1017,15 +1038,27 @@ static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
     }
     return m;
 }
+
+static inline void masks16(const unsigned char *s, uint32_t *name, uint32_t *value)
+{
+    *name = mask16(s, K_NAME);
+    *value = mask16(s, K_VALUE);
+}
 #endif
 
-/* scan() for the last piece of b[j..n), shorter than 16 bytes: tested from a zero-padded copy (NUL
- * is in no class), so nothing past b[n - 1] is read. */
+/* scan() for the last piece of b[j..n), shorter than 16 bytes: tested as the end of the 16 bytes
+ * that end at b[n], or when the buffer is shorter than that from a zero-padded copy (NUL is in no
+ * class). Nothing before b[0] or from b[n] on is read. */
 static __attribute__((noinline)) size_t scan_tail(const unsigned char *b, size_t j, size_t n,
                                                   enum scan_class k)
 {
     unsigned char tail[16] = {0};
+    uint32_t out;
 
+    if (n >= 16) {
+        out = (~mask16(b + n - 16, k) & 0xffffu) >> (16 - (n - j));
+        return out ? j + (size_t)__builtin_ctz(out) : n;
+    }
     memcpy(tail, b + j, n - j);
     j += (size_t)__builtin_ctz(~mask16(tail, k) & 0xffffu); /* not zero: tail[n - j] is NUL */
     return j < n ? j : n;
@@ -1075,27 +1108,66 @@ static int header_value(struct ldt_http_parser *p, const unsigned char *b, size_
     return header_end(p);
 }
 
-/* One whole header line at b[j..n) (p->sub is SUB_H_START, b[j] is not CR or LF): returns the
- * offset past its LF, or j when the line is left to the byte-wise machine. *rc is -1 when the
- * line makes the block invalid. */
-static size_t header_line(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n,
-                          int *rc)
+/* A header line we keep something of: its name b[j..c) is header id, its value ends at e. Returns
+ * -1 only for an invalid Content-Length. */
+static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, const unsigned char *b,
+                                                 int id, size_t c, size_t e)
 {
-    size_t c = scan(b, j, n, K_NAME), v, e, lf;
+    size_t v;
+
+    for (v = c + 1; v < e && is_ows(b[v]); v++)
+        continue;
+    name_apply(p, id);
+    return header_value(p, b, v, e);
+}
+
+/* The rest of a header line once its name b[j..c) and its end e are known, the LF at lf. A
+ * skipped header needs nothing more: p->hdr_id is already H_NONE. */
+static inline size_t header_rest(struct ldt_http_parser *p, const unsigned char *b, size_t j,
+                                 size_t c, size_t e, size_t lf, int *rc)
+{
+    int id = name_id((const char *)b + j, c - j);
+
+    if (id != H_NONE)
+        *rc = header_keep(p, b, id, c, e);
+    return lf + 1;
+}
+
+/* header_line() when fewer than 16 bytes are left in the buffer. */
+static __attribute__((noinline)) size_t header_line_short(struct ldt_http_parser *p,
+                                                          const unsigned char *b, size_t j,
+                                                          size_t n, int *rc)
+{
+    size_t c = scan(b, j, n, K_NAME), e, lf;
 
     if (c == j || c >= n || b[c] != ':')
         return j;
-    for (v = c + 1; v < n && is_ows(b[v]); v++)
-        continue;
-    e = scan(b, v, n, K_VALUE);
+    e = scan(b, c + 1, n, K_VALUE);
     if ((lf = line_end(b, e, n)) == 0)
         return j;
-    int id = name_id((const char *)b + j, c - j);
-    if (id != H_NONE) {
-        name_apply(p, id); /* a skipped header needs nothing: hdr_id is already H_NONE */
-        *rc = header_value(p, b, v, e);
-    }
-    return lf + 1;
+    return header_rest(p, b, j, c, e, lf, rc);
+}
+
+/* One whole header line at b[j..n) (p->sub is SUB_H_START, b[j] is not CR or LF): returns the
+ * offset past its LF, or j when the line is left to the byte-wise machine. *rc is -1 when the
+ * line makes the block invalid. The first 16 bytes give both the end of the name and, unless the
+ * line is longer, the end of the value (the name and the colon are value bytes too). */
+static inline size_t header_line(struct ldt_http_parser *p, const unsigned char *b, size_t j,
+                                 size_t n, int *rc)
+{
+    uint32_t nm, fv;
+    size_t c, e, lf;
+
+    if (j + 16 > n)
+        return header_line_short(p, b, j, n, rc);
+    masks16(b + j, &nm, &fv);
+    c = nm != 0xffffu ? j + (size_t)__builtin_ctz(~nm) : scan(b, j + 16, n, K_NAME);
+    if (c == j || c >= n || b[c] != ':')
+        return j;
+    e = fv != 0xffffu ? j + (size_t)__builtin_ctz(~fv & 0xffffu) : scan(b, j + 16, n, K_VALUE);
+    if ((lf = line_end(b, e, n)) == 0)
+        return j;
+    return header_rest(p, b, j, c, e, lf, rc);
 }
 
 /* Whole header lines from b[j] (p->sub is SUB_H_START), up to the first that is not in b[j..n)
@@ -1122,6 +1194,36 @@ static size_t header_lines(struct ldt_http_parser *p, const unsigned char *b, si
     return j;
 }
 
+/* s[0..8) is "HTTP/1." and a digit (8 bytes readable at s). */
+static inline int is_http1x(const unsigned char *s)
+{
+    uint64_t x = load64((const char *)s), want = load64("HTTP/1.");
+
+    return (x & 0x00ffffffffffffffull) == want && (x >> 56) - '0' < 10;
+}
+
+/* The method token s[len], with s[len] readable (the SP after it). */
+static enum ldt_http_method method_at(const unsigned char *s, size_t len)
+{
+    const char *t = (const char *)s;
+    enum ldt_http_method m;
+    const char *name;
+
+    if (len < 3 || len > 7)
+        return LDT_HTTP_M_OTHER;
+    m = len == 3 ? (t[0] == 'G' ? LDT_HTTP_M_GET : LDT_HTTP_M_PUT)
+      : len == 4 ? (t[0] == 'H' ? LDT_HTTP_M_HEAD : LDT_HTTP_M_POST)
+      : len == 5 ? (t[0] == 'T' ? LDT_HTTP_M_TRACE : LDT_HTTP_M_PATCH)
+      : len == 6 ? LDT_HTTP_M_DELETE
+                 : (t[0] == 'C' ? LDT_HTTP_M_CONNECT : LDT_HTTP_M_OPTIONS);
+    name = method_names[m];
+    if (len == 3)
+        return ((load32(t) ^ load32(name)) & 0xffffffu) == 0 ? m : LDT_HTTP_M_OTHER;
+    return load32(t) == load32(name) && load32(t + len - 4) == load32(name + len - 4)
+               ? m
+               : LDT_HTTP_M_OTHER;
+}
+
 /* A whole request line at b[j..n) (b[j] is an uppercase letter): returns the offset past its LF,
  * or j when it is left to the byte-wise machine. */
 static size_t request_line(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n)
@@ -1136,12 +1238,15 @@ static size_t request_line(struct ldt_http_parser *p, const unsigned char *b, si
     if (t >= max)
         return j;
     e = scan(b, t + 1, n, K_TARGET);
-    if (e == t + 1 || n - e < 10 || b[e] != ' ' || memcmp(b + e + 1, http1, 7) != 0 ||
-        !is_digit(b[e + 8]) || (lf = line_end(b, e + 9, n)) == 0)
+    if (e == t + 1 || n - e < 10 || b[e] != ' ' || !is_http1x(b + e + 1) ||
+        (lf = line_end(b, e + 9, n)) == 0)
         return j;
     size_t len = e - t - 1, k = len < LDT_HTTP_PATH_MAX ? len : LDT_HTTP_PATH_MAX;
-    m->method = (uint8_t)ldt_http_method_from((const char *)b + j, t - j);
-    memcpy(m->path, b + t + 1, k);
+    m->method = (uint8_t)method_at(b + j, t - j);
+    if (k <= 16 && t + 17 <= n)
+        memcpy(m->path, b + t + 1, 16); /* one fixed-size copy; what follows the target is cut */
+    else
+        memcpy(m->path, b + t + 1, k);
     if (k < LDT_HTTP_PATH_MAX)
         m->path[k] = '\0';
     m->path_len = (uint16_t)k;
@@ -1161,8 +1266,8 @@ static size_t status_line(struct ldt_http_parser *p, const unsigned char *b, siz
     const unsigned char *s = b + j;
     size_t e = j + 12, lf;
 
-    if (n - j < 13 || memcmp(s, http1, 7) != 0 || s[8] != ' ' || !is_digit(s[7]) ||
-        !is_digit(s[9]) || !is_digit(s[10]) || !is_digit(s[11]))
+    if (n - j < 13 || !is_http1x(s) || s[8] != ' ' || !is_digit(s[9]) || !is_digit(s[10]) ||
+        !is_digit(s[11]))
         return j;
     unsigned st = (s[9] - '0') * 100u + (s[10] - '0') * 10u + (s[11] - '0');
     if (st < 100)
@@ -1237,18 +1342,17 @@ static size_t head_step(struct ldt_http_parser *p, const unsigned char *b, size_
 static size_t head_run(struct ldt_http_parser *p, const unsigned char *b, size_t n, int *rc)
 {
     size_t lim = LDT_HTTP_HDR_CAP - p->pos;
-    size_t j = 0, k;
+    size_t j = 0;
 
     if (n > lim)
         n = lim;
     while (j < n) {
-        k = head_step(p, b, j, n, rc);
-        if (k == j || *rc)
+        size_t k = head_step(p, b, j, n, rc);
+        int stop = k == j || *rc != 0;
+        j = k;
+        if (stop)
             break;
-        j = k;
     }
-    if (*rc)
-        j = k;
     p->pos += (uint32_t)j;
     return j;
 }

@@ -8,6 +8,9 @@
  * It prints the messages and header bytes of one round so the slope can be turned into
  * instructions per message and per byte.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +52,7 @@ static size_t load_head(const char *path, char **out)
 
 static int load_dir(const char *dir)
 {
-    char path[4096];
+    char path[4096 + 512];
     struct dirent *e;
     DIR *d = opendir(dir);
 
