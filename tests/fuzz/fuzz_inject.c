@@ -164,15 +164,38 @@ static void sink(const void *rec, size_t len)
     (void)len;
 }
 
-/* Is a[0..an) a subsequence of b[0..bn)? The injector only adds bytes (no forwarded traceparent
- * can match: this process serves nothing), so the app's stream must be one of the wire's. */
-static int subsequence(const char *a, size_t an, const char *b, size_t bn)
+/* Is w[0..70) one of our lines, "traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n"? */
+static int our_line(const char *w)
 {
-    size_t i = 0;
-    for (size_t j = 0; j < bn && i < an; j++)
-        if (a[i] == b[j])
-            i++;
-    return i == an;
+    static const char shape[] =
+        "traceparent: 00-################################-################-##\r\n";
+    for (size_t i = 0; i < sizeof(shape) - 1; i++) {
+        int hex = (w[i] >= '0' && w[i] <= '9') || (w[i] >= 'a' && w[i] <= 'f');
+        if (shape[i] == '#' ? !hex : w[i] != shape[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* The wire must be the app's stream with only whole lines of ours added, each at the start of a
+ * line of the app's (after a "\n"): nothing inside a line, nothing else. No forwarded traceparent
+ * can be replaced here (this process serves nothing), so there is no other edit. */
+static int wire_ok(const char *app, size_t an, const char *w, size_t wn)
+{
+    size_t i = 0, j = 0;
+    while (i < wn) {
+        if (wn - i >= 70 && our_line(w + i) && (an - j < 70 || memcmp(app + j, w + i, 70) != 0)) {
+            if (j == 0 || app[j - 1] != '\n')
+                return 0;
+            i += 70;
+            continue;
+        }
+        if (j == an || w[i] != app[j])
+            return 0;
+        i++;
+        j++;
+    }
+    return j == an;
 }
 
 static void mode_client(const uint8_t *d, size_t n)
@@ -215,7 +238,7 @@ static void mode_client(const uint8_t *d, size_t n)
             abort();
         off += (size_t)r;
     }
-    if (k->n < len || !subsequence(app, len, k->wire, k->n))
+    if (!wire_ok(app, len, k->wire, k->n))
         abort();
     ldt__sniff_close(c, &fde);
     ldt__conn_free(c);
