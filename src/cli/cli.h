@@ -25,6 +25,8 @@ enum ldt__kind {
     LDT__KIND_CONSUMER = 5,
 };
 
+struct json_t; /* jansson's node type */
+
 /* One span as read from the file. Strings are owned by the span (NULL when absent) and have had
  * control characters replaced, so they are safe to print on a terminal. */
 struct ldt__span {
@@ -43,6 +45,10 @@ struct ldt__span {
     int http_code;    /* http.response.status_code, 0 when absent */
     uint64_t start_ns; /* wall clock, ns since the epoch */
     uint64_t end_ns;   /* >= start_ns (clamped when the file says otherwise) */
+    /* Everything else, for the HTML page's details (owned references, NULL when absent):
+     * attrs is [[key, text], ...] with every span attribute as text (arrays and maps as JSON);
+     * events is [{"name": s, "t_ns": offset from start_ns, "attrs": [[key, text], ...]}, ...]. */
+    struct json_t *attrs, *events;
 };
 
 /* Everything loaded from one or more files. */

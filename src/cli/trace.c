@@ -9,6 +9,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -120,6 +121,51 @@ static const char *attr_text(const json_t *attrs, const char *key, char *buf, si
     return NULL;
 }
 
+/* A KeyValue array as [[key, text], ...]; values without a text form (arrays, maps) as compact
+ * JSON. Returns a new reference, or NULL when attrs is not an array or memory ran out. */
+static json_t *attr_pairs(const json_t *attrs)
+{
+    json_t *out = json_is_array(attrs) ? json_array() : NULL;
+    size_t i;
+    const json_t *kv;
+    char buf[32];
+    json_array_foreach(attrs, i, kv)
+    {
+        const char *k = json_string_value(json_object_get(kv, "key"));
+        const json_t *val = json_object_get(kv, "value");
+        const char *v = any_text(val, buf, sizeof(buf));
+        char *dump = v || !val ? NULL : json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (k && out)
+            json_array_append_new(out, json_pack("[ss]", k, v ? v : dump ? dump : ""));
+        free(dump);
+    }
+    return out;
+}
+
+/* The events as [{"name", "t_ns" (from the span's start), "attrs"}]. NULL when there are none. */
+static json_t *event_list(const json_t *events, uint64_t start_ns)
+{
+    json_t *out = json_array_size(events) ? json_array() : NULL;
+    size_t i;
+    const json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        const char *name = json_string_value(json_object_get(ev, "name"));
+        uint64_t t = start_ns, d;
+        if (json_u64(json_object_get(ev, "timeUnixNano"), &t) < 0)
+            t = start_ns;
+        d = t >= start_ns ? t - start_ns : start_ns - t;
+        d = d > INT64_MAX ? INT64_MAX : d;
+        json_t *attrs = attr_pairs(json_object_get(ev, "attributes"));
+        json_t *e = json_pack("{sssIso}", "name", name ? name : "", "t_ns",
+                              (json_int_t)(t >= start_ns ? (int64_t)d : -(int64_t)d), "attrs",
+                              attrs ? attrs : json_array());
+        if (out && e)
+            json_array_append_new(out, e);
+    }
+    return out;
+}
+
 /* kind as an integer or as the enum's name ("SPAN_KIND_SERVER"); anything else is UNSPECIFIED. */
 static int parse_kind(const json_t *j)
 {
@@ -220,6 +266,8 @@ static void span_free(struct ldt__span *sp)
     free(sp->peer);
     free(sp->exception);
     free(sp->stacktrace);
+    json_decref(sp->attrs);
+    json_decref(sp->events);
     memset(sp, 0, sizeof(*sp));
 }
 
@@ -257,6 +305,10 @@ static int parse_span(struct ldt__span *sp, const json_t *js, const char *servic
         rc = parse_http_attrs(sp, json_object_get(js, "attributes"));
     if (rc == 0)
         rc = parse_exception(sp, json_object_get(js, "events"));
+    if (rc == 0) {
+        sp->attrs = attr_pairs(json_object_get(js, "attributes"));
+        sp->events = event_list(json_object_get(js, "events"), sp->start_ns);
+    }
     if (rc < 0)
         span_free(sp);
     return rc;
