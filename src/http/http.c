@@ -1108,15 +1108,73 @@ static int header_value(struct ldt_http_parser *p, const unsigned char *b, size_
     return header_end(p);
 }
 
-/* A header line we keep something of: its name b[j..c) is header id, its value ends at e. Returns
- * -1 only for an invalid Content-Length. */
+/* Copy the value b[v..e), trailing OWS trimmed, to dst[room] as copy_byte() and copy_end() do:
+ * returns the bytes kept; *trunc tells whether it did not fit. */
+static size_t copy_value(char *dst, size_t room, const unsigned char *b, size_t v, size_t e,
+                         int *trunc)
+{
+    size_t q = e, len, kept;
+
+    while (q > v && is_ows(b[q - 1]))
+        q--;
+    len = q - v;
+    kept = len < room ? len : room;
+    memcpy(dst, b + v, kept);
+    if (kept < room)
+        dst[kept] = '\0';
+    *trunc = len > room;
+    return kept;
+}
+
+/* A Content-Length value b[v..e) that is only digits and trailing OWS, as cl_byte() and
+ * cl_commit() take it. Returns 0 or -1 (a different value), or 1 when it is not that simple. */
+static int cl_value(struct ldt_http_parser *p, const unsigned char *b, size_t v, size_t e)
+{
+    struct ldt_http_msg *m = &p->msg;
+    uint64_t val = 0;
+    size_t d = v, q;
+
+    while (d < e && d - v < CL_DIGITS_MAX && is_digit(b[d]))
+        val = val * 10 + (b[d++] - '0');
+    for (q = d; q < e && is_ows(b[q]); q++)
+        continue;
+    if (d == v || q != e)
+        return 1;
+    if ((m->flags & LDT_HTTP_F_HAS_CL) && (uint64_t)m->content_length != val)
+        return -1;
+    m->content_length = (int64_t)val;
+    m->flags |= LDT_HTTP_F_HAS_CL;
+    return 0;
+}
+
+/* A header line we keep something of: its name b[j..c) is header id, its value ends at e. The
+ * same effects as name_apply(), the value bytes and header_end() in the byte-wise machine, taken
+ * directly for the usual headers. Returns -1 only for an invalid Content-Length. */
 static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, const unsigned char *b,
                                                  int id, size_t c, size_t e)
 {
+    struct ldt_http_msg *m = &p->msg;
     size_t v;
+    int trunc, rc;
 
     for (v = c + 1; v < e && is_ows(b[v]); v++)
         continue;
+    if (id == H_HOST && !(m->_pad & X_HOST)) {
+        m->_pad |= X_HOST;
+        m->host_len = (uint16_t)copy_value(m->host, LDT_HTTP_HOST_MAX, b, v, e, &trunc);
+        m->flags |= trunc ? LDT_HTTP_F_HOST_TRUNC : 0;
+        return 0;
+    }
+    if (id == H_TP && !(m->_pad & X_TP)) {
+        m->_pad |= X_TP;
+        if (v < e)
+            m->tp_off = p->pos + (uint32_t)v;
+        m->tp_len = (uint16_t)copy_value(m->tp, LDT_HTTP_TP_MAX, b, v, e, &trunc);
+        m->flags |= trunc ? LDT_HTTP_F_TP_TRUNC : 0;
+        return 0;
+    }
+    if (id == H_CL && (rc = cl_value(p, b, v, e)) <= 0)
+        return rc;
     name_apply(p, id);
     return header_value(p, b, v, e);
 }
