@@ -18,6 +18,7 @@ int ldt__mode;
 struct ldt_config ldt__cfg;
 _Atomic uint32_t ldt__fork_epoch;
 __thread int ldt__depth __attribute__((tls_model("initial-exec")));
+__thread int ldt__nested_fd __attribute__((tls_model("initial-exec")));
 __thread uint64_t ldt__io_end __attribute__((tls_model("initial-exec")));
 __thread uint64_t ldt__io_start __attribute__((tls_model("initial-exec")));
 
@@ -100,6 +101,7 @@ static void entry_clear(struct ldt__fd *e)
         ldt__conn_free(c);
     }
     e->cls = LDT__CLS_NONE;
+    e->tls = 0;
     e->calls = 0;
     e->bytes_in = e->bytes_out = 0;
 }

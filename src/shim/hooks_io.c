@@ -43,7 +43,8 @@ static inline ssize_t pass_count(struct ldt__fd *e, ssize_t n, uint64_t *counter
     return n;
 }
 
-#define PASS_ONLY(e) ((e)->cls == LDT__CLS_PASS && !(e)->conn)
+/* Bytes of a TLS connection are ciphertext here: the SSL_* hooks sniff the plaintext instead. */
+#define PASS_ONLY(e) (((e)->cls == LDT__CLS_PASS && !(e)->conn) || (e)->tls)
 #define UNPAREN(...) __VA_ARGS__
 
 /* A hook in two parts: the fast path (not a traced socket) is a tail call to libc with no frame of

@@ -297,3 +297,37 @@ ssize_t ldt__client_send(struct ldt__conn *c, const struct iovec *iov, int cnt, 
     errno = err;
     return n;
 }
+
+int ldt__client_plan(struct ldt__conn *c, const struct iovec *iov, int cnt, struct ldt__edit *ed,
+                     struct ldt__span **sp, char *rep)
+{
+    struct plan pl;
+    ldt__conn_lock(c);
+    if (c->dead)
+        pl.ned = 0;
+    else
+        plan(c, iov, cnt, &pl);
+    ldt__conn_unlock(c);
+    for (int i = 0; i < pl.ned; i++) {
+        ed[i] = pl.ed[i];
+        sp[i] = pl.sp[i];
+        if (pl.ed[i].ins == pl.rep[i]) {
+            memcpy(rep + 16 * i, pl.rep[i], 16);
+            ed[i].ins = rep + 16 * i;
+        }
+    }
+    return pl.ned;
+}
+
+void ldt__client_sent(struct ldt__conn *c, const struct ldt__edit *ed, struct ldt__span **sp,
+                      int placed, const struct iovec *iov, int cnt, ssize_t n)
+{
+    ldt__conn_lock(c);
+    for (int i = 0; i < placed; i++) {
+        sp[i]->injected = 1;
+        sp[i]->rec.flags |= ed[i].del ? LDT_SPAN_F_REPLACED : LDT_SPAN_F_INJECTED;
+    }
+    if (n > 0 && !c->dead)
+        ldt__sniff_feed_out(c, iov, cnt, (size_t)n);
+    ldt__conn_unlock(c);
+}

@@ -100,6 +100,9 @@ extern int ldt__mode;                   /* enum ldt__mode */
 extern struct ldt_config ldt__cfg;      /* read once by the constructor; tests fill it directly */
 extern _Atomic uint32_t ldt__fork_epoch; /* bumped in parent and child at every fork */
 extern __thread int ldt__depth __attribute__((tls_model("initial-exec")));
+/* The last fd a byte-moving hook saw while nested (depth > 0): how the SSL_* hooks learn the socket
+ * under an SSL object whose BIO is not a plain fd BIO (curl's). */
+extern __thread int ldt__nested_fd __attribute__((tls_model("initial-exec")));
 /* Monotonic time the current hook's real call returned (0 outside one): spans ending inside a hook
  * end then, not after our own work (a stack capture can take milliseconds). */
 extern __thread uint64_t ldt__io_end __attribute__((tls_model("initial-exec")));
@@ -146,7 +149,7 @@ struct ldt__fd {
     _Atomic uint8_t kind;   /* enum ldt__fd_kind */
     uint8_t cls;            /* enum ldt__fd_cls */
     uint8_t origin;         /* enum ldt__fd_origin */
-    uint8_t _pad;
+    uint8_t tls;            /* OpenSSL runs over it: sniffed in the SSL_* hooks, never here */
     uint32_t calls;         /* intercepted calls on this socket */
     uint64_t bytes_in;
     uint64_t bytes_out;
@@ -198,6 +201,37 @@ struct ldt__span {
     char blk[LDT__INJ_MAX]; /* client: the header lines we add */
 };
 
+#define LDT__EDITS_MAX 8
+
+/* One change to the app's byte stream: at app offset off, drop del app bytes and send ins[ins_len]
+ * in their place (an insertion has del 0; a parent-id replacement has del == ins_len == 16). */
+struct ldt__edit {
+    size_t off;
+    uint32_t del;
+    uint32_t ins_len;
+    const char *ins;
+};
+
+/* An app's SSL_write carrying our header lines, sent as pieces (app bytes, our lines, app bytes ..)
+ * with one real SSL_write each; see hooks_ssl.c for why and how a failed piece is resumed. */
+struct ldt__tls_piece {
+    const char *ins;        /* our bytes, NULL: app bytes at off */
+    size_t off, len;
+};
+
+struct ldt__tls_write {
+    uint8_t active;         /* a piece failed (WANT_WRITE ...): the app must call again */
+    uint8_t npieces, idx;   /* pieces, the one to write next */
+    uint8_t ned;
+    size_t done;            /* bytes of pieces[idx] already written (partial-write mode) */
+    const void *buf;        /* the app call being served */
+    size_t num;
+    struct ldt__tls_piece pc[2 * LDT__EDITS_MAX + 1];
+    struct ldt__span *sp[LDT__EDITS_MAX];
+    uint32_t del[LDT__EDITS_MAX];   /* the edits' del, for the span flags */
+    char rep[LDT__EDITS_MAX * 16];  /* replaced parent-ids (stable until written) */
+};
+
 struct ldt__conn {
     atomic_flag lock;
     uint8_t role;               /* enum ldt__role */
@@ -227,6 +261,7 @@ struct ldt__conn {
     uint8_t unix_len;
     char unix_path[LDT_SPAN_HOST_MAX];
     struct ldt__conn *next_free;
+    struct ldt__tls_write tlsw;     /* an SSL_write with our lines in it (hooks_ssl.c) */
 };
 
 /* Take a zeroed conn from the pool (mmapped chunks, never unmapped, so a stale pointer stays
@@ -296,16 +331,7 @@ void ldt__sniff_feed_out(struct ldt__conn *c, const struct iovec *iov, int cnt, 
 /* The real vectored send: returns bytes taken or -1 with errno, like writev(2). */
 typedef ssize_t (*ldt__sendv_fn)(void *ctx, const struct iovec *iov, int cnt);
 
-/* One change to the app's byte stream: at app offset off, drop del app bytes and send ins[ins_len]
- * in their place (an insertion has del 0; a parent-id replacement has del == ins_len == 16). */
-struct ldt__edit {
-    size_t off;
-    uint32_t del;
-    uint32_t ins_len;
-    const char *ins;
-};
 
-#define LDT__EDITS_MAX 8
 #define LDT__IOV_MAX 1024
 
 /* Send the app's bytes (iov, cnt) with the edits applied (sorted by off, within the app's bytes),
@@ -325,6 +351,17 @@ ssize_t ldt__inject_sendv(char *pend, uint16_t *pend_off, uint16_t *pend_len,
  * ldt__inject_sendv. Takes the conn lock around planning and the accounting, never around fn. */
 ssize_t ldt__client_send(struct ldt__conn *c, const struct iovec *iov, int cnt,
                          ldt__sendv_fn fn, void *ctx);
+
+/* The planning half of ldt__client_send, for writers that cannot take a vectored call (SSL_write):
+ * where our lines go in these app bytes. Fills ed[LDT__EDITS_MAX] and sp[LDT__EDITS_MAX] (the span
+ * of each edit); a replacement's 16 bytes are copied to rep (LDT__EDITS_MAX * 16 bytes, which the
+ * caller keeps until the bytes are sent). Returns the number of edits. Takes the conn lock. */
+int ldt__client_plan(struct ldt__conn *c, const struct iovec *iov, int cnt, struct ldt__edit *ed,
+                     struct ldt__span **sp, char *rep);
+
+/* The accounting half: the first `placed` edits are on the wire; n app bytes went out. */
+void ldt__client_sent(struct ldt__conn *c, const struct ldt__edit *ed, struct ldt__span **sp,
+                      int placed, const struct iovec *iov, int cnt, ssize_t n);
 
 /* Requests whose traceparent could not be placed or replaced because the spot was already sent. */
 extern _Atomic uint64_t ldt__inject_missed;
@@ -449,8 +486,12 @@ static inline struct ldt__fd *ldt__enter(int fd)
  * 0 means "maybe": the hook's out-of-line part calls ldt__enter (which probes unknown fds). */
 static inline int ldt__skip(int fd)
 {
-    if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON) || ldt__depth)
+    if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON))
         return 1;
+    if (ldt__depth) {
+        ldt__nested_fd = fd;
+        return 1;
+    }
     unsigned u = (unsigned)fd;
     if (LDT_UNLIKELY(u >= LDT__FD_CHUNK * LDT__FD_MAX_CHUNKS))
         return 1;
