@@ -1030,8 +1030,8 @@ static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
 
     for (int i = 0; i < 16; i++) {
         unsigned c = s[i];
-        int in = k == K_NAME    ? (cls[c] & C_TCHAR) && (lower(c) - 'a' < 26u || c == '-' ||
-                                                          is_digit(c))
+        int in = k == K_NAME
+                     ? (cls[c] & C_TCHAR) && (lower(c) - 'a' < 26u || c == '-' || is_digit(c))
                  : k == K_VALUE ? (cls[c] & C_FV) != 0
                                 : (cls[c] & C_TARGET) != 0;
         m |= (uint32_t)in << i;
@@ -1065,8 +1065,8 @@ static __attribute__((noinline)) size_t scan_tail(const unsigned char *b, size_t
 }
 
 /* The first byte of b[j..n) that is not in class k, or n. */
-static inline __attribute__((always_inline)) size_t scan(const unsigned char *b, size_t j,
-                                                         size_t n, enum scan_class k)
+static inline __attribute__((always_inline)) size_t scan(const unsigned char *b, size_t j, size_t n,
+                                                         enum scan_class k)
 {
     uint32_t out;
 
@@ -1173,6 +1173,20 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
         m->flags |= trunc ? LDT_HTTP_F_TP_TRUNC : 0;
         return 0;
     }
+    if (id == H_TS) {
+        /* Several tracestate lines are one list joined with ',' (RFC 9110 5.3). */
+        if (v < e && m->ts_len > 0) {
+            if (m->ts_len < LDT_HTTP_TS_MAX)
+                m->ts[m->ts_len++] = ',';
+            else
+                m->flags |= LDT_HTTP_F_TS_TRUNC;
+        }
+        m->ts_len =
+            (uint16_t)(m->ts_len +
+                       copy_value(m->ts + m->ts_len, LDT_HTTP_TS_MAX - m->ts_len, b, v, e, &trunc));
+        m->flags |= trunc ? LDT_HTTP_F_TS_TRUNC : 0;
+        return 0;
+    }
     if (id == H_CL && (rc = cl_value(p, b, v, e)) <= 0)
         return rc;
     name_apply(p, id);
@@ -1181,8 +1195,10 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
 
 /* The rest of a header line once its name b[j..c) and its end e are known, the LF at lf. A
  * skipped header needs nothing more: p->hdr_id is already H_NONE. */
-static inline size_t header_rest(struct ldt_http_parser *p, const unsigned char *b, size_t j,
-                                 size_t c, size_t e, size_t lf, int *rc)
+static inline __attribute__((always_inline)) size_t header_rest(struct ldt_http_parser *p,
+                                                                const unsigned char *b, size_t j,
+                                                                size_t c, size_t e, size_t lf,
+                                                                int *rc)
 {
     int id = name_id((const char *)b + j, c - j);
 
@@ -1192,9 +1208,8 @@ static inline size_t header_rest(struct ldt_http_parser *p, const unsigned char 
 }
 
 /* header_line() when fewer than 16 bytes are left in the buffer. */
-static __attribute__((noinline)) size_t header_line_short(struct ldt_http_parser *p,
-                                                          const unsigned char *b, size_t j,
-                                                          size_t n, int *rc)
+static __attribute__((noinline)) size_t
+header_line_short(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n, int *rc)
 {
     size_t c = scan(b, j, n, K_NAME), e, lf;
 
@@ -1269,11 +1284,11 @@ static enum ldt_http_method method_at(const unsigned char *s, size_t len)
 
     if (len < 3 || len > 7)
         return LDT_HTTP_M_OTHER;
-    m = len == 3 ? (t[0] == 'G' ? LDT_HTTP_M_GET : LDT_HTTP_M_PUT)
-      : len == 4 ? (t[0] == 'H' ? LDT_HTTP_M_HEAD : LDT_HTTP_M_POST)
-      : len == 5 ? (t[0] == 'T' ? LDT_HTTP_M_TRACE : LDT_HTTP_M_PATCH)
-      : len == 6 ? LDT_HTTP_M_DELETE
-                 : (t[0] == 'C' ? LDT_HTTP_M_CONNECT : LDT_HTTP_M_OPTIONS);
+    m = len == 3   ? (t[0] == 'G' ? LDT_HTTP_M_GET : LDT_HTTP_M_PUT)
+        : len == 4 ? (t[0] == 'H' ? LDT_HTTP_M_HEAD : LDT_HTTP_M_POST)
+        : len == 5 ? (t[0] == 'T' ? LDT_HTTP_M_TRACE : LDT_HTTP_M_PATCH)
+        : len == 6 ? LDT_HTTP_M_DELETE
+                   : (t[0] == 'C' ? LDT_HTTP_M_CONNECT : LDT_HTTP_M_OPTIONS);
     name = method_names[m];
     if (len == 3)
         return ((load32(t) ^ load32(name)) & 0xffffffu) == 0 ? m : LDT_HTTP_M_OTHER;
