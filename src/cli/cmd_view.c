@@ -490,6 +490,64 @@ static void wf_detail(struct line *l, const struct ldt__span *sp, const unsigned
     line_color(l, C_RESET);
 }
 
+#define STACK_FRAMES 4 /* frames of an exception's stack shown under its span */
+
+/* Copy the frame starting at *p (up to the end of its line) into buf with control characters
+ * replaced, and move *p to the next line. Returns 0 when there is no frame left. */
+static int next_frame(const char **p, char *buf, size_t cap)
+{
+    const char *s = *p;
+    while (*s == '\n' || *s == '\r' || *s == ' ' || *s == '\t')
+        s++;
+    if (!*s)
+        return 0;
+    size_t n = strcspn(s, "\r\n");
+    size_t k = n < cap - 1 ? n : cap - 1;
+    for (size_t i = 0; i < k; i++)
+        buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    buf[k] = '\0';
+    *p = s + n;
+    return 1;
+}
+
+/* One dimmed detail line under a span's row. Returns 0 or a negative errno. */
+static int wf_dim_line(struct line *l, FILE *out, const char *text, const unsigned char *last,
+                       size_t d, int has_children, struct wf_cols c)
+{
+    line_text(l, "  ", 2, 0);
+    wf_prefix(l, last, d, c.label / 2, 1, has_children);
+    line_color(l, C_DIM);
+    line_text(l, text, SIZE_MAX, 0);
+    line_color(l, C_RESET);
+    return line_flush(l, out);
+}
+
+/* The first STACK_FRAMES frames of the exception's stack, one per line, and how many more there
+ * are: the stack shows the code path that led to the error. Frames are printed as they are (the
+ * shim names the nearest exported symbol). Returns 0 or a negative errno. */
+static int wf_frames(struct line *l, FILE *out, const struct ldt__span *sp,
+                     const unsigned char *last, size_t d, int has_children, struct wf_cols c)
+{
+    char frame[512], buf[600];
+    const char *p = sp->stacktrace;
+    size_t shown = 0, more = 0;
+    int rc = 0;
+    while (p && rc == 0 && next_frame(&p, frame, sizeof(frame))) {
+        if (shown == STACK_FRAMES) {
+            more++;
+            continue;
+        }
+        shown++;
+        snprintf(buf, sizeof(buf), "  at %s", frame);
+        rc = wf_dim_line(l, out, buf, last, d, has_children, c);
+    }
+    if (more && rc == 0) {
+        snprintf(buf, sizeof(buf), "  ... %zu more frame%s", more, more == 1 ? "" : "s");
+        rc = wf_dim_line(l, out, buf, last, d, has_children, c);
+    }
+    return rc;
+}
+
 struct walk_item {
     size_t node, depth;
     int last; /* the last child of its parent (or the last root) */
@@ -521,6 +579,8 @@ static int wf_walk(struct line *l, FILE *out, const struct ldt__spans *s,
         if (sp->exception && rc == 0) {
             wf_detail(l, sp, last, it.depth, nkids != 0, c);
             rc = line_flush(l, out);
+            if (rc == 0)
+                rc = wf_frames(l, out, sp, last, it.depth, nkids != 0, c);
         }
         /* Push the children in reverse so the earliest comes out first. */
         size_t pos = top + nkids;

@@ -448,6 +448,60 @@ Test(view, colour_only_when_asked)
     ldt__spans_free(&s);
 }
 
+/* An error span whose stack has six frames, one with a control character and a blank line. */
+#define STACK_LINE                                                                                 \
+    LINE_OPEN "{" TID "," SID "," TIMES ",\"name\":\"GET /x\",\"kind\":2,\"status\":{\"code\":2},"  \
+              "\"attributes\":[{\"key\":\"url.path\",\"value\":{\"stringValue\":\"/x\"}},"         \
+              "{\"key\":\"tags\",\"value\":{\"arrayValue\":{\"values\":[]}}}],"                   \
+              "\"events\":[{\"name\":\"exception\",\"timeUnixNano\":\"2500\",\"attributes\":["     \
+              "{\"key\":\"exception.type\",\"value\":{\"stringValue\":\"E\"}},"                  \
+              "{\"key\":\"exception.stacktrace\",\"value\":{\"stringValue\":"                    \
+              "\"f0\\nf1\\u001b[31m\\n\\n  f2\\nf3\\nf4\\nf5\\n\"}}]}]}" LINE_CLOSE
+
+Test(view, error_span_shows_first_four_frames)
+{
+    struct ldt__spans s = {0};
+    struct ldt__traces t;
+    cr_assert_eq(load_text(&s, STACK_LINE), 1);
+    cr_assert_eq(ldt__traces_build(&s, &t), 0);
+    size_t len;
+    char *out = render(&s, &t, NULL, (struct ldt__view_opts){100, 0, 0}, &len);
+    free(out);
+    out = render(&s, &t, "0123456789abcdef", (struct ldt__view_opts){100, 0, 0}, &len);
+    cr_expect_not_null(strstr(out, "exception: E\n"), "%s", out);
+    cr_expect_not_null(strstr(out, "  at f0\n"), "%s", out);
+    cr_expect_not_null(strstr(out, "  at f1?[31m\n"), "control characters neutralised: %s", out);
+    cr_expect_not_null(strstr(out, "  at f2\n"), "leading blanks and empty lines skipped");
+    cr_expect_not_null(strstr(out, "  at f3\n"));
+    cr_expect_null(strstr(out, "at f4"), "only four frames");
+    cr_expect_not_null(strstr(out, "  ... 2 more frames\n"), "%s", out);
+    cr_expect_null(strchr(out, '\033'));
+    free(out);
+    out = render(&s, &t, "0123456789abcdef", (struct ldt__view_opts){100, 1, 1}, &len);
+    cr_expect_not_null(strstr(out, "\033[2m  at f0"), "frames dimmed on a colour terminal");
+    free(out);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
+}
+
+Test(loader, every_attribute_and_event_kept)
+{
+    struct ldt__spans s = {0};
+    cr_assert_eq(load_text(&s, STACK_LINE), 1);
+    json_t *a = s.v[0].attrs, *e = s.v[0].events;
+    cr_assert_eq(json_array_size(a), 2);
+    cr_expect_str_eq(json_string_value(json_array_get(json_array_get(a, 0), 0)), "url.path");
+    cr_expect_str_eq(json_string_value(json_array_get(json_array_get(a, 0), 1)), "/x");
+    cr_expect_str_eq(json_string_value(json_array_get(json_array_get(a, 1), 1)),
+                     "{\"arrayValue\":{\"values\":[]}}", "a value without text form as JSON");
+    cr_assert_eq(json_array_size(e), 1);
+    json_t *ev = json_array_get(e, 0);
+    cr_expect_str_eq(json_string_value(json_object_get(ev, "name")), "exception");
+    cr_expect_eq(json_integer_value(json_object_get(ev, "t_ns")), 1500, "offset from the start");
+    cr_expect_eq(json_array_size(json_object_get(ev, "attrs")), 2);
+    ldt__spans_free(&s);
+}
+
 /* ---- launcher helpers ---- */
 
 struct preload_case {
@@ -803,6 +857,59 @@ Test(html, hostile_names_cannot_close_the_script)
     free(page);
     ldt__traces_free(&t);
     ldt__spans_free(&s);
+}
+
+Test(html, graph_and_span_details_embedded)
+{
+    struct ldt__spans s;
+    struct ldt__traces t;
+    load_demo(&s, &t);
+    size_t len;
+    char *page = html_render(&s, &t, &len);
+    char *data = html_data(page);
+    json_t *j = json_loads(data, 0, NULL);
+    cr_assert_not_null(j);
+    json_t *g = json_object_get(j, "graph"), *n;
+    cr_assert_eq(json_array_size(json_object_get(g, "nodes")), 5, "one node per service");
+    cr_expect_eq(json_array_size(json_object_get(g, "edges")), 4);
+    size_t i, origins = 0;
+    json_array_foreach(json_object_get(g, "nodes"), i, n)
+    {
+        if (json_is_true(json_object_get(n, "origin"))) {
+            origins++;
+            cr_expect_str_eq(json_string_value(json_object_get(n, "name")), "payment");
+            cr_expect_eq(json_integer_value(json_object_get(n, "errors")), 4);
+        }
+    }
+    cr_expect_eq(origins, 1);
+    json_t *sp = json_array_get(json_object_get(json_array_get(json_object_get(j, "traces"), 0),
+                                                "spans"), 0);
+    cr_expect_eq(json_array_size(json_object_get(sp, "attrs")), 3, "every attribute");
+    cr_expect(json_is_array(json_object_get(sp, "events")));
+    cr_expect_null(strstr(page, "src="), "nothing fetched");
+    cr_expect_null(strstr(page, "<link"));
+    json_decref(j);
+    free(data);
+    free(page);
+    ldt__traces_free(&t);
+    ldt__spans_free(&s);
+}
+
+Test(html, empty_file_gives_a_page)
+{
+    struct ldt__spans s = {0};
+    struct ldt__traces t;
+    cr_assert_eq(ldt__traces_build(&s, &t), 0);
+    size_t len;
+    char *page = html_render(&s, &t, &len);
+    char *data = html_data(page);
+    json_t *j = json_loads(data, 0, NULL);
+    cr_assert_not_null(j);
+    cr_expect_eq(json_array_size(json_object_get(j, "traces")), 0);
+    cr_expect_eq(json_array_size(json_object_get(json_object_get(j, "graph"), "nodes")), 0);
+    json_decref(j);
+    free(data);
+    free(page);
 }
 
 Test(analyze, nested_retries_multiply_end_to_end)
