@@ -448,6 +448,76 @@ static const struct rule rules[] = {
      "CONNECT db:5432 h=db:5432 cl=5 [CL];D;T;E1", "CONNECT request has no body, then the tunnel"},
     {RQ, NULL, IN("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nHEAD /c HTTP/1.1\r\n\r\n"),
      "GET /a;D;GET /b;D;HEAD /c;D;E1", "pipelined requests in one buffer"},
+
+    /* whole-line fast path: its limits are cut by every split, so they must agree with the
+     * byte-wise machine */
+    {RQ, NULL,
+     IN("GET / HTTP/1.1\r\nX-A-Very-Long-Header-Name-Over-Thirty-Two: v\r\nHost: h\r\n\r\n"),
+     "GET / h=h;D;E1", "header name longer than 32 bytes"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX_Under.Dot~Tilde: v\r\nhost: h\r\n\r\n"), "GET / h=h;D;E1",
+     "rarer token characters in a name"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-Sep(: v\r\n\r\n"), "X1;E1", "separator in a name"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-\xc3\xa9: v\r\n\r\n"), "X1;E1", "obs-text in a name"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nX-Long-Name-Seventeen: v:w\r\n\r\n"), "GET /;D;E1",
+     "colon inside a value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nA: 0123456789abcdef0123456789abcdef0123456789\x01x\r\n\r\n"),
+     "X1;E1", "control byte in the third block of a value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nA: 0123456789\x80\xff\t 0123456789abcdef0123\r\n\r\n"),
+     "GET /;D;E1", "obs-text, HTAB and SP across blocks"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nA: b\n\r\n"), "GET /;D;E1", "LF line then CRLF end"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nA: b\r\r\n\r\n"), "X1;E1", "CR CR LF ending a header line"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nA:b\r\nB:\r\nC: \t \r\nHOST:\tx \r\n\r\n"), "GET / h=x;D;E1",
+     "no OWS, empty values, OWS-only value"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nHost: c\r\n\r\n"), "GET / h=a;D;E1",
+     "three Host lines"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nHost:\r\nHost: b\r\n\r\n"), "GET /;D;E1",
+     "an empty first Host still counts as the first"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\ntraceparent:\r\ntraceparent: " TP1 "\r\n\r\n"),
+     "GET / [TPM];D;E1", "an empty first traceparent still counts as the first"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\ntracestate: a=1\r\ntracestate: \r\ntracestate: b=2\r\n\r\n"),
+     "GET / ts=a=1,b=2;D;E1", "empty tracestate line between two"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\ncontent-length: 000000000000000003\r\n\r\nabc"),
+     "POST / cl=3 [CL];D;E1", "CL of 18 digits"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\ncontent-length: 0000000000000000003\r\n\r\nabc"), "X1;E1",
+     "CL of 19 digits"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 3\t\r\nContent-Length: 3,3\r\n\r\nabc"),
+     "POST / cl=3 [CL];D;E1", "CL with trailing HTAB, then a list"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 3x\r\n\r\nabc"), "X1;E1", "CL with a letter"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"), "X1;E1",
+     "two plain CL lines differ"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nConnection: CLOSE\r\n\r\n"), "GET / [CLOSE];D;E1",
+     "Connection token in upper case"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\nConnection: clo se\r\n\r\n"), "GET / [CLOSE];D;E1",
+     "OWS inside a list token is dropped (as the byte-wise machine does)"},
+    {RQ, NULL, IN("GET / HTTP/1.0\r\nConnection: keep-alive \r\n\r\n"), "GET / [10];D;E1",
+     "keep-alive with trailing OWS"},
+    {RQ, NULL,
+     IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n\r\n0\r\n\r\n"),
+     "POST / [CH];D;E1", "an empty TE list leaves chunked"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nTransfer-Encoding: chunkedx\r\n\r\n"), "X1;E1",
+     "TE token that only starts like chunked"},
+    {RQ, NULL, IN("POST / HTTP/1.1\r\nExpect: 100-CONTINUE\r\nContent-Length: 1\r\n\r\nx"),
+     "POST / cl=1 [CL,E100];D;E1", "Expect in upper case"},
+    {RQ, NULL, IN("ABCDEFGHIJKLMNOPQRSTUVWX / HTTP/1.1\r\n\r\n"), "_OTHER /;D;E1",
+     "method of 24 bytes"},
+    {RQ, NULL, IN("GET_X / HTTP/1.1\r\n\r\nPUT /p HTTP/1.1\r\n\r\nGETX / HTTP/1.1\r\n\r\n"),
+     "_OTHER /;D;PUT /p;D;_OTHER /;D;E1", "method tokens near the known ones"},
+    {RQ, NULL, IN("GET /0123456789abcde HTTP/1.1\r\n\r\nGET /0123456789abcdef HTTP/1.1\n\n"),
+     "GET /0123456789abcde;D;GET /0123456789abcdef;D;E1", "targets of 16 and 17 bytes"},
+    {RQ, NULL, IN("GET /a\x7f HTTP/1.1\r\n\r\n"), "X1;E1", "DEL in the target"},
+    {RQ, NULL, IN("GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n"), "GET /caf\xc3\xa9;D;E1",
+     "obs-text in the target"},
+    {RQ, NULL, IN("GET / HTTP/1.x\r\n\r\n"), "X1;E1", "version without a digit"},
+    {RQ, NULL, IN("GET / HTTP/1.1\r\r\n\r\n"), "X1;E1", "CR CR ending the request line"},
+    {RS, NULL, IN("HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n"), "200 cl=0 [CL];D;E1",
+     "empty reason phrase"},
+    {RS, NULL, IN("HTTP/1.1 200 O\tK \xc3\xa9\r\nContent-Length: 0\r\n\r\n"), "200 cl=0 [CL];D;E1",
+     "reason with HTAB and obs-text"},
+    {RS, NULL, IN("HTTP/1.1 200 OK\rX\nContent-Length: 0\r\n\r\n"), "X1;E1",
+     "bare CR in the reason"},
+    {RS, NULL, IN("HTTP/1.1 2000 OK\r\n\r\n"), "X1;E1", "four-digit status"},
+    {RS, NULL, IN("HTTP/1.1 200\nContent-Length: 0\n\n"), "200 cl=0 [CL];D;E1",
+     "LF-only status line without a reason"},
 };
 
 ParameterizedTestParameters(http_rules, table)
@@ -955,4 +1025,108 @@ Test(http_body, chunk_lines_and_trailers_are_bounded, .init = guard_init, .fini 
     run_bytes(&d, s, (size_t)n);
     cr_assert_str_eq(d.out, "POST / [CH];D;E1");
     free(s);
+}
+
+/* ---- the whole-line fast path and the byte-wise machine agree ---- */
+
+static int is_tchar_byte(unsigned c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20u) >= 'a' && (c | 0x20u) <= 'z') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", (int)c) != NULL);
+}
+
+static int is_value_byte(unsigned c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+/* s[n] fed whole (whole lines taken at once) and one byte at a time (the byte-wise machine) gives
+ * the same trace; that trace is returned (static). */
+static const char *agree(enum ldt_http_dir dir, const char *s, size_t n, const char *label)
+{
+    static struct drv whole, bytes;
+
+    drv_init(&whole, dir, NULL);
+    run_whole(&whole, s, n);
+    drv_init(&bytes, dir, NULL);
+    run_bytes(&bytes, s, n);
+    cr_assert_str_eq(whole.out, bytes.out, "%s", label);
+    return whole.out;
+}
+
+static const size_t at_places[] = {0, 1, 14, 15, 16, 17, 31, 32, 33};
+
+/* Every byte value at several places of a header name longer than 16 bytes: valid exactly when
+ * it is a token character (or a colon after the first byte, which just ends the name early). */
+Test(http_fast, every_byte_in_a_name, .init = guard_init, .fini = guard_fini)
+{
+    char s[256], label[64];
+    const char *name = "X-Some-Rather-Long-Name-Here-And-More";
+
+    for (size_t i = 0; i < sizeof(at_places) / sizeof(at_places[0]); i++) {
+        for (unsigned c = 0; c < 256; c++) {
+            size_t k = at_places[i];
+            int n = snprintf(s, sizeof(s), "GET / HTTP/1.1\r\n%s: v\r\nHost: h\r\n\r\n", name);
+            s[16 + k] = (char)c;
+            snprintf(label, sizeof(label), "byte %#x at %zu of a name", c, k);
+            int ok = is_tchar_byte(c) || (c == ':' && k > 0);
+            /* An LF first is the blank line: the rest is then not a request. */
+            const char *want = ok                    ? "GET / h=h;D;E1"
+                               : c == '\n' && k == 0 ? "GET /;D;X1;E1"
+                                                     : "X1;E1";
+            cr_assert_str_eq(agree(RQ, s, (size_t)n, label), want, "%s", label);
+        }
+    }
+}
+
+/* Every byte value at several places of a skipped value and of each kept one: valid exactly when
+ * it is allowed in a field value (so a NUL, bare CR, control or DEL is caught in skipped headers
+ * too), and the kept fields are the same on both paths. */
+Test(http_fast, every_byte_in_a_value, .init = guard_init, .fini = guard_fini)
+{
+    static const char *const names[] = {"X-Skipped",  "Host",       "traceparent",
+                                        "tracestate", "Connection", "Content-Length"};
+    char s[256], label[96];
+    const char *value = "0123456789abcdef0123456789abcdef01234567";
+
+    for (size_t h = 0; h < sizeof(names) / sizeof(names[0]); h++) {
+        for (size_t i = 0; i < sizeof(at_places) / sizeof(at_places[0]); i++) {
+            for (unsigned c = 0; c < 256; c++) {
+                size_t k = at_places[i];
+                int n = snprintf(s, sizeof(s), "GET / HTTP/1.1\r\n%s: %s\r\nA: b\r\n\r\n", names[h],
+                                 value);
+                s[16 + strlen(names[h]) + 2 + k] = (char)c;
+                snprintf(label, sizeof(label), "byte %#x at %zu of a %s value", c, k, names[h]);
+                const char *got = agree(RQ, s, (size_t)n, label);
+                if (!is_value_byte(c))
+                    cr_assert_str_eq(got, "X1;E1", "%s", label);
+                else if (h < 5)
+                    cr_assert_neq(got[0], 'X', "%s: %s", label, got);
+            }
+        }
+    }
+}
+
+/* The same message cut into pieces of every size from 1 to 40 bytes: the fast path sees lines
+ * cut at every place by the end of a buffer and hands them to the byte-wise machine. */
+Test(http_fast, pieces_of_every_size, .init = guard_init, .fini = guard_fini)
+{
+    static struct drv d;
+    static const char s[] = "POST /upload?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n"
+                            "User-Agent: curl/7.88.1\r\nAccept: */*\r\n"
+                            "traceparent: " TP1 "\r\ntracestate: a=1, b=2\r\n"
+                            "Connection: keep-alive\r\nContent-Length: 4\r\n\r\nbody"
+                            "GET /next HTTP/1.1\r\n\r\n";
+    const char *want =
+        "POST /upload?x=1 h=example.com:8080 cl=4 tp=" TP1 "@102 ts=a=1, b=2 [CL];D;GET /next;D;E1";
+    size_t n = sizeof(s) - 1, cuts[256];
+
+    for (size_t piece = 1; piece <= 40; piece++) {
+        size_t nc = 0;
+        for (size_t at = piece; at < n; at += piece)
+            cuts[nc++] = at;
+        drv_init(&d, RQ, NULL);
+        run_cuts(&d, s, n, cuts, nc);
+        cr_assert_str_eq(d.out, want, "pieces of %zu: %s", piece, d.out);
+    }
 }
