@@ -212,6 +212,12 @@ int ldt__find_sidecar(const char *exe, char *out, size_t cap);
 /* The exit status ldtrace run reports for a waitpid() status: the code, or 128 + signal number. */
 int ldt__run_exit_code(int wstatus);
 
+/* ---- demo (cmd_demo.c) ---- */
+
+/* The path of root/scripts/demo into out[cap] when it is an executable regular file. Returns 0,
+ * -ENOENT (no root, no such file, or not executable), -ENAMETOOLONG, or another stat() errno. */
+int ldt__demo_script(const char *root, char *out, size_t cap);
+
 /* ---- commands (argv[0] is the command name: "run", "stop", "view") ---- */
 
 int ldt__run_main(int argc, char **argv);
@@ -219,5 +225,6 @@ int ldt__stop_main(int argc, char **argv);
 int ldt__view_main(int argc, char **argv);
 int ldt__analyze_main(int argc, char **argv);
 int ldt__html_main(int argc, char **argv);
+int ldt__demo_main(int argc, char **argv); /* execs scripts/demo; returns only on failure */
 
 #endif

@@ -1,4 +1,4 @@
-/* main.c - the `ldtrace` command line: dispatches run / stop / view / analyze / html to cmd_*.c. */
+/* main.c - the `ldtrace` command line: run / stop / view / analyze / html / demo, in cmd_*.c. */
 #include "cli.h"
 
 #include <string.h>
@@ -14,7 +14,9 @@ static void usage(FILE *f)
                "  analyze FILE [--trace ID] [--format text|json|dot|mermaid]\n"
                "                     critical path, bottleneck, latency, error origin, retries\n"
                "  html FILE [-o OUT.html] [--trace ID]\n"
-               "                     write a self-contained HTML page (list + waterfall)\n"
+               "                     write a self-contained HTML page (list, waterfall, service\n"
+               "                     graph, span details)\n"
+               "  demo               run the one-command demo (scripts/demo of the source tree)\n"
                "  version            print the version\n");
 }
 
@@ -35,6 +37,8 @@ int main(int argc, char **argv)
         return ldt__analyze_main(argc - 1, argv + 1);
     if (strcmp(cmd, "html") == 0)
         return ldt__html_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "demo") == 0)
+        return ldt__demo_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("ldtrace %s\n", LDT_VERSION_STRING);
         return 0;

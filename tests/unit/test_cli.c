@@ -586,6 +586,32 @@ Test(run, finds_tools_in_build_tree_and_prefix)
     cr_expect_eq(system(cmd), 0);
 }
 
+Test(demo, finds_executable_script_in_source_root)
+{
+    char root[] = "/tmp/ldt-demo-XXXXXX", dir[64], script[96], out[128];
+    cr_assert_not_null(mkdtemp(root));
+    cr_expect_eq(ldt__demo_script(root, out, sizeof(out)), -ENOENT, "no scripts/ folder");
+    cr_expect_eq(ldt__demo_script("", out, sizeof(out)), -ENOENT, "no source root compiled in");
+    cr_expect_eq(ldt__demo_script(NULL, out, sizeof(out)), -ENOENT);
+    snprintf(dir, sizeof(dir), "%s/scripts", root);
+    snprintf(script, sizeof(script), "%s/demo", dir);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    cr_expect_eq(ldt__demo_script(root, out, sizeof(out)), -ENOENT, "no demo in scripts/");
+    FILE *f = fopen(script, "w");
+    cr_assert_not_null(f);
+    fputs("#!/bin/sh\nexit 0\n", f);
+    fclose(f);
+    chmod(script, 0600);
+    cr_expect_eq(ldt__demo_script(root, out, sizeof(out)), -ENOENT, "not executable");
+    chmod(script, 0700);
+    cr_expect_eq(ldt__demo_script(root, out, sizeof(out)), 0);
+    cr_expect_str_eq(out, script);
+    cr_expect_eq(ldt__demo_script(root, out, 8), -ENAMETOOLONG);
+    unlink(script);
+    rmdir(dir);
+    rmdir(root);
+}
+
 Test(run, exit_code_of_status)
 {
     for (int code = 0; code < 3; code++) {
