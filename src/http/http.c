@@ -1332,14 +1332,14 @@ static size_t request_line(struct ldt_http_parser *p, const unsigned char *b, si
     return lf + 1;
 }
 
-/* A whole status line at b[j..n): returns the offset past its LF, or j when it is left to the
- * byte-wise machine. */
+/* A whole status line at b[j..n) (none of it taken yet): returns the offset past its LF, or j when
+ * it is left to the byte-wise machine. */
 static size_t status_line(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n)
 {
     const unsigned char *s = b + j;
     size_t e = j + 12, lf;
 
-    if (n - j < 13 || !is_http1x(s) || s[8] != ' ' || !is_digit(s[9]) || !is_digit(s[10]) ||
+    if (p->tok != 0 || n - j < 13 || !is_http1x(s) || s[8] != ' ' || !is_digit(s[9]) || !is_digit(s[10]) ||
         !is_digit(s[11]))
         return j;
     unsigned st = (s[9] - '0') * 100u + (s[10] - '0') * 10u + (s[11] - '0');

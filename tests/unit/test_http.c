@@ -516,6 +516,10 @@ static const struct rule rules[] = {
     {RS, NULL, IN("HTTP/1.1 200 OK\rX\nContent-Length: 0\r\n\r\n"), "X1;E1",
      "bare CR in the reason"},
     {RS, NULL, IN("HTTP/1.1 2000 OK\r\n\r\n"), "X1;E1", "four-digit status"},
+    {RS, NULL, IN("HTTPHTTP/1.1 200 OK\r\n\r\n"), "X1;E1",
+     "a status line starting again after a few bytes (found by fuzz_http)"},
+    {RQ, NULL, IN("GGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"), "_OTHER /;D;GET /;D;E1",
+     "a request line taken from its first byte only"},
     {RS, NULL, IN("HTTP/1.1 200\nContent-Length: 0\n\n"), "200 cl=0 [CL];D;E1",
      "LF-only status line without a reason"},
 };
