@@ -40,6 +40,9 @@ static void connect_span(struct ldt__fd *e, const struct sockaddr *sa, socklen_t
     struct ldt__conn *c = NULL;
     if (rc != 0 && err == EINPROGRESS && (c = e->conn ? e->conn : ldt__conn_alloc()) == NULL)
         return;
+    if (!c && !e->conn && (e->conn = ldt__conn_alloc()) == NULL)
+        return;
+    ldt__ctx_bind(c ? c : e->conn);
     struct ldt__span tmp, *s = c ? &c->conn_span : &tmp;
     ldt__span_begin(s, LDT_SPAN_INTERNAL, &p);
     s->rec.op = LDT_OP_CONNECT;

@@ -197,6 +197,7 @@ struct ldt__span {
     uint8_t started;        /* server: response bytes written; client: request bytes written */
     uint8_t done_req;       /* client: request fully written */
     uint8_t injected;       /* client: our lines are placed (or decided not to be) */
+    uint8_t guess;          /* client: no parent was certain at begin; try the path at headers */
     uint16_t blk_len;       /* client: bytes of blk */
     char blk[LDT__INJ_MAX]; /* client: the header lines we add */
 };
@@ -240,6 +241,9 @@ struct ldt__conn {
     uint8_t connecting;         /* a non-blocking connect span is open */
     uint32_t epoch;             /* ldt__fork_epoch at the last I/O seen on it in this process */
     int32_t err;                /* last failing call's errno */
+    uint8_t bound;              /* bind_*: the request being served when this socket connected */
+    int16_t bind_slot;
+    uint64_t bind_serial;
     struct ldt_http_parser in;  /* bytes the app receives */
     struct ldt_http_parser out; /* bytes the app sends */
     uint64_t out_sent;          /* bytes of the current outbound message written so far */
@@ -409,6 +413,13 @@ void ldt__span_end(struct ldt__span *s, struct ldt__conn *c);
 /* Innermost open server span of this thread (or most recent inbound request read on it): 1 and *out
  * filled, or 0. */
 int ldt__ctx_current(struct ldt__ctx *out);
+
+/* Remember on c (a socket being connected) the request this thread is serving now, if certain:
+ * the first request written on c is that request's call (see the rule at the top of span.c). */
+void ldt__ctx_bind(struct ldt__conn *c);
+
+/* This thread read bytes of an HTTP message on c (evidence for the event-loop rule). */
+void ldt__ctx_note_read(const struct ldt__conn *c);
 
 /* The open server span whose inbound traceparent is exactly tp[len]: 1 and *out, or 0. */
 int ldt__ctx_served(const char *tp, size_t len, struct ldt__ctx *out);

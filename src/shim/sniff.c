@@ -482,6 +482,8 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
     /* The call is accounted to the span it served: one a request read creates (server, in) exists
      * only after feeding; one a response completes (everything else) only before. */
     int late = c->role == LDT__ROLE_SERVER && dir == LDT__IN;
+    if (dir == LDT__IN && n > 0)
+        ldt__ctx_note_read(c);
     if (!late)
         account(c, dir, n, err, io_ns);
     if (n > 0 && iov)

@@ -5,6 +5,26 @@
  * the in-process context: a registry of the server spans this process is serving (so a client span
  * written on another thread, or a forwarded traceparent, can find its parent) and a small
  * per-thread stack of the server spans opened on that thread.
+ *
+ * The parent of a CLIENT span (and of CONNECT/DNS spans): the rule, first match wins.
+ *   0. The request carries the exact traceparent of a request this process is serving (a proxy
+ *      forwarding it): that request (inject.c, ldt__ctx_served). Certain.
+ *   1. The socket was connected while rule 2 or 3 named a request: that request, for the first
+ *      request written on the socket (an event loop connects in the handler that read the inbound
+ *      request, and writes once the connect completed, many events later).
+ *   2. This thread has exactly one inbound request open: that one (thread-per-request servers;
+ *      an event loop with one request in flight).
+ *   3. Several are open on this thread (an event loop under concurrency): the newest, but only if
+ *      it is still the thread's latest news - no HTTP bytes were read on another connection since
+ *      its headers completed - so the write belongs to the callback that read it (nginx and node
+ *      write a reused upstream connection right in the handler).
+ *   4. Otherwise the evidence is ambiguous (a request queued for a free upstream socket, written
+ *      when another request's response arrived): when the request line is known, the one open
+ *      inbound request in the process with the same url.path, if exactly one (proxies forward
+ *      the path); else no parent at all (a new root), never a guess between several.
+ *   5. No request open on this thread: the only request open in the whole process, if exactly one
+ *      (a server that reads on one thread and calls out from another).
+ * Measured on tests/integration/test_matrix_eventloop (16 keep-alive clients): see the report.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -25,6 +45,7 @@ void (*ldt__span_sink)(const void *rec, size_t len);
 
 struct reg_slot {
     _Atomic uint64_t serial; /* 0 free, REG_BUSY being written, else the owner's serial */
+    uint64_t path_hash;      /* of the request's url.path (rule 4) */
     struct ldt__ctx ctx;     /* the server span as a parent */
     uint8_t tp_len;
     char tp[LDT_TP_LEN]; /* the inbound traceparent exactly as received (v00, 55 chars) */
@@ -36,7 +57,8 @@ static _Atomic uint32_t reg_hint;
 static _Atomic int reg_open;    /* server spans open in the process (registered) */
 
 /* Claim a slot and publish ctx in it. Returns the slot or -1 when the registry is full. */
-static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len, uint64_t *serial)
+static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len, uint64_t path_hash,
+                   uint64_t *serial)
 {
     uint32_t start = atomic_fetch_add_explicit(&reg_hint, 1, memory_order_relaxed);
     for (uint32_t i = 0; i < REG_SLOTS; i++) {
@@ -47,6 +69,7 @@ static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len, ui
             continue;
         memcpy(&r->ctx, ctx, offsetof(struct ldt__ctx, ts) + ctx->ts_len);
         r->ctx.ts[ctx->ts_len] = '\0';
+        r->path_hash = path_hash;
         r->tp_len = tp_len == LDT_TP_LEN ? LDT_TP_LEN : 0;
         if (r->tp_len)
             memcpy(r->tp, tp, LDT_TP_LEN);
@@ -108,6 +131,19 @@ struct stack_ent {
 
 static __thread struct stack_ent tstack[STACK_MAX] __attribute__((tls_model("initial-exec")));
 static __thread int tstack_n __attribute__((tls_model("initial-exec")));
+/* Rule 3's evidence: the serial of the newest request begun on this thread, its connection, and
+ * whether HTTP bytes were read on another connection since. */
+static __thread uint64_t t_newest __attribute__((tls_model("initial-exec")));
+static __thread const struct ldt__conn *t_newest_conn __attribute__((tls_model("initial-exec")));
+static __thread uint8_t t_other_read __attribute__((tls_model("initial-exec")));
+/* The last ldt__ctx_current found several requests open and named none (rule 4 may apply). */
+static __thread uint8_t t_ambiguous __attribute__((tls_model("initial-exec")));
+
+void ldt__ctx_note_read(const struct ldt__conn *c)
+{
+    if (c != t_newest_conn)
+        t_other_read = 1;
+}
 
 /* The newest entry is the innermost span (thread-per-request) or the most recent inbound request
  * read on this thread (event loops). Full: the oldest entry is forgotten. */
@@ -134,16 +170,79 @@ static int only_open(struct ldt__ctx *out)
     return 0;
 }
 
-int ldt__ctx_current(struct ldt__ctx *out)
+/* Is an entry below the top still open? */
+static int others_open(void)
 {
+    for (int i = tstack_n - 2; i >= 0; i--)
+        if (atomic_load_explicit(&reg[tstack[i].slot].serial, memory_order_relaxed) ==
+            tstack[i].serial)
+            return 1;
+    return 0;
+}
+
+/* Rules 2, 3 and 5 (top of this file); *ref names the registry entry found. */
+static int current(struct ldt__ctx *out, struct stack_ent *ref)
+{
+    t_ambiguous = 0;
     /* Entries whose span ended (on any thread) fail reg_copy and are popped on the way down. */
     while (tstack_n > 0) {
         struct stack_ent *t = &tstack[tstack_n - 1];
-        if (reg_copy(t->slot, t->serial, out))
+        if (reg_copy(t->slot, t->serial, out)) {
+            if (others_open() && (t->serial != t_newest || t_other_read)) {
+                t_ambiguous = 1;
+                return 0;
+            }
+            *ref = *t;
             return 1;
+        }
         tstack_n--;
     }
+    ref->slot = -1;
     return only_open(out);
+}
+
+int ldt__ctx_current(struct ldt__ctx *out)
+{
+    struct stack_ent ref;
+    return current(out, &ref);
+}
+
+void ldt__ctx_bind(struct ldt__conn *c)
+{
+    struct ldt__ctx p;
+    struct stack_ent ref;
+    c->bound = 0;
+    if (current(&p, &ref) && ref.slot >= 0) {
+        c->bound = 1;
+        c->bind_slot = (int16_t)ref.slot;
+        c->bind_serial = ref.serial;
+    }
+}
+
+/* FNV-1a of a url.path as recorded (query already dropped). */
+static uint64_t path_hash(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+    return h | 1; /* never 0: 0 marks "no path" */
+}
+
+/* Rule 4: the one open request in the process with this path hash; 0 when none or several. */
+static int by_path(uint64_t h, struct ldt__ctx *out)
+{
+    int found = -1;
+    uint64_t fs = 0;
+    for (int i = 0; i < REG_SLOTS; i++) {
+        uint64_t s = atomic_load_explicit(&reg[i].serial, memory_order_acquire);
+        if (s == 0 || s == REG_BUSY || reg[i].path_hash != h)
+            continue;
+        if (found >= 0)
+            return 0;
+        found = i;
+        fs = s;
+    }
+    return found >= 0 && reg_copy(found, fs, out);
 }
 
 /* ---- sampling -------------------------------------------------------------------------------- */
@@ -292,7 +391,6 @@ static void inbound_parent(const struct ldt_http_msg *m, struct ldt__ctx *p)
 void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const struct ldt_http_msg *m)
 {
     struct ldt__ctx p, me;
-    (void)c;
     inbound_parent(m, &p);
     ldt__span_begin(s, LDT_SPAN_SERVER, &p);
     if (p.valid)
@@ -308,9 +406,14 @@ void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const stru
     memcpy(me.ts, p.ts, p.ts_len);
     me.ts[p.ts_len] = '\0';
     /* Only an exact v00 value can be matched by a forwarding proxy (it re-sends it verbatim). */
-    s->reg = (int16_t)reg_add(&me, m->tp, p.valid ? m->tp_len : 0, &s->serial);
-    if (s->reg >= 0)
+    s->reg = (int16_t)reg_add(&me, m->tp, p.valid ? m->tp_len : 0,
+                              path_hash(s->rec.path, s->rec.path_len), &s->serial);
+    if (s->reg >= 0) {
         stack_push(s->reg, s->serial);
+        t_newest = s->serial;
+        t_newest_conn = c;
+        t_other_read = 0;
+    }
 }
 
 /* "traceparent: 00-<trace>-<span>-<flags>\r\n", and "tracestate: <ts>\r\n" if the parent had one */
@@ -344,13 +447,36 @@ static void build_block(struct ldt__span *s, const struct ldt__ctx *parent)
 void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c)
 {
     struct ldt__ctx p;
-    (void)c;
-    int have = ldt__ctx_current(&p);
+    int have = 0;
+    s->guess = 0;
+    if (c && c->bound) { /* rule 1 */
+        c->bound = 0;
+        have = reg_copy(c->bind_slot, c->bind_serial, &p);
+    }
+    if (!have) {
+        have = ldt__ctx_current(&p);
+        s->guess = !have && t_ambiguous;
+    }
     ldt__span_begin(s, LDT_SPAN_CLIENT, have ? &p : NULL);
     build_block(s, have ? &p : NULL);
     s->injected = 0;
     s->started = 0;
     s->done_req = 0;
+}
+
+/* Rule 4: a client span begun without a certain parent takes the one open request with its path
+ * (its lines are not placed yet, so the block is rebuilt under the new parent). */
+static void adopt_by_path(struct ldt__span *s)
+{
+    struct ldt__ctx p;
+    if (!by_path(path_hash(s->rec.path, s->rec.path_len), &p))
+        return;
+    memcpy(s->rec.trace_id, p.trace_id, 16);
+    memcpy(s->rec.parent_id, p.span_id, 8);
+    s->sampled = (uint8_t)ldt__sample(&p, s->rec.trace_id);
+    s->rec.trace_flags = (uint8_t)((p.flags & LDT_TC_FLAGS_KNOWN & ~LDT_TC_FLAG_SAMPLED) |
+                                   (s->sampled ? LDT_TC_FLAG_SAMPLED : 0));
+    build_block(s, &p);
 }
 
 void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m)
@@ -359,6 +485,9 @@ void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m)
     struct ldt_tc tc;
     set_request(&s->rec, m);
     set_host(&s->rec, m->host, m->host_len, (m->flags & LDT_HTTP_F_HOST_TRUNC) != 0);
+    if (s->guess && !s->injected && !m->tp_len)
+        adopt_by_path(s);
+    s->guess = 0;
     if (!m->tp_len || s->injected)
         return;
     if (ldt__ctx_served(m->tp, m->tp_len, &p)) {

@@ -285,3 +285,79 @@ Test(span_internal, child_of_the_current_request, .init = setup)
     cr_assert(memcmp(recs[0].trace_id, cur.trace_id, 16) == 0);
     cr_assert_eq(recs[0].host_len, 10);
 }
+
+/* ---- event loops: the rule at the top of span.c ---- */
+
+/* A client span begun on conn cc, with its request line parsed from req. */
+static void client_for(struct ldt__span *s, struct ldt__conn *cc, const char *req)
+{
+    struct ldt_http_parser p;
+    ldt_http_init(&p, LDT_HTTP_REQUEST);
+    ldt__span_client_begin(s, cc);
+    ssize_t r = ldt_http_feed(&p, req, strlen(req));
+    cr_assert(r > 0 && p.ev == LDT_HTTP_EV_HEADERS, "request did not parse");
+    ldt__span_client_headers(s, &p.msg);
+}
+
+static const struct ldt_span_rec *srv_rec(struct ldt__conn *c)
+{
+    return &c->srv[c->srv_head].rec;
+}
+
+Test(span_eventloop, newest_request_is_current_until_another_connection_is_read, .init = setup)
+{
+    struct ldt__conn *a = serve("GET /a HTTP/1.1\r\n\r\n");
+    struct ldt__conn *b = serve("GET /b HTTP/1.1\r\n\r\n");
+    struct ldt__ctx cur;
+    cr_assert(ldt__ctx_current(&cur), "b was just read: its handler is running");
+    cr_assert(memcmp(cur.span_id, srv_rec(b)->span_id, 8) == 0);
+    ldt__ctx_note_read(b);
+    cr_assert(ldt__ctx_current(&cur), "more bytes of b itself change nothing");
+    ldt__ctx_note_read(a);
+    cr_assert_not(ldt__ctx_current(&cur), "two open and another connection read since: no guess");
+}
+
+Test(span_eventloop, ambiguous_client_takes_the_one_open_request_with_its_path, .init = setup)
+{
+    struct ldt__conn *a = serve("GET /acc/0/1 HTTP/1.1\r\n\r\n");
+    serve("GET /acc/0/2 HTTP/1.1\r\n\r\n");
+    ldt__ctx_note_read(a);
+    struct ldt__conn cc;
+    memset(&cc, 0, sizeof cc);
+    struct ldt__span s;
+    client_for(&s, &cc, "GET /acc/0/1 HTTP/1.1\r\nHost: up\r\n\r\n");
+    cr_assert(memcmp(s.rec.parent_id, srv_rec(a)->span_id, 8) == 0, "not the request of its path");
+    cr_assert(memcmp(s.rec.trace_id, srv_rec(a)->trace_id, 16) == 0);
+    char hex[33];
+    ldt_hex_encode(srv_rec(a)->trace_id, 16, hex);
+    cr_assert(memmem(s.blk, s.blk_len, hex, 32), "the injected line is not in a's trace");
+}
+
+Test(span_eventloop, two_open_requests_with_the_same_path_give_no_parent, .init = setup)
+{
+    struct ldt__conn *a = serve("GET /same HTTP/1.1\r\n\r\n");
+    struct ldt__conn *b = serve("GET /same HTTP/1.1\r\n\r\n");
+    ldt__ctx_note_read(a);
+    struct ldt__conn cc;
+    memset(&cc, 0, sizeof cc);
+    struct ldt__span s;
+    client_for(&s, &cc, "GET /same HTTP/1.1\r\nHost: up\r\n\r\n");
+    static const uint8_t zero[8];
+    cr_assert(memcmp(s.rec.parent_id, zero, 8) == 0, "a guess between two requests");
+    cr_assert(memcmp(s.rec.trace_id, srv_rec(a)->trace_id, 16) != 0);
+    cr_assert(memcmp(s.rec.trace_id, srv_rec(b)->trace_id, 16) != 0);
+}
+
+Test(span_eventloop, socket_connected_for_a_request_carries_its_first_call, .init = setup)
+{
+    struct ldt__conn *a = serve("GET /a HTTP/1.1\r\n\r\n");
+    struct ldt__conn cc;
+    memset(&cc, 0, sizeof cc);
+    ldt__ctx_bind(&cc);
+    cr_assert(cc.bound, "connected in a's handler");
+    serve("GET /b HTTP/1.1\r\n\r\n"); /* the connect completes after b was read */
+    struct ldt__span s;
+    client_for(&s, &cc, "GET /other HTTP/1.1\r\nHost: up\r\n\r\n");
+    cr_assert(memcmp(s.rec.parent_id, srv_rec(a)->span_id, 8) == 0, "not the connecting request");
+    cr_assert_not(cc.bound, "only the first request on the socket");
+}
