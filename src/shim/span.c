@@ -45,7 +45,7 @@ void (*ldt__span_sink)(const void *rec, size_t len);
 
 struct reg_slot {
     _Atomic uint64_t serial; /* 0 free, REG_BUSY being written, else the owner's serial */
-    uint64_t path_hash;      /* of the request's url.path (rule 4) */
+    const struct ldt__span *span; /* the server span itself: its url.path for rule 4 */
     struct ldt__ctx ctx;     /* the server span as a parent */
     uint8_t tp_len;
     char tp[LDT_TP_LEN]; /* the inbound traceparent exactly as received (v00, 55 chars) */
@@ -57,8 +57,8 @@ static _Atomic uint32_t reg_hint;
 static _Atomic int reg_open;    /* server spans open in the process (registered) */
 
 /* Claim a slot and publish ctx in it. Returns the slot or -1 when the registry is full. */
-static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len, uint64_t path_hash,
-                   uint64_t *serial)
+static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len,
+                   const struct ldt__span *span, uint64_t *serial)
 {
     uint32_t start = atomic_fetch_add_explicit(&reg_hint, 1, memory_order_relaxed);
     for (uint32_t i = 0; i < REG_SLOTS; i++) {
@@ -69,7 +69,7 @@ static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len, ui
             continue;
         memcpy(&r->ctx, ctx, offsetof(struct ldt__ctx, ts) + ctx->ts_len);
         r->ctx.ts[ctx->ts_len] = '\0';
-        r->path_hash = path_hash;
+        r->span = span;
         r->tp_len = tp_len == LDT_TP_LEN ? LDT_TP_LEN : 0;
         if (r->tp_len)
             memcpy(r->tp, tp, LDT_TP_LEN);
@@ -219,23 +219,21 @@ void ldt__ctx_bind(struct ldt__conn *c)
     }
 }
 
-/* FNV-1a of a url.path as recorded (query already dropped). */
-static uint64_t path_hash(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
-    return h | 1; /* never 0: 0 marks "no path" */
-}
-
-/* Rule 4: the one open request in the process with this path hash; 0 when none or several. */
-static int by_path(uint64_t h, struct ldt__ctx *out)
+/* Rule 4: the one open request in the process whose url.path is path[n]; 0 when none or several.
+ * The path is read from the server span itself (conns are never unmapped), then the slot's serial
+ * is checked again: a span that ended and was reused meanwhile does not count. */
+static int by_path(const char *path, size_t n, struct ldt__ctx *out)
 {
     int found = -1;
     uint64_t fs = 0;
     for (int i = 0; i < REG_SLOTS; i++) {
         uint64_t s = atomic_load_explicit(&reg[i].serial, memory_order_acquire);
-        if (s == 0 || s == REG_BUSY || reg[i].path_hash != h)
+        const struct ldt__span *sp = reg[i].span;
+        if (s == 0 || s == REG_BUSY || !sp || sp->rec.path_len != n ||
+            memcmp(sp->rec.path, path, n) != 0)
+            continue;
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&reg[i].serial, memory_order_relaxed) != s)
             continue;
         if (found >= 0)
             return 0;
@@ -406,8 +404,7 @@ void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const stru
     memcpy(me.ts, p.ts, p.ts_len);
     me.ts[p.ts_len] = '\0';
     /* Only an exact v00 value can be matched by a forwarding proxy (it re-sends it verbatim). */
-    s->reg = (int16_t)reg_add(&me, m->tp, p.valid ? m->tp_len : 0,
-                              path_hash(s->rec.path, s->rec.path_len), &s->serial);
+    s->reg = (int16_t)reg_add(&me, m->tp, p.valid ? m->tp_len : 0, s, &s->serial);
     if (s->reg >= 0) {
         stack_push(s->reg, s->serial);
         t_newest = s->serial;
@@ -469,7 +466,7 @@ void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c)
 static void adopt_by_path(struct ldt__span *s)
 {
     struct ldt__ctx p;
-    if (!by_path(path_hash(s->rec.path, s->rec.path_len), &p))
+    if (!by_path(s->rec.path, s->rec.path_len, &p))
         return;
     memcpy(s->rec.trace_id, p.trace_id, 16);
     memcpy(s->rec.parent_id, p.span_id, 8);
