@@ -15,4 +15,8 @@ server.keepAliveTimeout = 60000;
 server.listen(0, '127.0.0.1', () => {
   fs.writeFileSync(process.argv[2], String(server.address().port) + '\n');
 });
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+// SIGTERM: stop listening, let otel.js (when preloaded) flush its spans, then exit.
+process.on('SIGTERM', () => {
+  server.close();
+  Promise.resolve(global.benchShutdown && global.benchShutdown()).finally(() => process.exit(0));
+});
