@@ -170,12 +170,18 @@ static void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt
     errno = err;
 }
 
+/* A classified server-role connection with no connect pending: its sends never need the injector
+ * (the common case of a traced server, decided without a call). */
+#define SERVING(e) \
+    ((e)->cls == LDT__CLS_HTTP && (e)->conn && (e)->conn->role == LDT__ROLE_SERVER && \
+     !(e)->conn->connecting)
+
 /* The traced part of a send: through the injector on a client-role HTTP connection. */
 #define OUT_BODY(call, fd, iov, cnt, ...) \
     if (PASS_ONLY(e)) \
         return pass_count(e, call, &e->bytes_out); \
     struct out_call o = {fd, __VA_ARGS__}; \
-    if (ldt__sniff_wants_inject(fd, e, iov, cnt)) \
+    if (!SERVING(e) && ldt__sniff_wants_inject(fd, e, iov, cnt)) \
         return out_inject(e, &o, iov, cnt); \
     uint64_t t0 = ldt_clock_mono_ns(); \
     ssize_t n = call; \
