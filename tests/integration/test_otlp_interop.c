@@ -28,8 +28,8 @@
 #include "itest.h"
 
 #define NODE "/usr/bin/node"
-#define SDK_SERVICE "sdk-node"       /* service.name in the SDK's resource */
-#define SDK_SHIM_SERVICE "sdk-shim"  /* OTEL_SERVICE_NAME the shim uses in the node process */
+#define SDK_SERVICE "sdk-node"      /* service.name in the SDK's resource */
+#define SDK_SHIM_SERVICE "sdk-shim" /* OTEL_SERVICE_NAME the shim uses in the node process */
 
 /* The processes of one run and where they write. */
 struct chain {
@@ -145,7 +145,7 @@ static void start_chain(struct chain *c, int node_traced)
                         c->node_port);
 }
 
-/* One GET /interop by the traced root client through the chain; its output is the backend's echo. */
+/* One GET /interop by the traced root client through the chain; it prints the backend's echo. */
 static void run_client(const struct chain *c)
 {
     char url[64];
@@ -173,8 +173,8 @@ static void stop_chain(struct chain *c)
     itest_stop(c->rx);
 }
 
-/* Every request the receiver got was valid and accepted (both exporters' output passed its OTLP/JSON
- * checks); returns how many requests came. */
+/* Every request the receiver got was valid and accepted (both exporters' output passed its
+ * OTLP/JSON checks); returns how many requests came. */
 static int receiver_all_valid(const struct chain *c)
 {
     FILE *f = fopen(c->rx_log, "r");
@@ -252,6 +252,8 @@ static void check_links(const struct roles *r)
     cr_expect_str_eq(r->client->parent_id, "", "the root client's span has a parent");
     expect_parent(r->proxy_srv, r->client, "client CLIENT -> proxy SERVER");
     expect_parent(r->proxy_cli, r->proxy_srv, "proxy SERVER -> proxy CLIENT");
+    cr_expect_not_null(json_object_get(r->proxy_cli->attrs, "ldtrace.injected"),
+                       "the proxy's request went out without our traceparent");
     expect_parent(r->sdk_srv, r->proxy_cli, "shim CLIENT (proxy) -> SDK SERVER");
     expect_parent(r->sdk_cli, r->sdk_srv, "SDK SERVER -> SDK CLIENT");
     expect_parent(r->backend, r->sdk_cli, "SDK CLIENT -> shim SERVER (backend)");
@@ -342,9 +344,10 @@ static void check_untouched(const struct itest_spans *sp, const struct roles *r)
         const struct itest_span *s = &sp->v[i];
         if (strcmp(s->service, SDK_SHIM_SERVICE) != 0 || strcmp(s->trace_id, r->client->trace_id))
             continue;
-        cr_expect_null(json_object_get(s->attrs, "ldtrace.injected"), "the shim injected into %s", s->name);
-        cr_expect_null(json_object_get(s->attrs, "ldtrace.replaced"), "the shim rewrote %s's traceparent",
+        cr_expect_null(json_object_get(s->attrs, "ldtrace.injected"), "the shim injected into %s",
                        s->name);
+        cr_expect_null(json_object_get(s->attrs, "ldtrace.replaced"),
+                       "the shim rewrote %s's traceparent", s->name);
     }
 }
 

@@ -1,9 +1,10 @@
-// interop_relay.js - an OTLP/HTTP relay between the Node SDK's exporter and otlp_receiver.py: the
-// SDK streams its request body (Transfer-Encoding: chunked), the receiver reads Content-Length only,
-// so each POST is read whole and passed on with a Content-Length; the receiver's status and body are
-// passed back. One rewrite: the SDK writes AnyValue.intValue as a JSON number, which the protobuf
-// JSON mapping accepts on input but the receiver does not (it wants the canonical decimal string),
-// so integer intValues become strings. Nothing else changes (ids, times, kinds, parents).
+// interop_relay.js - an OTLP/HTTP relay between the Node SDK's exporter and otlp_receiver.py:
+// the SDK streams its request body (Transfer-Encoding: chunked), the receiver reads Content-Length
+// only, so each POST is read whole and passed on with a Content-Length; the receiver's status and
+// body are passed back. One rewrite: the SDK writes AnyValue.intValue as a JSON number, which
+// the protobuf JSON mapping accepts on input but the receiver does not (it wants the canonical
+// decimal string), so integer intValues become strings. Nothing else changes (ids, times, kinds,
+// parents).
 //
 // Usage: node interop_relay.js PORT_FILE RECEIVER_PORT. Listens on a free port of 127.0.0.1 and
 // writes it to PORT_FILE (through a rename, so a reader never sees it half written). Never traced.
@@ -53,7 +54,8 @@ const server = http.createServer((req, res) => {
       up.on('data', (c) => got.push(c));
       up.on('end', () => {
         const b = Buffer.concat(got);
-        res.writeHead(up.statusCode, { 'Content-Type': 'application/json', 'Content-Length': b.length });
+        res.writeHead(up.statusCode,
+          { 'Content-Type': 'application/json', 'Content-Length': b.length });
         res.end(b);
       });
     });

@@ -1,6 +1,6 @@
-// interop_service.js - a Node.js service instrumented with the OpenTelemetry SDK (NodeTracerProvider,
-// BatchSpanProcessor + OTLPTraceExporter over HTTP/JSON, HttpInstrumentation), placed in a chain with
-// shim-traced services by test_otlp_interop.c.
+// interop_service.js - a Node.js service instrumented with the OpenTelemetry SDK
+// (NodeTracerProvider, BatchSpanProcessor + OTLPTraceExporter over HTTP/JSON, HttpInstrumentation),
+// placed in a chain with shim-traced services by test_otlp_interop.c.
 //
 // Usage: node interop_service.js PORT UPSTREAM_PORT OTLP_TRACES_URL SERVICE_NAME
 // Every request is forwarded to 127.0.0.1:UPSTREAM_PORT (same method and path, a new connection,
