@@ -999,12 +999,14 @@ static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
     __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s), good;
 
     if (k == K_NAME) {
-        /* Signed compares: obs-text bytes are negative, so in no range. */
-        __m128i lo = _mm_or_si128(x, _mm_set1_epi8(0x20));
-        __m128i alpha = _mm_and_si128(_mm_cmpgt_epi8(lo, _mm_set1_epi8('a' - 1)),
-                                      _mm_cmpgt_epi8(_mm_set1_epi8('z' + 1), lo));
-        __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
-                                      _mm_cmpgt_epi8(_mm_set1_epi8('9' + 1), x));
+        /* A range [lo, lo + w) in one signed compare: adding 0x80 - lo moves it to the bottom
+         * of the signed bytes. Letters are folded with 0x20 first (only letters fold into a-z);
+         * digits are not (controls would fold into them). */
+        __m128i lc = _mm_or_si128(x, _mm_set1_epi8(0x20));
+        __m128i alpha = _mm_cmplt_epi8(_mm_add_epi8(lc, _mm_set1_epi8((char)(0x80 - 'a'))),
+                                       _mm_set1_epi8((char)(0x80 + 26)));
+        __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(x, _mm_set1_epi8((char)(0x80 - '0'))),
+                                       _mm_set1_epi8((char)(0x80 + 10)));
         good = _mm_or_si128(_mm_or_si128(alpha, digit), _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
     } else {
         /* Unsigned x >= lowest, and not DEL; values also allow HTAB. */
@@ -1251,6 +1253,22 @@ static size_t header_lines(struct ldt_http_parser *p, const unsigned char *b, si
 {
     size_t k, lf;
 
+    /* The usual line, tight: 16 bytes readable, a name of letters, digits and '-' shorter than
+     * 16 bytes ending in the colon, the line complete in the buffer. */
+    while (j + 16 <= n && b[j] != '\r' && b[j] != '\n') {
+        uint32_t nm, fv;
+        masks16(b + j, &nm, &fv);
+        size_t c = j + (size_t)__builtin_ctz(~nm | 0x10000u), e;
+        if (c == j || c == j + 16 || b[c] != ':')
+            break;
+        e = fv != 0xffffu ? j + (size_t)__builtin_ctz(~fv) : scan(b, j + 16, n, K_VALUE);
+        if ((lf = line_end(b, e, n)) == 0)
+            return j;
+        int id = name_id((const char *)b + j, c - j);
+        j = lf + 1;
+        if (id != H_NONE && (*rc = header_keep(p, b, id, c, e)) < 0)
+            return j;
+    }
     while (j < n) {
         if (b[j] == '\r' || b[j] == '\n') {
             if ((lf = line_end(b, j, n)) == 0)
@@ -1339,8 +1357,8 @@ static size_t status_line(struct ldt_http_parser *p, const unsigned char *b, siz
     const unsigned char *s = b + j;
     size_t e = j + 12, lf;
 
-    if (p->tok != 0 || n - j < 13 || !is_http1x(s) || s[8] != ' ' || !is_digit(s[9]) || !is_digit(s[10]) ||
-        !is_digit(s[11]))
+    if (p->tok != 0 || n - j < 13 || !is_http1x(s) || s[8] != ' ' || !is_digit(s[9]) ||
+        !is_digit(s[10]) || !is_digit(s[11]))
         return j;
     unsigned st = (s[9] - '0') * 100u + (s[10] - '0') * 10u + (s[11] - '0');
     if (st < 100)
