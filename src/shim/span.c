@@ -292,7 +292,8 @@ static _Atomic uint64_t wall_at; /* mono time of the last refresh, 0: never */
 uint64_t ldt__wall_of(uint64_t mono)
 {
     uint64_t at = atomic_load_explicit(&wall_at, memory_order_relaxed);
-    if (LDT_UNLIKELY(at == 0 || mono - at > 1000000000u)) {
+    /* Signed: a time read before the last refresh (another thread's) is no reason to refresh. */
+    if (LDT_UNLIKELY(at == 0 || (int64_t)(mono - at) > 1000000000)) {
         uint64_t w = ldt_clock_wall_ns(), m = ldt_clock_mono_ns();
         atomic_store_explicit(&wall_off, (int64_t)(w - m), memory_order_relaxed);
         atomic_store_explicit(&wall_at, m, memory_order_relaxed);

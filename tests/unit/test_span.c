@@ -361,3 +361,38 @@ Test(span_eventloop, socket_connected_for_a_request_carries_its_first_call, .ini
     cr_assert(memcmp(s.rec.parent_id, srv_rec(a)->span_id, 8) == 0, "not the connecting request");
     cr_assert_not(cc.bound, "only the first request on the socket");
 }
+
+/* ---- end times ---- */
+
+Test(span_timing, server_span_ends_when_the_completing_write_was_entered, .init = setup)
+{
+    struct ldt__conn *c = serve("GET /t HTTP/1.1\r\n\r\n");
+    uint64_t start = c->srv[c->srv_head].start_mono;
+    ldt__io_start = start + 1000;    /* the app entered its write */
+    ldt__io_end = start + 16000000;  /* ... and got it back 16 ms later (preempted) */
+    respond(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    ldt__io_start = 0;
+    cr_assert_eq(nrecs, 1);
+    cr_assert_eq(recs[0].dur_ns, 1000, "ended at %llu, not when the write was entered",
+                 (unsigned long long)recs[0].dur_ns);
+}
+
+Test(span_timing, client_span_ends_when_the_last_read_returned, .init = setup)
+{
+    struct ldt__span s;
+    ldt__span_begin(&s, LDT_SPAN_CLIENT, NULL);
+    ldt__io_start = s.start_mono + 1000;
+    ldt__io_end = s.start_mono + 7000;
+    ldt__span_end(&s, NULL);
+    ldt__io_start = ldt__io_end = 0;
+    cr_assert_eq(nrecs, 1);
+    cr_assert_eq(recs[0].dur_ns, 7000);
+}
+
+Test(span_timing, wall_clock_start_follows_the_monotonic_one, .init = setup)
+{
+    uint64_t m = ldt_clock_mono_ns(), w = ldt_clock_wall_ns();
+    uint64_t d = ldt__wall_of(m) > w ? ldt__wall_of(m) - w : w - ldt__wall_of(m);
+    cr_assert_lt(d, 5000000, "wall from mono is %llu ns off", (unsigned long long)d);
+    cr_assert_eq(ldt__wall_of(m + 12345) - ldt__wall_of(m), 12345);
+}
