@@ -96,7 +96,9 @@ static void entry_clear(struct ldt__fd *e)
 {
     struct ldt__conn *c = e->conn;
     e->conn = NULL;
-    if (c) {
+    if (c && c->shared) {
+        c->shared--; /* another fd of the same socket carries on with it */
+    } else if (c) {
         ldt__sniff_close(c, e);
         ldt__conn_free(c);
     }
@@ -198,4 +200,31 @@ void ldt__conn_atfork_child(void)
     for (unsigned i = 0; i < pool_nchunks; i++)
         for (int j = 0; j < POOL_CHUNK; j++)
             atomic_flag_clear(&pool_chunks[i][j].lock);
+}
+
+/* The socket of fd is also an inherited fd of ours that serves HTTP (a worker exec'd with the
+ * connection as fd 0 and 1 reads the request on one and answers on the other): share its conn.
+ * Only inherited (probed) fds are compared, one fstat each; rare path. */
+int ldt__fd_share_sibling(int fd, struct ldt__fd *e)
+{
+    struct stat me, other;
+    if (fstat(fd, &me) != 0)
+        return 0;
+    for (unsigned k = 0; k < LDT__FD_MAX_CHUNKS; k++) {
+        struct ldt__fd *ch = atomic_load_explicit(&chunks[k], memory_order_acquire);
+        for (unsigned j = 0; ch && j < LDT__FD_CHUNK; j++) {
+            struct ldt__fd *o = &ch[j];
+            if (o == e || !o->conn || o->origin != LDT__ORIG_PROBED || o->cls != LDT__CLS_HTTP ||
+                o->conn->role != LDT__ROLE_SERVER || o->conn->shared == UINT8_MAX)
+                continue;
+            if (fstat((int)(k * LDT__FD_CHUNK + j), &other) == 0 && other.st_ino == me.st_ino &&
+                other.st_dev == me.st_dev) {
+                o->conn->shared++;
+                e->conn = o->conn;
+                e->cls = LDT__CLS_HTTP;
+                return 1;
+            }
+        }
+    }
+    return 0;
 }

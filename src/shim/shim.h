@@ -174,6 +174,10 @@ void ldt__fd_set(int fd, enum ldt__fd_kind kind, enum ldt__fd_origin origin);
  * and returns the entry to UNKNOWN. Preserves errno. */
 void ldt__fd_reset(int fd);
 
+/* fd (inherited, about to be classified on bytes that are no request) is a dup of an inherited fd
+ * serving HTTP: 1 and e now shares that fd's conn, else 0. */
+int ldt__fd_share_sibling(int fd, struct ldt__fd *e);
+
 /* Probe fd with fstat/getsockopt: LDT__FD_SOCK or LDT__FD_OTHER. Preserves errno. */
 enum ldt__fd_kind ldt__fd_probe(int fd);
 
@@ -241,6 +245,7 @@ struct ldt__conn {
     uint8_t connecting;         /* a non-blocking connect span is open */
     uint32_t epoch;             /* ldt__fork_epoch at the last I/O seen on it in this process */
     int32_t err;                /* last failing call's errno */
+    uint8_t shared;             /* more fds than one use it (dup'd socket): close ends it last */
     uint8_t bound;              /* bind_*: the request being served when this socket connected */
     int16_t bind_slot;
     uint64_t bind_serial;

@@ -119,6 +119,9 @@ static void classify(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
         ldt__sniff_attach(fd, e, dir == LDT__IN ? LDT__ROLE_SERVER : LDT__ROLE_CLIENT);
         return;
     }
+    if (dir == LDT__OUT && e->origin == LDT__ORIG_PROBED && !e->conn && fd >= 0 &&
+        ldt__fd_share_sibling(fd, e))
+        return;
     e->cls = LDT__CLS_PASS;
     if (e->conn && !e->conn->connecting) {
         ldt__conn_free(e->conn); /* it only carried the CONNECT span, now ended */
