@@ -154,10 +154,15 @@ static int round_trip(int port, int round, int budget_ms)
     struct conn *k = calloc(NCONN, sizeof(*k));
     int ep = epoll_create1(EPOLL_CLOEXEC), ok = 0, done = 0;
     cr_assert(k && ep >= 0);
+    /* Connect in bursts of 100 (the demo servers listen with a backlog of 128: a SYN dropped on a
+     * full queue is retried after 1, 3, 7 ... s, which on a loaded machine can exceed the budget).
+     * All stay open until the end of the round, so 1,000 are open at once all the same. */
     for (int i = 0; i < NCONN; i++) {
         k[i].fd = open_conn(port);
         struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u32 = (uint32_t)i};
         cr_assert(epoll_ctl(ep, EPOLL_CTL_ADD, k[i].fd, &ev) == 0);
+        if (i % 100 == 99)
+            fu_sleep_ms(20);
     }
     double t0 = fu_now_ms();
     struct epoll_event evs[256];
@@ -266,7 +271,7 @@ Test(soak, thousand_connections_no_fd_leak_memory_flat, .timeout = 170)
     settle(&c, &(struct figures){.fds = {99999, 99999, 99999, 99999, 99999, 99999}}, &start);
     fu_sleep_ms(300);
     measure(&c, &start);
-    int budget = fu_asan() ? 60000 : 20000;
+    int budget = fu_asan() ? 60000 : 30000;
     /* Normal build: rounds 1 and 2 set the working set (the larger of the two), round 3 must stay
      * within it. ASan: rounds 1 and 2, no growth bound (see the top of this file). */
     int rounds = fu_asan() ? 2 : 3;
