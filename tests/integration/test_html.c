@@ -237,3 +237,56 @@ Test(html, successful_trace_has_every_span_and_service, .timeout = 90)
 {
     check_trace(DEMO_OK, 9, 0);
 }
+
+/* Two services that call each other (a cycle in the graph), one calling itself, a span whose parent
+ * is not in the file, and names that try to be markup. */
+#define HOSTILE_A "a</script><img src=x onerror=alert(1)>"
+#define RS_OPEN(svc)                                                                               \
+    "{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":\"" svc  \
+    "\"}}]},\"scopeSpans\":[{\"spans\":["
+#define SPAN(id, parent, kind, t0, t1, peer)                                                       \
+    "{\"traceId\":\"5eed0000000000000000000000000001\",\"spanId\":\"" id "\",\"parentSpanId\":\"" \
+    parent "\",\"name\":\"<b>x</b>\",\"kind\":" #kind ",\"startTimeUnixNano\":\"" t0             \
+    "000000\",\"endTimeUnixNano\":\"" t1 "000000\",\"attributes\":[{\"key\":\"server.address\","  \
+    "\"value\":{\"stringValue\":\"" peer "\"}}]}"
+
+static const char cyclic[] =
+    "{\"resourceSpans\":[" RS_OPEN(HOSTILE_A) SPAN("0000000000000001", "", 2, "1", "90", "") ","
+    SPAN("0000000000000002", "0000000000000001", 3, "2", "80", "b") ","
+    SPAN("0000000000000005", "0000000000000004", 2, "5", "60", "") ","
+    SPAN("0000000000000006", "0000000000000005", 3, "6", "50", "a") ","
+    SPAN("0000000000000007", "0000000000000006", 2, "7", "40", "") "]}]},"
+    RS_OPEN("b&amp;") SPAN("0000000000000003", "0000000000000002", 2, "3", "70", "") ","
+    SPAN("0000000000000004", "0000000000000003", 3, "4", "65", "a") ","
+    SPAN("0000000000000008", "00000000000000ff", 2, "8", "9", "") "]}]}]}\n";
+
+Test(html, cycles_orphans_and_markup_in_names, .timeout = 90)
+{
+    char dir[ITEST_PATH_MAX], in[ITEST_PATH_MAX + 16], page[ITEST_PATH_MAX + 16];
+    char dom[ITEST_PATH_MAX + 16];
+    cr_assert_eq(itest_mkdtemp(dir), 0);
+    snprintf(in, sizeof(in), "%s/in.jsonl", dir);
+    snprintf(page, sizeof(page), "%s/page.html", dir);
+    snprintf(dom, sizeof(dom), "%s/dom.html", dir);
+    FILE *f = fopen(in, "w");
+    cr_assert_not_null(f);
+    fputs(cyclic, f);
+    fclose(f);
+    char *argv[] = {itest_build("src/cli/ldtrace"), "html", in, "-o", page, NULL};
+    struct itest_env env;
+    itest_env_init(&env);
+    cr_assert_eq(itest_run(&env, argv, NULL, 20000), 0, "ldtrace html");
+    itest_env_free(&env);
+    chromium(dir, page, "--dump-dom", dom);
+    char *d = itest_slurp(dom, NULL);
+    cr_assert_not_null(d);
+    cr_expect_eq(count(d, "<div class=\"bar"), 8, "one bar per span, the orphan included");
+    cr_expect_eq(count(d, "<g class=\"node"), 2, "two services, drawn once each");
+    cr_expect_geq(count(d, "<path class=\"edge"), 3, "a -> b, b -> a and a -> a");
+    cr_expect_eq(count(d, "<img src=\"x\""), 0, "a name never becomes an element");
+    cr_expect_eq(count(d, "onerror=\""), 0);
+    cr_expect_eq(count(d, "<b>x"), 0);
+    cr_expect_gt(count(d, "&lt;b&gt;x&lt;/b&gt;"), 0, "the name shown as text");
+    free(d);
+    itest_rmtree(dir);
+}
