@@ -912,6 +912,10 @@ Test(html, graph_and_span_details_embedded)
                                                 "spans"), 0);
     cr_expect_eq(json_array_size(json_object_get(sp, "attrs")), 3, "every attribute");
     cr_expect(json_is_array(json_object_get(sp, "events")));
+    size_t closes = 0;
+    for (const char *q = page; (q = strstr(q, "</script>")); q++)
+        closes++;
+    cr_expect_eq(closes, 2, "only the data and the script elements close: no '</' in the script");
     cr_expect_null(strstr(page, "src="), "nothing fetched");
     cr_expect_null(strstr(page, "<link"));
     json_decref(j);
