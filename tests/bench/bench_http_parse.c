@@ -1,6 +1,9 @@
-/* bench_http_parse.c - feeds the captures' header blocks to the HTTP sniffer N times (for callgrind).
+/* bench_http_parse.c - feeds the captures' header blocks to the HTTP sniffer N times (for
+ * callgrind).
  *
- * Usage: bench_http_parse N [CAPTURE_DIR]   (default dir: $LDT_SOURCE_ROOT/tests/data/captures)
+ * Usage: bench_http_parse N [CAPTURE_DIR | pair]
+ *   (default dir: $LDT_SOURCE_ROOT/tests/data/captures; "pair": one traced request of 213 bytes
+ *   with traceparent and tracestate and its 172-byte response, built in)
  * Each round parses the first header block of every capture's request and response stream, whole,
  * as the shim sees them (one call up to EV_HEADERS, then the empty call for EV_DONE when there is
  * no body). Run it under `valgrind --tool=callgrind` with two values of N: the difference in
@@ -48,6 +51,24 @@ static size_t load_head(const char *path, char **out)
         return 0;
     memcpy(*out, buf, n);
     return n;
+}
+
+/* A traced API call as the shim sees it: the request a server reads, the response it writes. */
+static char pair_request[] = "GET /api/orders/1234?expand=items HTTP/1.1\r\n"
+                             "Host: orders.internal:8080\r\nUser-Agent: curl/7.88.1\r\n"
+                             "Accept: */*\r\ntraceparent: "
+                             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+                             "tracestate: congo=t61rcWkgMzE\r\n\r\n";
+static char pair_response[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+                              "Content-Length: 1234\r\nDate: Sat, 28 Nov 2026 10:45:38 GMT\r\n"
+                              "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n";
+
+static void load_pair(void)
+{
+    msgs[0] = (struct msg){pair_request, sizeof(pair_request) - 1, LDT_HTTP_REQUEST, 0};
+    msgs[1] =
+        (struct msg){pair_response, sizeof(pair_response) - 1, LDT_HTTP_RESPONSE, LDT_HTTP_M_GET};
+    nmsgs = 2;
 }
 
 static int load_dir(const char *dir)
@@ -102,7 +123,9 @@ int main(int argc, char **argv)
         snprintf(dir, sizeof(dir), "%s", argv[2]);
     else
         snprintf(dir, sizeof(dir), "%s/tests/data/captures", root ? root : ".");
-    if (load_dir(dir) < 0) {
+    if (strcmp(dir, "pair") == 0)
+        load_pair();
+    else if (load_dir(dir) < 0) {
         fprintf(stderr, "bench_http_parse: no captures in %s\n", dir);
         return 1;
     }
