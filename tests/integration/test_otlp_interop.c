@@ -36,8 +36,22 @@ struct chain {
     pid_t rx, relay, ldtraced, backend, node, proxy;
     int rx_port, relay_port, backend_port, node_port, proxy_port;
     char rx_out[ITEST_PATH_MAX + 32], rx_log[ITEST_PATH_MAX + 32];
-    char client_out[ITEST_PATH_MAX + 32], node_err[ITEST_PATH_MAX + 32];
+    char node_err[ITEST_PATH_MAX + 32];
 };
+
+/* The spans of one request through the chain, by role. */
+struct roles {
+    const struct itest_span *client, *proxy_srv, *proxy_cli, *sdk_srv, *sdk_cli, *backend;
+};
+
+/* One request of a run: its path (distinct per request), the client's output, its spans. */
+struct req {
+    char path[32];
+    char out[ITEST_PATH_MAX + 32];
+    struct roles r;
+};
+
+#define REQS_MAX 8
 
 static char dir[ITEST_PATH_MAX];
 
@@ -136,7 +150,6 @@ static void start_chain(struct chain *c, int node_traced)
     memset(c, 0, sizeof(*c));
     snprintf(c->rx_out, sizeof(c->rx_out), "%s/rx.jsonl", dir);
     snprintf(c->rx_log, sizeof(c->rx_log), "%s/rx.log", dir);
-    snprintf(c->client_out, sizeof(c->client_out), "%s/client.out", dir);
     snprintf(c->node_err, sizeof(c->node_err), "%s/node.err", dir);
     start_exporters(c);
     c->backend = start_py("tests/integration/py/backend.py", "backend", &c->backend_port, 0);
@@ -145,19 +158,27 @@ static void start_chain(struct chain *c, int node_traced)
                         c->node_port);
 }
 
-/* One GET /interop by the traced root client through the chain; it prints the backend's echo. */
-static void run_client(const struct chain *c)
+/* The clients, traced roots, all at once: request k GETs /interop/k through the chain and prints
+ * the backend's echo into q[k].out. */
+static void run_clients(const struct chain *c, struct req *q, int n)
 {
-    char url[64];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/interop", c->proxy_port);
-    const char *const urls[] = {url, NULL};
-    char *argv[16];
-    itest_get_argv(argv, NULL, urls);
+    pid_t pid[REQS_MAX];
     struct itest_env env;
     itest_env_init(&env);
     itest_env_trace(&env, dir, "client");
-    cr_assert_eq(itest_run(&env, argv, c->client_out, 15000), 0, "the client failed");
+    for (int k = 0; k < n; k++) {
+        char url[64], *argv[16];
+        snprintf(q[k].path, sizeof(q[k].path), "/interop/%d", k);
+        snprintf(q[k].out, sizeof(q[k].out), "%s/client%d.out", dir, k);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/interop/%d", c->proxy_port, k);
+        const char *const urls[] = {url, NULL};
+        itest_get_argv(argv, NULL, urls);
+        pid[k] = itest_spawn(&env, argv, q[k].out);
+        cr_assert_gt(pid[k], 0);
+    }
     itest_env_free(&env);
+    for (int k = 0; k < n; k++)
+        cr_expect_eq(itest_wait(pid[k], 15000), 0, "client %d failed", k);
 }
 
 /* Stop in data-flow order: the SDK flushes on SIGTERM, ldtraced drains everything on SIGTERM, then
@@ -191,9 +212,9 @@ static int receiver_all_valid(const struct chain *c)
 }
 
 /* The traceparent values in the backend's echo of the request it received (one JSON line). */
-static int echoed_traceparents(const struct chain *c, char tp[][64], int max)
+static int echoed_traceparents(const char *out, char tp[][64], int max)
 {
-    char *body = itest_slurp(c->client_out, NULL);
+    char *body = itest_slurp(out, NULL);
     cr_assert_not_null(body, "no client output");
     json_error_t jerr;
     json_t *doc = json_loads(body, JSON_DISABLE_EOF_CHECK, &jerr);
@@ -212,30 +233,27 @@ static int echoed_traceparents(const struct chain *c, char tp[][64], int max)
     return n;
 }
 
-/* The spans of the chain, by role. */
-struct roles {
-    const struct itest_span *client, *proxy_srv, *proxy_cli, *sdk_srv, *sdk_cli, *backend;
-};
-
+/* The one span of this kind and service for path (the shim writes url.path, the SDK's
+ * HttpInstrumentation the older http.target). */
 static const struct itest_span *one(const struct itest_spans *sp, int kind, const char *service,
-                                    const char *what)
+                                    const char *path, const char *what)
 {
-    const struct itest_span *s = itest_find(sp, kind, service, NULL, NULL);
-    if (!s)
-        itest_dump(sp);
-    cr_assert_not_null(s, "no %s span in the receiver's output", what);
-    cr_expect_eq(itest_count(sp, kind, service, NULL, NULL), 1, "more than one %s span", what);
+    const char *key = strcmp(service, SDK_SERVICE) == 0 ? "http.target" : "url.path";
+    const struct itest_span *s = itest_find(sp, kind, service, key, path);
+    cr_assert_not_null(s, "no %s span for %s in the receiver's output", what, path);
+    cr_expect_eq(itest_count(sp, kind, service, key, path), 1, "more than one %s span for %s",
+                 what, path);
     return s;
 }
 
-static void find_roles(const struct itest_spans *sp, struct roles *r)
+static void find_roles(const struct itest_spans *sp, const char *path, struct roles *r)
 {
-    r->client = one(sp, ITEST_CLIENT, "client", "root client's CLIENT");
-    r->proxy_srv = one(sp, ITEST_SERVER, "proxy", "proxy's SERVER");
-    r->proxy_cli = one(sp, ITEST_CLIENT, "proxy", "proxy's CLIENT");
-    r->sdk_srv = one(sp, ITEST_SERVER, SDK_SERVICE, "SDK's SERVER");
-    r->sdk_cli = one(sp, ITEST_CLIENT, SDK_SERVICE, "SDK's CLIENT");
-    r->backend = one(sp, ITEST_SERVER, "backend", "backend's SERVER");
+    r->client = one(sp, ITEST_CLIENT, "client", path, "root client's CLIENT");
+    r->proxy_srv = one(sp, ITEST_SERVER, "proxy", path, "proxy's SERVER");
+    r->proxy_cli = one(sp, ITEST_CLIENT, "proxy", path, "proxy's CLIENT");
+    r->sdk_srv = one(sp, ITEST_SERVER, SDK_SERVICE, path, "SDK's SERVER");
+    r->sdk_cli = one(sp, ITEST_CLIENT, SDK_SERVICE, path, "SDK's CLIENT");
+    r->backend = one(sp, ITEST_SERVER, "backend", path, "backend's SERVER");
 }
 
 static void expect_parent(const struct itest_span *child, const struct itest_span *parent,
@@ -260,10 +278,11 @@ static void check_links(const struct roles *r)
 }
 
 /* What reached the backend: exactly one traceparent, the SDK client span's context, untouched. */
-static void check_wire(const struct chain *c, const struct roles *r)
+static void check_wire(const struct req *q)
 {
+    const struct roles *r = &q->r;
     char tp[4][64], want[64];
-    int n = echoed_traceparents(c, tp, 4);
+    int n = echoed_traceparents(q->out, tp, 4);
     cr_expect_eq(n, 1, "the backend received %d traceparent lines, expected exactly 1", n);
     snprintf(want, sizeof(want), "00-%s-%s-01", r->sdk_cli->trace_id, r->sdk_cli->span_id);
     for (int i = 0; i < n; i++)
@@ -307,22 +326,33 @@ static void expect_unique_ids(const struct itest_spans *sp)
         }
 }
 
-/* One tree: one trace id, one root, every parent present, no span id twice, at most one SERVER
- * span per CLIENT span (one request is served once). */
-static void check_tree(const struct itest_spans *sp, const struct roles *r, int node_traced)
+/* The request whose trace this is, or -1. */
+static int trace_of(const struct req *q, int n, const char *trace_id)
 {
-    const char *trace = r->client->trace_id;
-    size_t roots = 0;
+    for (int k = 0; k < n; k++)
+        if (strcmp(q[k].r.client->trace_id, trace_id) == 0)
+            return k;
+    return -1;
+}
+
+/* One tree per request: its own trace id, one root, every parent present, no span id twice, at
+ * most one SERVER span per CLIENT span (one request is served once). */
+static void check_tree(const struct itest_spans *sp, const struct req *q, int n, int node_traced)
+{
+    size_t roots[REQS_MAX] = {0};
     expect_unique_ids(sp);
+    for (int k = 0; k < n; k++)
+        cr_expect_eq(trace_of(q, n, q[k].r.client->trace_id), k, "two requests share a trace");
     for (size_t i = 0; i < sp->n; i++) {
         const struct itest_span *s = &sp->v[i];
-        if (strcmp(s->trace_id, trace) != 0) {
+        int k = trace_of(q, n, s->trace_id);
+        if (k < 0) {
             cr_expect(exporter_traffic(s, node_traced), "span %s (%s, %s) is in another trace %s",
                       s->span_id, s->service, s->name, s->trace_id);
             continue;
         }
         if (!s->parent_id[0]) {
-            roots++;
+            roots[k]++;
             continue;
         }
         cr_expect_not_null(itest_by_id(sp, s->parent_id), "span %s (%s) has a missing parent %s",
@@ -333,16 +363,17 @@ static void check_tree(const struct itest_spans *sp, const struct roles *r, int 
         cr_expect_leq(servers, 1, "CLIENT span %s (%s) has %zu SERVER children: %s",
                       s->span_id, s->service, servers, servers > 1 ? servers_of(sp, s) : "");
     }
-    cr_expect_eq(roots, 1, "%zu roots in trace %s", roots, trace);
+    for (int k = 0; k < n; k++)
+        cr_expect_eq(roots[k], 1, "%zu roots in the trace of %s", roots[k], q[k].path);
 }
 
 /* The shim added or changed no traceparent on the SDK's requests in the chain (its own record of
  * them, if any, carries ldtrace.app_traceparent). */
-static void check_untouched(const struct itest_spans *sp, const struct roles *r)
+static void check_untouched(const struct itest_spans *sp, const struct req *q, int n)
 {
     for (size_t i = 0; i < sp->n; i++) {
         const struct itest_span *s = &sp->v[i];
-        if (strcmp(s->service, SDK_SHIM_SERVICE) != 0 || strcmp(s->trace_id, r->client->trace_id))
+        if (strcmp(s->service, SDK_SHIM_SERVICE) != 0 || trace_of(q, n, s->trace_id) < 0)
             continue;
         cr_expect_null(json_object_get(s->attrs, "ldtrace.injected"), "the shim injected into %s",
                        s->name);
@@ -357,46 +388,56 @@ enum checks {
     CHECK_TREE = 2,  /* one tree: ids unique, one SERVER span per request, one trace, one root */
 };
 
-/* The whole run: chain, one request, the checks asked for. */
-static void run_interop(int node_traced, int checks)
+/* The whole run: chain, n concurrent requests, the checks asked for. */
+static void run_interop(int node_traced, int n, int checks)
 {
     struct chain c;
+    struct req q[REQS_MAX];
     start_chain(&c, node_traced);
-    run_client(&c);
+    run_clients(&c, q, n);
     stop_chain(&c);
     int reqs = receiver_all_valid(&c);
     struct itest_spans *sp = itest_load_spans(c.rx_out);
     cr_assert_not_null(sp, "the receiver's output does not parse");
     cr_assert_geq(reqs, 2, "the receiver got %d requests", reqs);
     itest_dump(sp); /* in the log: the spans a failure is about */
-    struct roles r;
-    find_roles(sp, &r);
-    if (checks & CHECK_LINKS) {
-        check_links(&r);
-        check_wire(&c, &r);
-        check_untouched(sp, &r);
+    for (int k = 0; k < n; k++)
+        find_roles(sp, q[k].path, &q[k].r);
+    for (int k = 0; k < n && (checks & CHECK_LINKS); k++) {
+        check_links(&q[k].r);
+        check_wire(&q[k]);
     }
+    if (checks & CHECK_LINKS)
+        check_untouched(sp, q, n);
     if (checks & CHECK_TREE)
-        check_tree(sp, &r, node_traced);
+        check_tree(sp, q, n, node_traced);
     itest_spans_free(sp);
 }
 
 /* The SDK service untraced between shim-traced ones: both directions, one tree. */
 Test(interop, sdk_between_shim_services)
 {
-    run_interop(0, CHECK_LINKS | CHECK_TREE);
+    run_interop(0, 1, CHECK_LINKS | CHECK_TREE);
+}
+
+/* The same with 6 requests at once: each its own tree, no link across requests (the proxy is
+ * thread-per-request, the SDK keeps its context per request). */
+Test(interop, sdk_between_shim_services_concurrent)
+{
+    run_interop(0, 6, CHECK_LINKS | CHECK_TREE);
 }
 
 /* The SDK service under the shim too: its traceparent reaches the backend as the SDK made it, and
- * the links between the SDK's spans and the other services' are unchanged. */
+ * the links between the SDK's spans and the other services' are unchanged; 4 requests at once, so
+ * the shim's event-loop guesses in node are exercised while the SDK's context must stay intact. */
 Test(interop, sdk_under_shim_keeps_sdk_context)
 {
-    run_interop(1, CHECK_LINKS);
+    run_interop(1, 4, CHECK_LINKS);
 }
 
 /* The SDK service under the shim: still one tree (the shim adds no span id the SDK already
  * exported and no second SERVER span for the request the SDK serves). */
 Test(interop, sdk_under_shim_one_tree)
 {
-    run_interop(1, CHECK_TREE);
+    run_interop(1, 1, CHECK_TREE);
 }
