@@ -1,4 +1,4 @@
-/* http.c - incremental HTTP/1.x sniffer: whole lines 16 bytes at a time, a byte-wise machine for the rest. */
+/* http.c - incremental HTTP/1.x sniffer: whole lines 16 bytes at a time, else byte by byte. */
 #include "ldtrace/http.h"
 
 #include <stddef.h>
