@@ -107,6 +107,17 @@ int ldt_seg_read(struct ldt_seg_reader *r, unsigned ring, uint8_t out[LDT_REC_SI
  * Returns 1 if it skipped one, 0 if there was nothing to skip. */
 int ldt_seg_skip_torn(struct ldt_seg_reader *r, unsigned ring);
 
+/* Delivery-driven reading: the reader keeps its own position per ring and frees slots only once what
+ * it read from them is delivered, so a reader that crashes leaves undelivered records in the ring.
+ * ldt_seg_tail: the ring's shared tail (where a new reader starts). ldt_seg_read_at /
+ * ldt_seg_skip_torn_at: as ldt_seg_read / ldt_seg_skip_torn, at *pos (advanced), without moving the
+ * shared tail. ldt_seg_release: move the shared tail to `tail` (only forward, at most one lap), which frees the slots before it for the producer. */
+uint64_t ldt_seg_tail(const struct ldt_seg_reader *r, unsigned ring);
+int ldt_seg_read_at(struct ldt_seg_reader *r, unsigned ring, uint64_t *pos,
+                    uint8_t out[LDT_REC_SIZE]);
+int ldt_seg_skip_torn_at(struct ldt_seg_reader *r, unsigned ring, uint64_t *pos);
+void ldt_seg_release(struct ldt_seg_reader *r, unsigned ring, uint64_t tail);
+
 /* 1 while the producer process (same pid and same start ticks) is alive and has not marked the segment
  * exited, 0 otherwise. */
 int ldt_seg_alive(const struct ldt_seg_reader *r);

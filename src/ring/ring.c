@@ -164,14 +164,23 @@ static int valid_record(const uint8_t rec[LDT_REC_SIZE])
     }
 }
 
-int ldt_seg_read(struct ldt_seg_reader *r, unsigned ring, uint8_t out[LDT_REC_SIZE])
+uint64_t ldt_seg_tail(const struct ldt_seg_reader *r, unsigned ring)
+{
+    if (!r->base || ring >= r->nrings)
+        return 0;
+    return LDT__LOAD(&ldt__ring_at(r->base, r->ring_stride, ring)->tail, ACQUIRE);
+}
+
+int ldt_seg_read_at(struct ldt_seg_reader *r, unsigned ring, uint64_t *pos,
+                    uint8_t out[LDT_REC_SIZE])
 {
     if (!r->base || ring >= r->nrings)
         return -EINVAL;
     struct ldt_ring_hdr *rh = ldt__ring_at(r->base, r->ring_stride, ring);
-    uint64_t t = LDT__LOAD(&rh->tail, RELAXED); /* our own cursor */
+    uint64_t t = *pos;
     struct ldt_slot *slot = ldt__slot_at(rh, t, r->ring_cap);
-    /* Acquire pairs with the producer's release store of seq: the record bytes are complete. */
+    /* Acquire pairs with the producer's release store of seq: the record bytes are complete. The
+     * producer cannot reuse this slot while we copy it: the shared tail is at or before t. */
     if (LDT__LOAD(&slot->seq, ACQUIRE) != t + 1)
         return 0;
     memcpy(out, slot->rec, LDT_REC_SIZE);
@@ -179,8 +188,7 @@ int ldt_seg_read(struct ldt_seg_reader *r, unsigned ring, uint8_t out[LDT_REC_SI
      * (the fence orders the copy's loads before the second seq load). */
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     int ok = LDT__LOAD(&slot->seq, RELAXED) == t + 1 && valid_record(out);
-    /* Release: our copy-out is done before the producer reuses the slot (its acquire of tail). */
-    LDT__STORE(&rh->tail, t + 1, RELEASE);
+    *pos = t + 1;
     if (!ok) {
         r->bad_records++;
         return -EBADMSG;
@@ -188,20 +196,54 @@ int ldt_seg_read(struct ldt_seg_reader *r, unsigned ring, uint8_t out[LDT_REC_SI
     return 1;
 }
 
-int ldt_seg_skip_torn(struct ldt_seg_reader *r, unsigned ring)
+int ldt_seg_skip_torn_at(struct ldt_seg_reader *r, unsigned ring, uint64_t *pos)
 {
     if (!r->base || ring >= r->nrings)
         return 0;
     struct ldt_ring_hdr *rh = ldt__ring_at(r->base, r->ring_stride, ring);
-    uint64_t t = LDT__LOAD(&rh->tail, RELAXED);
+    uint64_t t = *pos;
     uint64_t head = LDT__LOAD(&rh->head, ACQUIRE);
-    /* head - t is unsigned: a head behind tail (hostile) wraps to a huge value and is refused. */
+    /* head - t is unsigned: a head behind t (hostile) wraps to a huge value and is refused. */
     if (head == t || head - t > r->ring_cap)
         return 0;
     if (LDT__LOAD(&ldt__slot_at(rh, t, r->ring_cap)->seq, ACQUIRE) == t + 1)
         return 0; /* committed after all: read it */
-    LDT__STORE(&rh->tail, t + 1, RELEASE);
-    LDT__STORE(&rh->torn, LDT__LOAD(&rh->torn, RELAXED) + 1, RELAXED);
+    *pos = t + 1;
     r->torn++;
+    return 1;
+}
+
+void ldt_seg_release(struct ldt_seg_reader *r, unsigned ring, uint64_t tail)
+{
+    if (!r->base || ring >= r->nrings)
+        return;
+    struct ldt_ring_hdr *rh = ldt__ring_at(r->base, r->ring_stride, ring);
+    uint64_t old = LDT__LOAD(&rh->tail, RELAXED);
+    /* The tail only grows (the producer caches it as a lower bound) and by at most one lap: callers
+     * pass positions they read or skipped, which the producer had reserved. Not checked against head:
+     * a single producer publishes head after the slot's seq, so a committed record can be ahead of
+     * it. Release pairs with the producer's acquire load of tail: our copies out of the slots before
+     * it are done before it reuses them. */
+    if (tail > old && tail - old <= r->ring_cap)
+        LDT__STORE(&rh->tail, tail, RELEASE);
+}
+
+int ldt_seg_read(struct ldt_seg_reader *r, unsigned ring, uint8_t out[LDT_REC_SIZE])
+{
+    uint64_t t = ldt_seg_tail(r, ring);
+    int rc = ldt_seg_read_at(r, ring, &t, out);
+    if (rc != 0 && rc != -EINVAL)
+        ldt_seg_release(r, ring, t);
+    return rc;
+}
+
+int ldt_seg_skip_torn(struct ldt_seg_reader *r, unsigned ring)
+{
+    uint64_t t = ldt_seg_tail(r, ring);
+    if (!ldt_seg_skip_torn_at(r, ring, &t))
+        return 0;
+    struct ldt_ring_hdr *rh = ldt__ring_at(r->base, r->ring_stride, ring);
+    LDT__STORE(&rh->torn, LDT__LOAD(&rh->torn, RELAXED) + 1, RELAXED);
+    ldt_seg_release(r, ring, t);
     return 1;
 }

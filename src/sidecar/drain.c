@@ -2,7 +2,7 @@
  * read every ring, assemble error stacks, batch spans per process and hand full lines to the
  * exporter; finish (drain, skip torn slots, unlink) the segments of producers that are gone.
  *
- * Delivery: every ring is read at a cursor of our own (cursor.c) and its shared tail moves past a
+ * Delivery: every ring is read at a cursor of our own (ldt_seg_read_at) and its shared tail moves past a
  * batch's records only after the exporter took the batch's line, so records not yet delivered stay
  * in the ring, where a failing exporter (disk full, collector down) or a restarted ldtraced finds
  * them again. With the file exporter, a write-ahead journal (journal.c) covers a crash between the
@@ -127,7 +127,7 @@ static void commit_tails(struct seg *s)
 {
     for (unsigned i = 0; i < s->r.nrings; i++) {
         if (s->target[i] != s->tail[i]) {
-            ldt__cur_commit(&s->r, i, s->target[i]);
+            ldt_seg_release(&s->r, i, s->target[i]);
             s->tail[i] = s->target[i];
         }
     }
@@ -253,7 +253,7 @@ static int drain_ring(struct ldt__drain *d, struct seg *s, unsigned ring, unsign
     int n = 0;
     unsigned half = s->r.ring_cap / 2;
     while ((unsigned)n < budget) {
-        int rc = ldt__cur_read(&s->r, ring, &s->pos[ring], rec.b);
+        int rc = ldt_seg_read_at(&s->r, ring, &s->pos[ring], rec.b);
         if (rc == 0)
             break;
         n++;
@@ -305,7 +305,7 @@ static int finish_seg(struct ldt__drain *d, struct seg *s, int *err)
             int n = drain_ring(d, s, i, s->r.ring_cap);
             if (n < 0)
                 return n;
-            if (n == 0 && ldt__cur_skip_torn(&s->r, i, &s->pos[i]) == 0)
+            if (n == 0 && ldt_seg_skip_torn_at(&s->r, i, &s->pos[i]) == 0)
                 break;
         }
     }
@@ -400,7 +400,7 @@ static int open_seg(struct ldt__drain *d, const char *path, const struct stat *s
     s->stack_pos = s->tail + s->r.nrings;
     s->target = s->stack_pos + s->r.nrings;
     for (unsigned i = 0; i < s->r.nrings; i++)
-        s->pos[i] = s->tail[i] = ldt__cur_tail(&s->r, i);
+        s->pos[i] = s->tail[i] = ldt_seg_tail(&s->r, i);
     if (rj)
         rj->seen = 0; /* it changed and is valid now: forget it */
     d->segs[d->nsegs++] = s;

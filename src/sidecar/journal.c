@@ -142,7 +142,7 @@ static void apply_tails(const struct jentry *e)
         return; /* gone: it was finished, so its lines were all delivered */
     if (r.hdr->nonce == e->nonce && r.nrings == e->nrings)
         for (unsigned i = 0; i < r.nrings; i++)
-            ldt__cur_commit(&r, i, e->tails[i]);
+            ldt_seg_release(&r, i, e->tails[i]);
     ldt_seg_close(&r);
 }
 

@@ -254,23 +254,6 @@ uint64_t ldt__spool_bytes(const struct ldt__spool *s);
 
 void ldt__spool_close(struct ldt__spool *s);
 
-/* ---- reading at the sidecar's own cursor (cursor.c) ---- */
-
-/* The shared tail of a ring: everything before it is delivered. */
-uint64_t ldt__cur_tail(const struct ldt_seg_reader *r, unsigned ring);
-
-/* Like ldt_seg_read, but at *pos (advanced past the record) instead of at the shared tail, which
- * stays where it is until ldt__cur_commit. Returns 1, 0 (nothing committed at *pos) or -EBADMSG
- * (skipped, counted in r->bad_records). */
-int ldt__cur_read(struct ldt_seg_reader *r, unsigned ring, uint64_t *pos,
-                  uint8_t out[LDT_REC_SIZE]);
-
-/* Like ldt_seg_skip_torn at *pos: 1 if a reserved, uncommitted slot was stepped over. */
-int ldt__cur_skip_torn(struct ldt_seg_reader *r, unsigned ring, uint64_t *pos);
-
-/* Move the shared tail forward to tail (never back, never past the producer's head). */
-void ldt__cur_commit(struct ldt_seg_reader *r, unsigned ring, uint64_t tail);
-
 /* ---- the write-ahead journal of the file exporter (journal.c) ---- */
 
 struct ldt__journal {
@@ -327,7 +310,7 @@ struct ldt__drain_opts {
 /* Create the drain state. Returns NULL when out of memory.
  *
  * Delivery: each ring is read at a cursor of the sidecar's own; the shared tail moves past a
- * batch's records only once the exporter took its line (ldt__cur_*). With the file exporter, a
+ * batch's records only once the exporter took its line (ldt_seg_read_at, ldt_seg_release). With the file exporter, a
  * write-ahead journal in the directory closes the window between the write and the tail store, so
  * a killed ldtraced followed by a new one exports every committed span exactly once. When the
  * exporter fails (disk full, collector down without a spool), the records stay in the rings, the
