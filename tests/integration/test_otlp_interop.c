@@ -67,11 +67,11 @@ static void teardown(void)
 
 TestSuite(interop, .init = setup, .fini = teardown, .timeout = 60);
 
-/* Wait (up to 5 s) for a port file written by rename and return the port in it. */
+/* Wait (up to 10 s) for a port file written by rename and return the port in it. */
 static int port_from_file(const char *path)
 {
     char *s = NULL;
-    for (int i = 0; i < 500 && !(s = itest_slurp(path, NULL)); i++)
+    for (int i = 0; i < 1000 && !(s = itest_slurp(path, NULL)); i++)
         usleep(10000);
     cr_assert_not_null(s, "%s did not appear: the process did not start", path);
     int port = atoi(s);
@@ -179,6 +179,22 @@ static void run_clients(const struct chain *c, struct req *q, int n)
     itest_env_free(&env);
     for (int k = 0; k < n; k++)
         cr_expect_eq(itest_wait(pid[k], 15000), 0, "client %d failed", k);
+}
+
+/* Wait (up to 10 s) until the receiver holds want spans of the SDK: its batches go out every
+ * 100 ms, so they normally come before the shutdown flush is needed. */
+static void wait_sdk_spans(const struct chain *c, size_t want)
+{
+    size_t have = 0;
+    for (int i = 0; i < 200 && have < want; i++) {
+        struct itest_spans *sp = itest_load_spans(c->rx_out); /* NULL: a line half written */
+        have = sp ? itest_count(sp, 0, SDK_SERVICE, NULL, NULL) : 0;
+        itest_spans_free(sp);
+        if (have < want)
+            usleep(50000);
+    }
+    cr_expect_geq(have, want, "the SDK's spans did not reach the receiver within 10 s: see %s",
+                  c->node_err);
 }
 
 /* Stop in data-flow order: the SDK flushes on SIGTERM, ldtraced drains everything on SIGTERM, then
@@ -395,6 +411,7 @@ static void run_interop(int node_traced, int n, int checks)
     struct req q[REQS_MAX];
     start_chain(&c, node_traced);
     run_clients(&c, q, n);
+    wait_sdk_spans(&c, 2 * (size_t)n);
     stop_chain(&c);
     int reqs = receiver_all_valid(&c);
     struct itest_spans *sp = itest_load_spans(c.rx_out);
