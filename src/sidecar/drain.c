@@ -11,10 +11,12 @@
  * half full of undelivered records, or flush_ms after its first span. */
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -414,15 +416,35 @@ static int ends_with_ring(const char *name)
     return n > 5 && strcmp(name + n - 5, ".ring") == 0;
 }
 
+/* A "<pid>.<nonce>.new" file is a segment being created (the producer renames it to .ring once its
+ * header is published). One whose producer died in that window is removed here, once it is a few
+ * seconds old and its pid is gone; it holds no record. */
+static void remove_stale_new(const char *path, const char *name, const struct stat *st)
+{
+    size_t n = strlen(name);
+    char *end;
+    long pid = strtol(name, &end, 10);
+    if (n < 5 || strcmp(name + n - 4, ".new") != 0 || *end != '.' || pid <= 0 ||
+        !S_ISREG(st->st_mode) || st->st_uid != geteuid() || time(NULL) - st->st_mtime < 5)
+        return;
+    if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+        unlink(path);
+}
+
 static int scan_entry(struct ldt__drain *d, const char *name)
 {
     char path[512];
     struct stat st;
-    if (!ends_with_ring(name) || strlen(d->o.dir) + strlen(name) + 2 > sizeof(path))
+    if (strlen(d->o.dir) + strlen(name) + 2 > sizeof(path))
         return 0;
     strcpy(path, d->o.dir);
     strcat(path, "/");
     strcat(path, name);
+    if (!ends_with_ring(name)) {
+        if (name[0] != '.' && lstat(path, &st) == 0)
+            remove_stale_new(path, name, &st);
+        return 0;
+    }
     if (lstat(path, &st) < 0 || find_seg(d, st.st_dev, st.st_ino))
         return 0;
     struct rejected *rj = find_rej(d, &st);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -874,6 +876,43 @@ Test(drain, torn_slot_of_exited_producer_is_skipped)
     cr_assert_eq(json_array_size(spans), 2);
     cr_assert_str_eq(get_s(json_array_get(spans, 1), "spanId"), "7711121314151617");
     json_decref(spans);
+}
+
+/* Make "<pid>.<nonce>.new" in tmpdir, `age` seconds old. */
+static void make_new_file(char *path, size_t cap, pid_t pid, time_t age)
+{
+    snprintf(path, cap, "%s/%d.00000000000000aa.new", tmpdir, (int)pid);
+    int fd = open(path, O_CREAT | O_WRONLY, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    struct timespec t[2] = {{.tv_sec = time(NULL) - age}, {.tv_sec = time(NULL) - age}};
+    cr_assert_eq(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+Test(drain, stale_half_created_segment_of_a_dead_producer_is_removed)
+{
+    pid_t dead = fork();
+    cr_assert_geq(dead, 0);
+    if (dead == 0)
+        _exit(0);
+    waitpid(dead, NULL, 0);
+    char gone[256], young[256], alive[256];
+    make_new_file(gone, sizeof(gone), dead, 60);
+    make_new_file(alive, sizeof(alive), getpid(), 60);
+    snprintf(young, sizeof(young), "%s/%d.00000000000000bb.new", tmpdir, (int)dead);
+    int fd = open(young, O_CREAT | O_WRONLY, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    struct ldt__exporter e;
+    cr_assert_eq(ldt__export_file_open(&e, "/dev/null"), 0);
+    struct ldt__drain_opts o = {.dir = tmpdir, .exp = &e, .poll_ms = 1};
+    struct ldt__drain *d = ldt__drain_new(&o);
+    cr_assert_eq(ldt__drain_all(d), 0);
+    cr_assert_eq(access(gone, F_OK), -1, "a dead producer's old .new file is removed");
+    cr_assert_eq(access(alive, F_OK), 0, "a live producer's .new file is kept");
+    cr_assert_eq(access(young, F_OK), 0, "a fresh .new file may still be renamed: kept");
+    ldt__drain_free(d);
+    e.ops->close(&e);
 }
 
 Test(drain, missing_directory_is_not_an_error)
