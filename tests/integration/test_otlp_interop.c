@@ -453,7 +453,12 @@ Test(interop, sdk_under_shim_keeps_sdk_context)
 }
 
 /* The SDK service under the shim: still one tree (the shim adds no span id the SDK already
- * exported and no second SERVER span for the request the SDK serves). */
+ * exported and no second SERVER span for the request the SDK serves).
+ * Fails as of this writing, two shim bugs: (1) for a request that carries the app's own traceparent
+ * (LDT_SPAN_F_APP_TP), ldt__span_client_headers gives the shim's CLIENT span the SDK's span id
+ * (tc.span_id) but keeps the shim's own SERVER span as its parent, so the receiver gets that id
+ * twice with two different parents; (2) the shim's SERVER span for the request the SDK serves is a
+ * second child of the proxy's CLIENT span, next to the SDK's, and heads a second subtree. */
 Test(interop, sdk_under_shim_one_tree)
 {
     run_interop(1, 1, CHECK_TREE);
