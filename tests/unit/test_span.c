@@ -396,3 +396,30 @@ Test(span_timing, wall_clock_start_follows_the_monotonic_one, .init = setup)
     cr_assert_lt(d, 5000000, "wall from mono is %llu ns off", (unsigned long long)d);
     cr_assert_eq(ldt__wall_of(m + 12345) - ldt__wall_of(m), 12345);
 }
+
+/* ---- error stacks ---- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A capture runs inside the app's write on the error path: it must stay cheap (was ~0.5 ms with
+ * unw_get_proc_name per frame; now unw_backtrace and cached module ranges, ~10 us). */
+Test(span_stack, capture_is_module_offset_text_and_cheap, .init = setup)
+{
+    char buf[LDT_STACK_TEXT_MAX * LDT_STACK_MAX_PARTS];
+    uint64_t t[21];
+    size_t n = 0;
+    for (int i = 0; i < 21; i++) {
+        uint64_t t0 = ldt_clock_mono_ns();
+        n = ldt__stack_text(buf, sizeof buf);
+        t[i] = ldt_clock_mono_ns() - t0;
+    }
+    qsort(t, 21, sizeof t[0], cmp_u64);
+    cr_assert_gt(n, 0, "no frame captured");
+    cr_assert(memmem(buf, n, "+0x", 3) && buf[n - 1] == '\n', "not module+offset lines: %.*s",
+              (int)n, buf);
+    cr_assert_lt(t[10], 200000, "median capture %llu ns", (unsigned long long)t[10]);
+}
