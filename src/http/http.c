@@ -1191,6 +1191,11 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
     }
     if (id == H_CL && (rc = cl_value(p, b, v, e)) <= 0)
         return rc;
+    if ((id == H_CONN || id == H_TE || id == H_EXPECT) && v < e) {
+        name_apply(p, id);
+        list_run(p, b + v, e - v);
+        return header_end(p);
+    }
     name_apply(p, id);
     return header_value(p, b, v, e);
 }
