@@ -1,4 +1,4 @@
-/* hooks_ssl.c - interposed OpenSSL calls: HTTP inside TLS is sniffed and injected here, in plaintext.
+/* hooks_ssl.c - interposed OpenSSL calls: HTTP inside TLS, sniffed and injected in plaintext.
  *
  * SSL_read/SSL_read_ex/SSL_write/SSL_write_ex are wrapped whenever libssl is in the process (linked
  * or dlopened, even RTLD_LOCAL as Python's _ssl module does): the real functions are looked up at
@@ -47,16 +47,16 @@
 
 /* ---- the real functions, resolved at call time ----------------------------------------------- */
 
-#define SSL_SYMS(X) \
-    X(int, SSL_read, (void *s, void *b, int n)) \
-    X(int, SSL_read_ex, (void *s, void *b, size_t n, size_t *r)) \
-    X(int, SSL_write, (void *s, const void *b, int n)) \
-    X(int, SSL_write_ex, (void *s, const void *b, size_t n, size_t *w)) \
-    X(int, SSL_do_handshake, (void *s)) \
-    X(int, SSL_connect, (void *s)) \
-    X(int, SSL_accept, (void *s)) \
-    X(int, SSL_get_fd, (const void *s)) \
-    X(int, SSL_get_error, (const void *s, int r)) \
+#define SSL_SYMS(X)                                                                                \
+    X(int, SSL_read, (void *s, void *b, int n))                                                    \
+    X(int, SSL_read_ex, (void *s, void *b, size_t n, size_t *r))                                   \
+    X(int, SSL_write, (void *s, const void *b, int n))                                             \
+    X(int, SSL_write_ex, (void *s, const void *b, size_t n, size_t *w))                            \
+    X(int, SSL_do_handshake, (void *s))                                                            \
+    X(int, SSL_connect, (void *s))                                                                 \
+    X(int, SSL_accept, (void *s))                                                                  \
+    X(int, SSL_get_fd, (const void *s))                                                            \
+    X(int, SSL_get_error, (const void *s, int r))                                                  \
     X(long, SSL_ctrl, (void *s, int cmd, long l, void *p))
 
 static struct {
@@ -101,11 +101,11 @@ LDT_HOOK int SSL_accept(void *s);
 
 /* The real function (NULL when libssl has none), resolved on first use; ours is our hook of that
  * name or NULL. Racing resolvers store the same value. */
-#define REAL_AS(name, ours) \
-    (atomic_load_explicit(&xssl.name, memory_order_relaxed) \
-         ? atomic_load_explicit(&xssl.name, memory_order_relaxed) \
-         : (atomic_store_explicit(&xssl.name, (__typeof__(xssl.name))resolve(#name, ours), \
-                                  memory_order_relaxed), \
+#define REAL_AS(name, ours)                                                                        \
+    (atomic_load_explicit(&xssl.name, memory_order_relaxed)                                        \
+         ? atomic_load_explicit(&xssl.name, memory_order_relaxed)                                  \
+         : (atomic_store_explicit(&xssl.name, (__typeof__(xssl.name))resolve(#name, ours),         \
+                                  memory_order_relaxed),                                           \
             atomic_load_explicit(&xssl.name, memory_order_relaxed)))
 #define REAL(name) REAL_AS(name, (void *)name)
 #define HELPER(name) REAL_AS(name, NULL)
@@ -156,7 +156,7 @@ static int ssl_fd(void *ssl)
 struct tcall {
     void *ssl;
     int fd;
-    struct ldt__fd *e;  /* the socket's entry, NULL: not traced (the call still runs nested) */
+    struct ldt__fd *e; /* the socket's entry, NULL: not traced (the call still runs nested) */
     uint64_t t0;
 };
 
@@ -429,20 +429,21 @@ LDT_HOOK int SSL_write_ex(void *ssl, const void *buf, size_t num, size_t *writte
     return r;
 }
 
-/* ---- handshakes: ciphertext only; learn the socket -------------------------------------------- */
+/* ---- handshakes: ciphertext only; learn the socket --------------------------------------------
+ */
 
-#define HANDSHAKE(name) \
-    LDT_HOOK int name(void *ssl) \
-    { \
-        int (*real)(void *) = REAL(name); \
-        struct tcall t; \
-        if (!real) \
-            return -1; \
-        if (!tls_begin(ssl, &t)) \
-            return real(ssl); \
-        int r = real(ssl); \
-        tls_end(&t); \
-        return r; \
+#define HANDSHAKE(name)                                                                            \
+    LDT_HOOK int name(void *ssl)                                                                   \
+    {                                                                                              \
+        int (*real)(void *) = REAL(name);                                                          \
+        struct tcall t;                                                                            \
+        if (!real)                                                                                 \
+            return -1;                                                                             \
+        if (!tls_begin(ssl, &t))                                                                   \
+            return real(ssl);                                                                      \
+        int r = real(ssl);                                                                         \
+        tls_end(&t);                                                                               \
+        return r;                                                                                  \
     }
 
 HANDSHAKE(SSL_do_handshake)

@@ -557,7 +557,8 @@ void ldt__sniff_close(struct ldt__conn *c, struct ldt__fd *e)
     if (c->epoch != atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed)) {
         /* The socket was shared by a fork and this process did no I/O on it since: the other side
          * of the fork serves it (a fork-per-connection server's parent, or a child closing the
-         * fds it inherited before exec). Its open spans are not ours to end, let alone as errors. */
+         * fds it inherited before exec). Its open spans are not ours to end, let alone as errors.
+         */
         drop_all(c);
     } else if (c->role == LDT__ROLE_SERVER && !c->dead) {
         struct ldt__span *s = srv_at(c, 0);

@@ -44,9 +44,9 @@ void (*ldt__span_sink)(const void *rec, size_t len);
 #define REG_BUSY UINT64_MAX /* a slot being filled */
 
 struct reg_slot {
-    _Atomic uint64_t serial; /* 0 free, REG_BUSY being written, else the owner's serial */
+    _Atomic uint64_t serial;      /* 0 free, REG_BUSY being written, else the owner's serial */
     const struct ldt__span *span; /* the server span itself: its url.path for rule 4 */
-    struct ldt__ctx ctx;     /* the server span as a parent */
+    struct ldt__ctx ctx;          /* the server span as a parent */
     uint8_t tp_len;
     char tp[LDT_TP_LEN]; /* the inbound traceparent exactly as received (v00, 55 chars) */
 };
@@ -54,7 +54,7 @@ struct reg_slot {
 static struct reg_slot reg[REG_SLOTS];
 static _Atomic uint64_t reg_serial;
 static _Atomic uint32_t reg_hint;
-static _Atomic int reg_open;    /* server spans open in the process (registered) */
+static _Atomic int reg_open; /* server spans open in the process (registered) */
 
 /* Claim a slot and publish ctx in it. Returns the slot or -1 when the registry is full. */
 static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len,
@@ -538,8 +538,8 @@ void ldt__span_end(struct ldt__span *s, struct ldt__conn *c)
     /* A server span ends when the call completing its response was entered; anything else when
      * the current call returned (a client span: the response's last byte was read). */
     uint64_t end = s->rec.kind == LDT_SPAN_SERVER && ldt__io_start ? ldt__io_start
-                   : ldt__io_end                                    ? ldt__io_end
-                                                                    : ldt_clock_mono_ns();
+                   : ldt__io_end                                   ? ldt__io_end
+                                                                   : ldt_clock_mono_ns();
     s->rec.dur_ns = end > s->start_mono ? end - s->start_mono : 0;
     if (c)
         fill_addrs(&s->rec, c);

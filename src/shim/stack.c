@@ -57,7 +57,7 @@ static void put_hex(char *out, size_t cap, size_t *n, uint64_t v)
 
 struct mod {
     uintptr_t lo, hi, base;
-    const char *name;   /* dlpi_name: owned by the loader, valid while the object is loaded */
+    const char *name; /* dlpi_name: owned by the loader, valid while the object is loaded */
 };
 
 static struct mod mods[MOD_MAX];

@@ -1,4 +1,4 @@
-/* test_shim_tls.c - HTTPS under the shim: a python3 http.server wrapped in ssl (self-signed cert made
+/* test_shim_tls.c - HTTPS under the shim: a python3 http.server wrapped in ssl (self-signed cert
  * by the openssl CLI) is the traced server; curl -k and python urllib (no verification) are traced
  * clients. The traceparent is injected inside TLS (the server echoes the headers it got: exactly
  * one traceparent, the client span's id), and SERVER and CLIENT spans are linked. */
@@ -73,8 +73,20 @@ static void tls_start(struct tls_fix *f)
     write_file(f->cli, cli_py);
     struct itest_env plain;
     itest_env_init(&plain);
-    char *oargv[] = {"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                     "-keyout", f->key, "-out", f->cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+    char *oargv[] = {"/usr/bin/openssl",
+                     "req",
+                     "-x509",
+                     "-newkey",
+                     "rsa:2048",
+                     "-nodes",
+                     "-keyout",
+                     f->key,
+                     "-out",
+                     f->cert,
+                     "-days",
+                     "2",
+                     "-subj",
+                     "/CN=127.0.0.1",
                      NULL};
     cr_assert_eq(itest_run(&plain, oargv, NULL, 20000), 0, "openssl req failed");
     itest_env_free(&plain);
@@ -104,8 +116,7 @@ static void tls_client(struct tls_fix *f, const char *service, char *const argv[
     cr_assert_not_null(text);
     const char *a = strstr(text, "traceparent: ");
     cr_assert_not_null(a, "%s: the server saw no traceparent:\n%s", service, text);
-    cr_assert_null(strstr(a + 1, "traceparent:"), "%s: two traceparent lines:\n%s", service,
-                   text);
+    cr_assert_null(strstr(a + 1, "traceparent:"), "%s: two traceparent lines:\n%s", service, text);
     cr_assert(strlen(a) >= 13 + 55, "%s: short traceparent", service);
     memcpy(tp_span, a + 13 + 36, 16);
     tp_span[16] = '\0';
@@ -186,8 +197,8 @@ static void big_write(const char *mode)
     char tp[17];
     struct itest_spans *sp;
     tls_start(&f);
-    char *argv[] = {itest_build("tests/integration/tls_client"), f.port_s, "1048576",
-                    (char *)mode, NULL};
+    char *argv[] = {itest_build("tests/integration/tls_client"), f.port_s, "1048576", (char *)mode,
+                    NULL};
     tls_client(&f, "tls-client", argv, tp);
     char *text = itest_slurp(f.out, NULL);
     cr_assert(text && strstr(text, "len=1048576 body=ok"), "body damaged:\n%s", text);

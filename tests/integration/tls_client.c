@@ -71,7 +71,8 @@ int main(int argc, char **argv)
     char head[256];
     int hl = snprintf(head, sizeof head,
                       "POST /big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n"
-                      "Connection: close\r\n\r\n", body);
+                      "Connection: close\r\n\r\n",
+                      body);
     char *buf = malloc((size_t)hl + body);
     memcpy(buf, head, (size_t)hl);
     for (size_t k = 0; k < body; k++)

@@ -368,8 +368,8 @@ Test(span_timing, server_span_ends_when_the_completing_write_was_entered, .init 
 {
     struct ldt__conn *c = serve("GET /t HTTP/1.1\r\n\r\n");
     uint64_t start = c->srv[c->srv_head].start_mono;
-    ldt__io_start = start + 1000;    /* the app entered its write */
-    ldt__io_end = start + 16000000;  /* ... and got it back 16 ms later (preempted) */
+    ldt__io_start = start + 1000;   /* the app entered its write */
+    ldt__io_end = start + 16000000; /* ... and got it back 16 ms later (preempted) */
     respond(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     ldt__io_start = 0;
     cr_assert_eq(nrecs, 1);
