@@ -90,7 +90,7 @@ int ldt__find_shim(const char *exe, char *out, size_t cap)
         return try_path(out, cap, d, "shim/" SHIM_NAME);
     if (dir_of(exe, d, sizeof(d)) < 0 || dir_of(d, prefix, sizeof(prefix)) < 0)
         return -ENAMETOOLONG;
-    static const char *const libdirs[] = {LDT_LIBDIR, "lib/" MULTIARCH, "lib64", "lib"};
+    static const char *const libdirs[] = {LDT_LIBDIR, ("lib/" MULTIARCH), "lib64", "lib"};
     for (size_t i = 0; i < sizeof(libdirs) / sizeof(libdirs[0]); i++) {
         char rel[PATH_MAX];
         snprintf(rel, sizeof(rel), "%s/%s", libdirs[i], SHIM_NAME);
