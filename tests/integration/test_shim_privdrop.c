@@ -131,3 +131,56 @@ Test(shim_exec, exec_marks_the_old_segment_exited_and_a_failed_exec_does_not, .t
     unlink(bad);
     itest_rmtree(dir);
 }
+
+/* nginx as root without a `user` directive runs its worker as nobody: the worker's spans arrive. */
+Test(shim_privdrop, nginx_worker_as_nobody_exports_its_server_spans, .timeout = 40)
+{
+    if (geteuid() != 0 || access("/usr/sbin/nginx", X_OK) != 0)
+        cr_skip_test("needs root and nginx");
+    char dir[ITEST_PATH_MAX], prefix[ITEST_PATH_MAX], conf[ITEST_PATH_MAX + 16];
+    char globals[3 * ITEST_PATH_MAX], out[ITEST_PATH_MAX + 16], url[64];
+    cr_assert_eq(itest_mkdtemp(dir), 0);
+    cr_assert_eq(itest_mkdtemp(prefix), 0);
+    chmod(prefix, 0755); /* the worker (nobody) reads nothing there, but nginx checks the path */
+    int port = itest_free_port();
+    snprintf(conf, sizeof conf, "%s/nginx.conf", prefix);
+    FILE *f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    fprintf(f,
+            "worker_processes 1;\nevents { worker_connections 64; }\n"
+            "http { access_log off;\n  server { listen 127.0.0.1:%d;\n"
+            "    location / { return 200 \"ok\\n\"; } } }\n",
+            port);
+    fclose(f);
+    snprintf(globals, sizeof globals, "daemon off; pid %s/nginx.pid; error_log %s/error.log;",
+             prefix, prefix);
+    struct itest_env es, ec;
+    itest_env_init(&es);
+    itest_env_init(&ec);
+    cr_assert_eq(itest_env_trace(&es, dir, "ngx-nobody"), 0, "libldtrace.so is not built");
+    char *sargv[] = {"/usr/sbin/nginx", "-p", prefix, "-c", "nginx.conf", "-g", globals, NULL};
+    pid_t srv = itest_start_server(&es, sargv, port, NULL);
+    cr_assert_gt(srv, 0, "nginx did not start");
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/nobody", port);
+    snprintf(out, sizeof out, "%s.out", dir);
+    char *cargv[16];
+    const char *urls[] = {url, NULL};
+    itest_get_argv(cargv, NULL, urls);
+    int rc = itest_run(&ec, cargv, out, 15000);
+    itest_settle(300);
+    kill(srv, SIGQUIT);
+    itest_wait(srv, 5000);
+    cr_assert_eq(rc, 0, "client failed");
+    struct itest_spans *sp = itest_drain_load(dir);
+    cr_assert_not_null(sp);
+    const struct itest_span *s = itest_find(sp, ITEST_SERVER, "ngx-nobody", "url.path", "/nobody");
+    if (!s)
+        itest_dump(sp);
+    cr_assert_not_null(s, "no SERVER span from nginx's nobody worker");
+    itest_spans_free(sp);
+    itest_env_free(&es);
+    itest_env_free(&ec);
+    unlink(out);
+    itest_rmtree(prefix);
+    itest_rmtree(dir);
+}
