@@ -1,6 +1,7 @@
 /* bench_calls.c - a fixed loop of libc I/O calls, run by scripts/bench with and without the shim to
- * measure what interposition adds per call on fds that are not traced HTTP sockets; and (conns mode)
- * the same with N open HTTP connections, with the per-request cost and the process's memory. */
+ * measure what interposition adds per call on fds that are not traced HTTP sockets; and (conns
+ * mode) the same with N open HTTP connections, with the per-request cost and the process's memory.
+ */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -19,7 +20,8 @@ static double now_ns(void)
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-/* Runs `iters` write+read pairs on the pair (wfd, rfd); returns ns per call (2 calls per iteration). */
+/* Runs `iters` write+read pairs on the pair (wfd, rfd); returns ns per call (2 calls per
+ * iteration). */
 static double pingpong(int wfd, int rfd, long iters, int rewind_file)
 {
     char c = 'x';
@@ -64,11 +66,13 @@ static void print_mem(void)
     printf(" ring=%ld", ring);
 }
 
-/* Reads from fd until buf holds at least min bytes ending in "\r\n\r\n" or "ok"; -1 on EOF or error. */
+/* Reads from fd until buf holds at least min bytes ending in "\r\n\r\n" or "ok"; -1 on EOF or
+ * error. */
 static int read_msg(int fd, char *buf, size_t cap, size_t min)
 {
     size_t have = 0;
-    while (have < min || (memcmp(buf + have - 4, "\r\n\r\n", 4) && memcmp(buf + have - 2, "ok", 2))) {
+    while (have < min ||
+           (memcmp(buf + have - 4, "\r\n\r\n", 4) && memcmp(buf + have - 2, "ok", 2))) {
         ssize_t n = read(fd, buf + have, cap - have);
         if (n <= 0)
             return -1;
@@ -125,9 +129,10 @@ static int *open_conns(long n)
     return fds;
 }
 
-/* conns mode: n open connection fds (n / 2 loopback connections, both ends here), then "ns_per_call ns_per_request" on a socketpair and on the
- * connections in turn, then the memory counters; a second round of one request per connection and
- * the memory again (flat over time: the second line should match the first). */
+/* conns mode: n open connection fds (n / 2 loopback connections, both ends here), then "ns_per_call
+ * ns_per_request" on a socketpair and on the connections in turn, then the memory counters; a
+ * second round of one request per connection and the memory again (flat over time: the second line
+ * should match the first). */
 static int conns(long n, long iters)
 {
     n = n / 2 > 0 ? n / 2 : 1;

@@ -1,7 +1,8 @@
-/* bench_http.c - a minimal keep-alive HTTP/1.1 server and a ping-pong client, run by scripts/bench with
- * and without the shim (on one side at a time) to measure the cost of a traced request, and under wrk.
- * A request for a path starting with /err gets a 500 (an error span with the app's stack). Built a
- * second time with BENCH_LTTNG as bench_http_lttng: one LTTng-UST tracepoint per request served. */
+/* bench_http.c - a minimal keep-alive HTTP/1.1 server and a ping-pong client, run by scripts/bench
+ * with and without the shim (on one side at a time) to measure the cost of a traced request, and
+ * under wrk. A request for a path starting with /err gets a 500 (an error span with the app's
+ * stack). Built a second time with BENCH_LTTNG as bench_http_lttng: one LTTng-UST tracepoint per
+ * request served. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,12 +19,14 @@
 #include "bench_lttng_tp.h"
 #endif
 
-static const char RESPONSE[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+static const char RESPONSE[] =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
 static const char RESPONSE_500[] =
     "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nno";
 
 /* Reads one request header block (no bodies here); returns 0 at EOF or error, 2 for a path starting
- * with /err, 1 otherwise. Keeps the bytes after the blank line (a pipelined next request) in buf. */
+ * with /err, 1 otherwise. Keeps the bytes after the blank line (a pipelined next request) in buf.
+ */
 static int read_request(int fd, char *buf, size_t cap, size_t *have)
 {
     for (;;) {
@@ -69,8 +72,8 @@ static int server(const char *portfile, int once)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof(a);
     setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(ls, (struct sockaddr *)&a, sizeof(a)) || listen(ls, 512)
-        || getsockname(ls, (struct sockaddr *)&a, &alen)) {
+    if (bind(ls, (struct sockaddr *)&a, sizeof(a)) || listen(ls, 512) ||
+        getsockname(ls, (struct sockaddr *)&a, &alen)) {
         perror("bench_http: listen");
         return 1;
     }
@@ -84,7 +87,7 @@ static int server(const char *portfile, int once)
         if (c < 0)
             continue;
         setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (once) {             /* serve one connection in this thread, then exit (callgrind runs) */
+        if (once) { /* serve one connection in this thread, then exit (callgrind runs) */
             serve((void *)(long)c);
             return 0;
         }
@@ -99,7 +102,8 @@ static int server(const char *portfile, int once)
 static int client(int port, long n, const char *path)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&a, sizeof(a))) {
         perror("bench_http: connect");
@@ -109,7 +113,8 @@ static int client(int port, long n, const char *path)
     char req[512];
     int reqlen = snprintf(req, sizeof(req),
                           "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n\r\n", path);
-    size_t resplen = strncmp(path, "/err", 4) == 0 ? sizeof(RESPONSE_500) - 1 : sizeof(RESPONSE) - 1;
+    size_t resplen =
+        strncmp(path, "/err", 4) == 0 ? sizeof(RESPONSE_500) - 1 : sizeof(RESPONSE) - 1;
     char buf[4096];
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

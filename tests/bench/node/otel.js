@@ -1,6 +1,7 @@
 // otel.js - the official OpenTelemetry SDK set up as its docs show (NodeTracerProvider, HTTP
-// instrumentation, BatchSpanProcessor, OTLP/HTTP exporter), preloaded into server.js with --require.
-// The exporter's endpoint comes from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (a local sink in the bench).
+// instrumentation, BatchSpanProcessor, OTLP/HTTP exporter), preloaded into server.js with
+// --require. The exporter's endpoint comes from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (a local sink
+// in the bench).
 'use strict';
 const { NodeTracerProvider } = require('@opentelemetry/sdk-trace-node');
 const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');

@@ -1,5 +1,6 @@
 // server.js - the Node.js http server scripts/bench drives with wrk: answers "ok" to every request.
-// Usage: node [--require ./otel.js] server.js PORTFILE   (listens on a free 127.0.0.1 port, writes it)
+// Usage: node [--require ./otel.js] server.js PORTFILE
+// (listens on a free 127.0.0.1 port and writes it to PORTFILE)
 'use strict';
 const http = require('http');
 const fs = require('fs');
