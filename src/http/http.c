@@ -1260,7 +1260,7 @@ static size_t header_lines(struct ldt_http_parser *p, const unsigned char *b, si
 
     /* The usual line, tight: 16 bytes readable, a name of letters, digits and '-' shorter than
      * 16 bytes ending in the colon, the line complete in the buffer. */
-    while (j + 16 <= n && b[j] != '\r' && b[j] != '\n') {
+    while (j + 16 <= n) { /* a CR or LF first (the blank line) is no name byte: c == j */
         uint32_t nm, fv;
         masks16(b + j, &nm, &fv);
         size_t c = j + (size_t)__builtin_ctz(~nm | 0x10000u), e;
