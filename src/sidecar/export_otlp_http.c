@@ -449,6 +449,8 @@ static void set_options(struct http_impl *h, const struct ldt__http_opts *o)
 {
     curl_easy_setopt(h->curl, CURLOPT_URL, h->url);
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, h->headers);
+    /* The exporter spec asks for a User-Agent naming the exporter, its language and version. */
+    curl_easy_setopt(h->curl, CURLOPT_USERAGENT, "OTel-OTLP-Exporter-C-ldtrace/" LDT_VERSION);
     curl_easy_setopt(h->curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
     curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)o->timeout_ms);

@@ -39,6 +39,9 @@ class Invalid(Exception):
     pass
 
 
+REQ = threading.local()  # per request: .lenient_ints is strict (False) for ldtrace's own exporter
+
+
 def need(cond, why):
     if not cond:
         raise Invalid(why)
@@ -50,7 +53,9 @@ def check_value(v, where):
         if k == 'stringValue':
             need(isinstance(x, str), where + ': stringValue')
         elif k == 'intValue':
-            need(isinstance(x, str) and DEC.match(x), where + ': intValue must be a decimal string')
+            # Decoders must accept both (protobuf JSON mapping); ldtrace's exporter writes strings.
+            need((isinstance(x, str) and DEC.match(x)) or (getattr(REQ, 'lenient_ints', False) and type(x) is int),
+                 where + ': intValue must be a decimal string')
         elif k == 'boolValue':
             need(isinstance(x, bool), where + ': boolValue')
         elif k == 'doubleValue':
@@ -160,8 +165,22 @@ def make_handler(rx):
             self.end_headers()
             self.wfile.write(data)
 
+        def read_body(self):
+            if 'chunked' not in self.headers.get('Transfer-Encoding', '').lower():
+                return self.rfile.read(int(self.headers.get('Content-Length', '0')))
+            raw = b''
+            while True:  # RFC 9112 7.1: size line (extensions ignored), data, CRLF; trailers
+                size = int(self.rfile.readline().split(b';')[0].strip() or b'0', 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b'\r\n', b'\n', b''):
+                        pass
+                    return raw
+                raw += self.rfile.read(size)
+                self.rfile.readline()
+
         def do_POST(self):
-            raw = self.rfile.read(int(self.headers.get('Content-Length', '0')))
+            raw = self.read_body()
+            REQ.lenient_ints = not self.headers.get('User-Agent', '').startswith('OTel-OTLP-Exporter-C-ldtrace')
             gz = self.headers.get('Content-Encoding', '') == 'gzip'
             try:
                 need(self.path == '/v1/traces', 'path ' + self.path)
