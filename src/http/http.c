@@ -1018,13 +1018,6 @@ static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
     }
     return (uint32_t)_mm_movemask_epi8(good);
 }
-
-/* The K_NAME and K_VALUE masks of the 16 bytes at s, from one load. */
-static inline void masks16(const unsigned char *s, uint32_t *name, uint32_t *value)
-{
-    *name = mask16(s, K_NAME);
-    *value = mask16(s, K_VALUE);
-}
 #else
 static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
 {
@@ -1040,13 +1033,14 @@ static inline uint32_t mask16(const unsigned char *s, enum scan_class k)
     }
     return m;
 }
+#endif
 
+/* The K_NAME and K_VALUE masks of the 16 bytes at s (one load once inlined). */
 static inline void masks16(const unsigned char *s, uint32_t *name, uint32_t *value)
 {
     *name = mask16(s, K_NAME);
     *value = mask16(s, K_VALUE);
 }
-#endif
 
 /* scan() for the last piece of b[j..n), shorter than 16 bytes: tested as the end of the 16 bytes
  * that end at b[n], or when the buffer is shorter than that from a zero-padded copy (NUL is in no
@@ -1080,7 +1074,7 @@ static inline __attribute__((always_inline)) size_t scan(const unsigned char *b,
 }
 
 /* The line end at b[e]: the offset of its LF when b[e..n) starts with CRLF or LF, else 0 (a bare
- * CR, another byte, or the line is cut). */
+ * CR, another byte, or the line is cut; also an LF at b[0], which the byte-wise machine takes). */
 static inline size_t line_end(const unsigned char *b, size_t e, size_t n)
 {
     if (e < n && b[e] == '\r')
