@@ -42,8 +42,9 @@ int ldt__demo_main(int argc, char **argv)
     }
     int rc = ldt__demo_script(LDT_SOURCE_ROOT, script, sizeof(script));
     if (rc < 0) {
-        fprintf(stderr, "ldtrace: demo: %s/scripts/demo: %s (the demo runs from the source tree "
-                        "ldtrace was built from)\n",
+        fprintf(stderr,
+                "ldtrace: demo: %s/scripts/demo: %s (the demo runs from the source tree "
+                "ldtrace was built from)\n",
                 LDT_SOURCE_ROOT, strerror(-rc));
         return 1;
     }

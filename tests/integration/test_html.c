@@ -3,8 +3,8 @@
  * graph node per service, and the page references nothing outside itself.
  *
  * Chromium is a requirement (scripts/install-deps installs Debian's `chromium`): when it is missing
- * the tests fail and say so. Each run gets a fresh profile directory; stderr goes to a log file that
- * is printed when something goes wrong.
+ * the tests fail and say so. Each run gets a fresh profile directory; stderr goes to a log file
+ * that is printed when something goes wrong.
  */
 #include <criterion/criterion.h>
 
@@ -64,13 +64,15 @@ static void expect_load(struct expect *x, const char *path, const char *trace)
         {
             add_service(x, service_of(rs));
             json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
-            json_array_foreach(json_object_get(ss, "spans"), k, sp)
             {
-                if (strcmp(json_string_value(json_object_get(sp, "traceId")), trace) != 0)
-                    continue;
-                cr_assert_lt(x->nids, 64);
-                snprintf(x->ids[x->nids++], 17, "%s",
-                         json_string_value(json_object_get(sp, "spanId")));
+                json_array_foreach(json_object_get(ss, "spans"), k, sp)
+                {
+                    if (strcmp(json_string_value(json_object_get(sp, "traceId")), trace))
+                        continue;
+                    cr_assert_lt(x->nids, 64);
+                    snprintf(x->ids[x->nids++], 17, "%s",
+                             json_string_value(json_object_get(sp, "spanId")));
+                }
             }
         }
         json_decref(root);
@@ -116,10 +118,21 @@ static void chromium(const char *dir, const char *page, const char *mode, const 
     snprintf(udd, sizeof(udd), "--user-data-dir=%s", profile);
     snprintf(url, sizeof(url), "file://%s", page);
     snprintf(log, sizeof(log), "%s/chromium.log", dir);
-    char *argv[] = {(char *)chromium_path(), "--headless", "--no-sandbox", "--disable-gpu",
-                    "--disable-quic", "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                    "--window-size=1280,800", udd, (char *)mode, url, NULL};
+    char *argv[] = {(char *)chromium_path(),
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--hide-scrollbars",
+                    "--window-size=1280,800",
+                    udd,
+                    (char *)mode,
+                    url,
+                    NULL};
     struct itest_env env;
     itest_env_init(&env);
     int rc = itest_run(&env, argv, out, 30000);
@@ -137,9 +150,14 @@ static void chromium(const char *dir, const char *page, const char *mode, const 
 static void make_page(const char *dir, const char *trace, char *page, size_t cap)
 {
     snprintf(page, cap, "%s/page.html", dir);
-    char *argv[] = {itest_build("src/cli/ldtrace"), "html",
-                    itest_src("tests/data/cli/trace-demo.jsonl"), "-o", page, "--trace",
-                    (char *)trace, NULL};
+    char *argv[] = {itest_build("src/cli/ldtrace"),
+                    "html",
+                    itest_src("tests/data/cli/trace-demo.jsonl"),
+                    "-o",
+                    page,
+                    "--trace",
+                    (char *)trace,
+                    NULL};
     struct itest_env env;
     itest_env_init(&env);
     cr_assert_eq(itest_run(&env, argv, NULL, 20000), 0, "ldtrace html");
@@ -155,8 +173,8 @@ static void assert_self_contained(const char *html)
     cr_expect_eq(count(html, "@import"), 0);
     cr_expect_eq(count(html, "<img"), 0);
     cr_expect_eq(count(html, "url("), count(html, "url(#"), "url() other than a fragment");
-    cr_expect_eq(count(html, "//"), count(html, "http://www.w3.org/2000/svg") +
-                                       count(html, "file://"),
+    cr_expect_eq(count(html, "//"),
+                 count(html, "http://www.w3.org/2000/svg") + count(html, "file://"),
                  "a reference to another document");
 }
 
@@ -242,14 +260,16 @@ Test(html, successful_trace_has_every_span_and_service, .timeout = 90)
  * is not in the file, and names that try to be markup. */
 #define HOSTILE_A "a</script><img src=x onerror=alert(1)>"
 #define RS_OPEN(svc)                                                                               \
-    "{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":\"" svc  \
+    "{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":\"" svc   \
     "\"}}]},\"scopeSpans\":[{\"spans\":["
 #define SPAN(id, parent, kind, t0, t1, peer)                                                       \
-    "{\"traceId\":\"5eed0000000000000000000000000001\",\"spanId\":\"" id "\",\"parentSpanId\":\"" \
-    parent "\",\"name\":\"<b>x</b>\",\"kind\":" #kind ",\"startTimeUnixNano\":\"" t0             \
-    "000000\",\"endTimeUnixNano\":\"" t1 "000000\",\"attributes\":[{\"key\":\"server.address\","  \
+    "{\"traceId\":\"5eed0000000000000000000000000001\",\"spanId\":\"" id                           \
+    "\",\"parentSpanId\":\"" parent "\",\"name\":\"<b>x</b>\",\"kind\":" #kind                     \
+    ",\"startTimeUnixNano\":\"" t0 "000000\",\"endTimeUnixNano\":\"" t1                            \
+    "000000\",\"attributes\":[{\"key\":\"server.address\","                                        \
     "\"value\":{\"stringValue\":\"" peer "\"}}]}"
 
+/* clang-format off */
 static const char cyclic[] =
     "{\"resourceSpans\":[" RS_OPEN(HOSTILE_A) SPAN("0000000000000001", "", 2, "1", "90", "") ","
     SPAN("0000000000000002", "0000000000000001", 3, "2", "80", "b") ","
@@ -259,6 +279,7 @@ static const char cyclic[] =
     RS_OPEN("b&amp;") SPAN("0000000000000003", "0000000000000002", 2, "3", "70", "") ","
     SPAN("0000000000000004", "0000000000000003", 3, "4", "65", "a") ","
     SPAN("0000000000000008", "00000000000000ff", 2, "8", "9", "") "]}]}]}\n";
+/* clang-format on */
 
 Test(html, cycles_orphans_and_markup_in_names, .timeout = 90)
 {
