@@ -450,12 +450,12 @@ Test(view, colour_only_when_asked)
 
 /* An error span whose stack has six frames, one with a control character and a blank line. */
 #define STACK_LINE                                                                                 \
-    LINE_OPEN "{" TID "," SID "," TIMES ",\"name\":\"GET /x\",\"kind\":2,\"status\":{\"code\":2},"  \
+    LINE_OPEN "{" TID "," SID "," TIMES ",\"name\":\"GET /x\",\"kind\":2,\"status\":{\"code\":2}," \
               "\"attributes\":[{\"key\":\"url.path\",\"value\":{\"stringValue\":\"/x\"}},"         \
-              "{\"key\":\"tags\",\"value\":{\"arrayValue\":{\"values\":[]}}}],"                   \
+              "{\"key\":\"tags\",\"value\":{\"arrayValue\":{\"values\":[]}}}],"                    \
               "\"events\":[{\"name\":\"exception\",\"timeUnixNano\":\"2500\",\"attributes\":["     \
-              "{\"key\":\"exception.type\",\"value\":{\"stringValue\":\"E\"}},"                  \
-              "{\"key\":\"exception.stacktrace\",\"value\":{\"stringValue\":"                    \
+              "{\"key\":\"exception.type\",\"value\":{\"stringValue\":\"E\"}},"                    \
+              "{\"key\":\"exception.stacktrace\",\"value\":{\"stringValue\":"                      \
               "\"f0\\nf1\\u001b[31m\\n\\n  f2\\nf3\\nf4\\nf5\\n\"}}]}]}" LINE_CLOSE
 
 Test(view, error_span_shows_first_four_frames)
@@ -908,8 +908,8 @@ Test(html, graph_and_span_details_embedded)
         }
     }
     cr_expect_eq(origins, 1);
-    json_t *sp = json_array_get(json_object_get(json_array_get(json_object_get(j, "traces"), 0),
-                                                "spans"), 0);
+    json_t *sp = json_array_get(
+        json_object_get(json_array_get(json_object_get(j, "traces"), 0), "spans"), 0);
     cr_expect_eq(json_array_size(json_object_get(sp, "attrs")), 3, "every attribute");
     cr_expect(json_is_array(json_object_get(sp, "events")));
     size_t closes = 0;
