@@ -114,33 +114,27 @@ static int *open_conns(long n)
     int *fds = calloc((size_t)n * 2, sizeof(int));
     if (ls < 0 || !fds || bind(ls, (struct sockaddr *)&a, sizeof(a)) || listen(ls, 64) ||
         getsockname(ls, (struct sockaddr *)&a, &alen))
-        return NULL;
+        goto fail;
     for (long i = 0; i < n; i++) {
         fds[2 * i] = socket(AF_INET, SOCK_STREAM, 0);
         if (fds[2 * i] < 0 || connect(fds[2 * i], (struct sockaddr *)&a, sizeof(a)))
-            return NULL;
+            goto fail;
         fds[2 * i + 1] = accept(ls, NULL, NULL);
         if (fds[2 * i + 1] < 0 || exchange(fds[2 * i], fds[2 * i + 1])) {
             fprintf(stderr, "bench_calls: connection %ld of %ld\n", i, n);
-            return NULL;
+            goto fail;
         }
     }
     close(ls);
     return fds;
+fail:
+    free(fds);
+    return NULL; /* the process exits: the fds opened so far close with it */
 }
 
-/* conns mode: n open connection fds (n / 2 loopback connections, both ends here), then "ns_per_call
- * ns_per_request" on a socketpair and on the connections in turn, then the memory counters; a
- * second round of one request per connection and the memory again (flat over time: the second line
- * should match the first). */
-static int conns(long n, long iters)
+/* The timed part of conns mode (see below) on n open connections fds[] and the socketpair sp. */
+static int conns_measure(const int *fds, long n, const int *sp, long iters)
 {
-    n = n / 2 > 0 ? n / 2 : 1;
-    int *fds = open_conns(n), sp[2];
-    if (!fds || socketpair(AF_UNIX, SOCK_STREAM, 0, sp)) {
-        perror("bench_calls: conns");
-        return 1;
-    }
     double call = pingpong(sp[0], sp[1], iters, 0);
     long reqs = iters / 10 > 0 ? iters / 10 : 1;
     double t0 = now_ns();
@@ -156,6 +150,24 @@ static int conns(long n, long iters)
     print_mem();
     printf("\n");
     return 0;
+}
+
+/* conns mode: n open connection fds (n / 2 loopback connections, both ends here), then "ns_per_call
+ * ns_per_request" on a socketpair and on the connections in turn, then the memory counters; a
+ * second round of one request per connection and the memory again (flat over time: the second line
+ * should match the first). */
+static int conns(long n, long iters)
+{
+    n = n / 2 > 0 ? n / 2 : 1;
+    int *fds = open_conns(n), sp[2];
+    if (!fds || socketpair(AF_UNIX, SOCK_STREAM, 0, sp)) {
+        perror("bench_calls: conns");
+        free(fds);
+        return 1;
+    }
+    int rc = conns_measure(fds, n, sp, iters);
+    free(fds);
+    return rc;
 }
 
 int main(int argc, char **argv)
