@@ -183,6 +183,7 @@ struct ldt__conn *ldt__conn_alloc(void)
 
 void ldt__conn_free(struct ldt__conn *c)
 {
+    ldt__conn_flush_connect(c);
     /* A stale reader (another thread's parent lookup) may still look at it: keep it mapped. */
     c->role = LDT__ROLE_NONE;
     while (atomic_flag_test_and_set_explicit(&pool_lock, memory_order_acquire))

@@ -43,7 +43,9 @@ static void connect_span(struct ldt__fd *e, const struct sockaddr *sa, socklen_t
     if (!c && !e->conn && (e->conn = ldt__conn_alloc()) == NULL)
         return;
     ldt__ctx_bind(c ? c : e->conn);
-    struct ldt__span tmp, *s = c ? &c->conn_span : &tmp;
+    /* A connect that worked waits in the connection for its first request (ldt__conn_connect_done);
+     * a failed one is pushed now. */
+    struct ldt__span tmp, *s = c ? &c->conn_span : rc == 0 ? &e->conn->conn_span : &tmp;
     ldt__span_begin(s, LDT_SPAN_INTERNAL, &p);
     s->rec.op = LDT_OP_CONNECT;
     s->rec.start_ns = wall;
@@ -60,7 +62,10 @@ static void connect_span(struct ldt__fd *e, const struct sockaddr *sa, socklen_t
         ldt__stack_capture(s->rec.span_id);
         s->rec.flags |= LDT_SPAN_F_STACK;
     }
-    ldt__span_end(s, NULL);
+    if (rc == 0)
+        ldt__conn_connect_done(e->conn, NULL);
+    else
+        ldt__span_end(s, NULL);
 }
 
 LDT_HOOK int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)

@@ -243,6 +243,7 @@ struct ldt__conn {
     uint8_t dead;               /* the sniffer gave up: pass-through from now on */
     uint8_t addrs;              /* addresses fetched */
     uint8_t connecting;         /* a non-blocking connect span is open */
+    uint8_t connect_pending;    /* conn_span ended well and waits for the first request (below) */
     uint32_t epoch;             /* ldt__fork_epoch at the last I/O seen on it in this process */
     int32_t err;                /* last failing call's errno */
     uint8_t shared;             /* more fds than one use it (dup'd socket): close ends it last */
@@ -414,6 +415,17 @@ void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m)
 
 /* End s now: duration, status rules for its kind, push if sampled, registry release. */
 void ldt__span_end(struct ldt__span *s, struct ldt__conn *c);
+
+/* ldt__span_end in two steps: finish (duration, status, registry release) now, and push later
+ * (ldt__span_emit, which pushes nothing once the app has shown it traces itself). */
+void ldt__span_finish(struct ldt__span *s, struct ldt__conn *c);
+void ldt__span_emit(struct ldt__span *s);
+
+/* A connect that succeeded keeps its span until the first request on the socket shows whose
+ * request it is: if the app traces itself (an SDK), the connect span goes with the other spans of
+ * that request. Emitted at the first request's headers, or when the connection is let go. */
+void ldt__conn_connect_done(struct ldt__conn *c, struct ldt__conn *addrs);
+void ldt__conn_flush_connect(struct ldt__conn *c);
 
 /* Innermost open server span of this thread (or most recent inbound request read on it): 1 and *out
  * filled, or 0. */

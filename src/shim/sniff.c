@@ -291,6 +291,7 @@ static void client_out_event(struct ldt__conn *c, int ev)
     if (ev == LDT_HTTP_EV_HEADERS) {
         if (s)
             ldt__span_client_headers(s, &c->out.msg);
+        ldt__conn_flush_connect(c); /* the first request said whose connect it was */
         if (s && c->cli_out == 0)
             expect_head(c); /* the oldest request waiting: its response is next */
         else if (!s)
@@ -411,7 +412,10 @@ static void connect_end(int fd, struct ldt__conn *c, int soerr)
     }
     if (!c->addrs)
         fetch_addrs(fd, c);
-    ldt__span_end(&c->conn_span, soerr ? NULL : c); /* failed: keep the address connect got */
+    if (soerr)
+        ldt__span_end(&c->conn_span, NULL); /* failed: keep the address connect got */
+    else
+        ldt__conn_connect_done(c, c);
 }
 
 static void connect_finish(int fd, struct ldt__conn *c)

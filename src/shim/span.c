@@ -120,6 +120,38 @@ int ldt__ctx_served(const char *tp, size_t len, struct ldt__ctx *out)
     return 0;
 }
 
+/* ---- an app that traces itself --------------------------------------------------------------- */
+
+/* Set once the app has shown it makes its own trace context (an OpenTelemetry SDK): from then on the
+ * shim records no span and injects nothing in this process, so the app's tracer stays in charge and
+ * no span is reported twice. Read on every span begin (relaxed: a late reader records one more). */
+static _Atomic int app_traces;
+
+/* The app continued a trace this process is serving with a client context of its own (not the
+ * inbound header, which rule 0 forwards): an SDK made that client span, and a server span for the
+ * inbound request too, and exports both. Ours would repeat them: from here on nothing is pushed
+ * (ldt__span_emit), including the spans of this request that are still open. What ended before
+ * this moment was pushed already: the first request's spans may appear twice when the app's first
+ * outbound call comes after its first responses. */
+static void yield_to_app_tracer(struct ldt__span *client)
+{
+    atomic_store_explicit(&app_traces, 1, memory_order_relaxed);
+    client->sampled = 0;
+    ldt_log("the app sends its own trace context (an OpenTelemetry SDK?): recording stops here");
+}
+
+/* 1 when some open served request belongs to this trace. */
+static int serving_trace(const uint8_t trace_id[16])
+{
+    for (int i = 0; i < REG_SLOTS; i++) {
+        struct ldt__ctx c;
+        uint64_t s = atomic_load_explicit(&reg[i].serial, memory_order_acquire);
+        if (s != 0 && s != REG_BUSY && reg_copy(i, s, &c) && memcmp(c.trace_id, trace_id, 16) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* ---- the per-thread stack of open server spans ---------------------------------------------- */
 
 #define STACK_MAX 8
@@ -320,7 +352,8 @@ void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct 
         s->rec.trace_flags = LDT_TC_FLAG_RANDOM;
     }
     ldt_id_span(s->rec.span_id);
-    s->sampled = (uint8_t)ldt__sample(parent, s->rec.trace_id);
+    s->sampled = (uint8_t)ldt__sample(parent, s->rec.trace_id) &&
+                 !atomic_load_explicit(&app_traces, memory_order_relaxed);
     s->rec.trace_flags = (uint8_t)((s->rec.trace_flags & ~LDT_TC_FLAG_SAMPLED) |
                                    (s->sampled ? LDT_TC_FLAG_SAMPLED : 0));
     /* Inside a hook the span starts when its real call returned (one clock read per call). */
@@ -457,7 +490,7 @@ void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c)
     }
     ldt__span_begin(s, LDT_SPAN_CLIENT, have ? &p : NULL);
     build_block(s, have ? &p : NULL);
-    s->injected = 0;
+    s->injected = atomic_load_explicit(&app_traces, memory_order_relaxed) != 0; /* passive */
     s->started = 0;
     s->done_req = 0;
 }
@@ -499,15 +532,20 @@ void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m)
         return;
     }
     s->rec.flags |= LDT_SPAN_F_APP_TP;
-    if (ldt_tc_parse(m->tp, m->tp_len, &tc) == 0) {
-        /* The app (an SDK) made this context: our span is its client span, same ids. */
-        if (memcmp(s->rec.trace_id, tc.trace_id, 16) != 0)
-            memset(s->rec.parent_id, 0, 8);
-        memcpy(s->rec.trace_id, tc.trace_id, 16);
-        memcpy(s->rec.span_id, tc.span_id, 8);
-        s->rec.trace_flags = tc.flags;
-        s->sampled = (tc.flags & LDT_TC_FLAG_SAMPLED) != 0;
+    if (ldt_tc_parse(m->tp, m->tp_len, &tc) != 0)
+        return;
+    if (serving_trace(tc.trace_id)) {
+        yield_to_app_tracer(s);
+        return;
     }
+    /* The app made this context on its own (curl -H traceparent, a hand-made header): nobody else
+     * records this client span, so ours is it, with the app's ids. */
+    if (memcmp(s->rec.trace_id, tc.trace_id, 16) != 0)
+        memset(s->rec.parent_id, 0, 8);
+    memcpy(s->rec.trace_id, tc.trace_id, 16);
+    memcpy(s->rec.span_id, tc.span_id, 8);
+    s->rec.trace_flags = tc.flags;
+    s->sampled = (tc.flags & LDT_TC_FLAG_SAMPLED) != 0;
 }
 
 static void fill_addrs(struct ldt_span_rec *r, const struct ldt__conn *c)
@@ -533,7 +571,7 @@ static void set_status(const struct ldt__span *s, struct ldt_span_rec *r)
     r->status = bad ? LDT_STATUS_ERROR : LDT_STATUS_UNSET;
 }
 
-void ldt__span_end(struct ldt__span *s, struct ldt__conn *c)
+void ldt__span_finish(struct ldt__span *s, struct ldt__conn *c)
 {
     /* A server span ends when the call completing its response was entered; anything else when
      * the current call returned (a client span: the response's last byte was read). */
@@ -553,13 +591,37 @@ void ldt__span_end(struct ldt__span *s, struct ldt__conn *c)
             tstack_n--;
         s->reg = -1;
     }
-    if (!s->sampled)
+}
+
+void ldt__span_emit(struct ldt__span *s)
+{
+    if (!s->sampled || atomic_load_explicit(&app_traces, memory_order_relaxed))
         return;
     if ((s->rec.flags & LDT_SPAN_F_STACK) && ldt__stack_ready(s->rec.span_id))
         ldt__stack_emit(s->rec.trace_id, s->rec.span_id);
     else
         s->rec.flags &= (uint16_t)~LDT_SPAN_F_STACK;
     ldt__emit(&s->rec, sizeof s->rec);
+}
+
+void ldt__span_end(struct ldt__span *s, struct ldt__conn *c)
+{
+    ldt__span_finish(s, c);
+    ldt__span_emit(s);
+}
+
+void ldt__conn_connect_done(struct ldt__conn *c, struct ldt__conn *addrs)
+{
+    ldt__span_finish(&c->conn_span, addrs);
+    c->connect_pending = 1;
+}
+
+void ldt__conn_flush_connect(struct ldt__conn *c)
+{
+    if (!c->connect_pending)
+        return;
+    c->connect_pending = 0;
+    ldt__span_emit(&c->conn_span);
 }
 
 void ldt__span_internal(const struct ldt__ctx *parent, enum ldt_span_op op, uint64_t start_wall,
