@@ -101,10 +101,12 @@ LDT_HOOK int SSL_accept(void *s);
 
 /* The real function (NULL when libssl has none), resolved on first use; ours is our hook of that
  * name or NULL. Racing resolvers store the same value. */
+/* The plain (non-_Atomic) type of a table entry: clang refuses a cast to an _Atomic type. */
+#define PLAIN_T(name) __typeof__(atomic_load_explicit(&xssl.name, memory_order_relaxed))
 #define REAL_AS(name, ours)                                                                        \
     (atomic_load_explicit(&xssl.name, memory_order_relaxed)                                        \
          ? atomic_load_explicit(&xssl.name, memory_order_relaxed)                                  \
-         : (atomic_store_explicit(&xssl.name, (__typeof__(xssl.name))resolve(#name, ours),         \
+         : (atomic_store_explicit(&xssl.name, (PLAIN_T(name))resolve(#name, ours),                 \
                                   memory_order_relaxed),                                           \
             atomic_load_explicit(&xssl.name, memory_order_relaxed)))
 #define REAL(name) REAL_AS(name, (void *)name)
