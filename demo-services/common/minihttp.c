@@ -213,16 +213,21 @@ int mh_peer_parse(const char *text, struct mh_peer *peer)
     return inet_pton(AF_INET, host, &peer->addr.sin_addr) == 1 ? 0 : -EINVAL;
 }
 
-void mh_respond(struct mh_response *resp, int status, const char *fmt, ...)
+static void vrespond(struct mh_response *resp, int status, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(resp->body, sizeof(resp->body), fmt, ap);
-    va_end(ap);
     resp->status = status;
     resp->body_len = n < 0                             ? 0
                      : (size_t)n >= sizeof(resp->body) ? sizeof(resp->body) - 1
                                                        : (size_t)n;
+}
+
+void mh_respond(struct mh_response *resp, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vrespond(resp, status, fmt, ap);
+    va_end(ap);
 }
 
 static int send_response(int fd, const struct mh_response *resp, int keep_alive);
@@ -231,12 +236,8 @@ void mh_respond_now(struct mh_response *resp, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(resp->body, sizeof(resp->body), fmt, ap);
+    vrespond(resp, status, fmt, ap);
     va_end(ap);
-    resp->status = status;
-    resp->body_len = n < 0                             ? 0
-                     : (size_t)n >= sizeof(resp->body) ? sizeof(resp->body) - 1
-                                                       : (size_t)n;
     resp->send_err = send_response(resp->fd, resp, resp->keep_alive);
     resp->sent = 1;
 }
