@@ -84,7 +84,8 @@ static int resume(struct ldt__spool *s)
             s->next_seq = it.seq + 1;
     }
     closedir(dir);
-    qsort(s->q + s->head, s->n, sizeof(*s->q), by_seq);
+    if (s->n) /* an empty queue has no array yet: qsort's pointer must not be NULL */
+        qsort(s->q + s->head, s->n, sizeof(*s->q), by_seq);
     return rc;
 }
 
