@@ -38,7 +38,7 @@
 
 /* Default geometry; the shim may override from LDTRACE_RINGS / LDTRACE_RING_SLOTS. */
 #define LDT_SEG_DEFAULT_RINGS 16u
-#define LDT_SEG_DEFAULT_SLOTS 4096u                /* power of two */
+#define LDT_SEG_DEFAULT_SLOTS 8192u                /* power of two: 8 ms of headroom at 1M spans/s */
 #define LDT_SEG_MAX_RINGS 1024u
 #define LDT_SEG_MAX_SLOTS (1u << 20)
 

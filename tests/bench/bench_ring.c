@@ -4,7 +4,7 @@
  *        bench_ring --loss [--seconds S] [--rate R] [--dir DIR]
  *
  * Push-cost figures: the median ns per push over all timed batches of N runs (default 11) and of
- * each thread; a run is 64 batches of ring_cap (4096) pushes of a full LDT_REC_SIZE record into a
+ * each thread; a run is 64 batches of ring_cap (LDT_SEG_DEFAULT_SLOTS) pushes of a full LDT_REC_SIZE record into a
  * slot of LDT_SLOT_SIZE bytes, after one warm-up run that faults the pages in:
  *   ring_push_1t_ns         one thread on its own ring; no concurrent reader: between two timed
  *                           batches the bench frees the ring by moving tail to head (not timed)
@@ -20,8 +20,8 @@
  *                           reader
  * --loss: one producer thread pushes R spans/s (default 1,000,000) for S seconds (default 3) while
  * a reader thread drains every ring, then sleeps 1 ms; prints pushed, dropped, read and the loss
- * ratio. The ring holds 4096 slots, 4 ms at 1M/s: a loss means the reader was kept off a core that
- * long.
+ * ratio. The ring has the shim's default size (LDT_SEG_DEFAULT_SLOTS, 8 ms at 1M/s): a loss means
+ * the reader was kept off a core that long.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -164,7 +164,8 @@ static double measure(struct bench *b, int nthreads, const unsigned *rings, int 
 static int open_bench(struct bench *b, const char *dir)
 {
     char path[512], why[160];
-    struct ldt_seg_params p = {.nrings = 4, .ring_cap = 4096, .service_name = "bench_ring"};
+    struct ldt_seg_params p = {.nrings = 4, .ring_cap = LDT_SEG_DEFAULT_SLOTS,
+                              .service_name = "bench_ring"};
     int rc = ldt_seg_create(dir, &p, &b->seg);
     if (rc < 0) {
         fprintf(stderr, "bench_ring: create segment in %s: %s\n", dir, strerror(-rc));
