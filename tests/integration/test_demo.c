@@ -923,6 +923,55 @@ static void check_traces(const struct spanset *set)
     }
 }
 
+/* `ldtrace analyze --format json --trace ID` on the spans of this run, parsed. */
+static json_t *analyze_trace(const char *dir, const char *trace)
+{
+    char out[PATH_LEN + 16], res[PATH_LEN + 16], bin[PATH_LEN];
+    snprintf(out, sizeof(out), "%s/spans.json", dir);
+    snprintf(res, sizeof(res), "%s/analysis.json", dir);
+    snprintf(bin, sizeof(bin), "%s/src/cli/ldtrace", root("LDT_BUILD_ROOT"));
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int fd = open(res, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || dup2(fd, 1) < 0)
+            _exit(126);
+        execl(bin, "ldtrace", "analyze", out, "--trace", trace, "--format", "json", (char *)NULL);
+        _exit(127);
+    }
+    cr_assert_eq(wait_pid(pid, 30000), 0, "ldtrace analyze failed");
+    json_error_t e;
+    json_t *a = json_load_file(res, 0, &e);
+    cr_assert(a, "ldtrace analyze wrote bad JSON: %s", e.text);
+    return a;
+}
+
+/* The failed checkout as the analysis tells it: the error started at payment (with payment's own
+ * stack) and surfaced at the gateway; order called payment 4 times for 1 (a retry storm). */
+static void check_analysis(const char *dir)
+{
+    char trace[33];
+    case_trace_id(1, trace);
+    json_t *a = analyze_trace(dir, trace);
+    json_t *err = json_array_get(json_object_get(a, "errors"), 0);
+    cr_assert(err, "no error origin found for the failed checkout");
+    json_t *origin = json_object_get(err, "origin"), *surfaced = json_object_get(err, "surfaced");
+    cr_expect_str_eq(json_string_value(json_object_get(origin, "service")), "payment");
+    cr_expect_eq(json_integer_value(json_object_get(origin, "status_code")), 503);
+    const char *stack = json_string_value(json_object_get(origin, "stacktrace"));
+    cr_expect(stack && strstr(stack, "payment_reject_charge"),
+              "the origin's stack names the payment error path: %s", stack ? stack : "(none)");
+    cr_expect_str_eq(json_string_value(json_object_get(surfaced, "service")), "gateway");
+    cr_expect_eq(json_integer_value(json_object_get(surfaced, "status_code")), 502);
+    json_t *retry = json_array_get(json_object_get(a, "retries"), 0);
+    cr_assert(retry, "no retry storm found for the failed checkout");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(retry, "parent"), "service")),
+                     "order");
+    cr_expect_eq(json_integer_value(json_object_get(retry, "attempts")), 4);
+    cr_expect_eq(json_integer_value(json_object_get(retry, "amplification")), 4);
+    json_decref(a);
+}
+
 Test(demo_traced, checkout_traces_have_the_expected_tree, .timeout = 120)
 {
     static struct resp plain[NCASES], traced[NCASES], extra;
@@ -946,6 +995,7 @@ Test(demo_traced, checkout_traces_have_the_expected_tree, .timeout = 120)
     chain_stop(&c);
     drain_spans(env[0] + strlen("LDTRACE_DIR="), &set);
     check_traces(&set);
+    check_analysis(env[0] + strlen("LDTRACE_DIR="));
     remove_tree(env[0] + strlen("LDTRACE_DIR="));
     for (int i = 0; i < 3; i++)
         free(env[i]);
