@@ -111,7 +111,8 @@ int ldt_seg_skip_torn(struct ldt_seg_reader *r, unsigned ring);
  * it read from them is delivered, so a reader that crashes leaves undelivered records in the ring.
  * ldt_seg_tail: the ring's shared tail (where a new reader starts). ldt_seg_read_at /
  * ldt_seg_skip_torn_at: as ldt_seg_read / ldt_seg_skip_torn, at *pos (advanced), without moving the
- * shared tail. ldt_seg_release: move the shared tail to `tail` (only forward, at most one lap), which frees the slots before it for the producer. */
+ * shared tail. ldt_seg_release: move the shared tail to `tail` (only forward, at most one lap, never past
+ * the producer's published head), which frees the slots before it for the producer. */
 uint64_t ldt_seg_tail(const struct ldt_seg_reader *r, unsigned ring);
 int ldt_seg_read_at(struct ldt_seg_reader *r, unsigned ring, uint64_t *pos,
                     uint8_t out[LDT_REC_SIZE]);

@@ -219,12 +219,13 @@ void ldt_seg_release(struct ldt_seg_reader *r, unsigned ring, uint64_t tail)
         return;
     struct ldt_ring_hdr *rh = ldt__ring_at(r->base, r->ring_stride, ring);
     uint64_t old = LDT__LOAD(&rh->tail, RELAXED);
-    /* The tail only grows (the producer caches it as a lower bound) and by at most one lap: callers
-     * pass positions they read or skipped, which the producer had reserved. Not checked against head:
-     * a single producer publishes head after the slot's seq, so a committed record can be ahead of
-     * it. Release pairs with the producer's acquire load of tail: our copies out of the slots before
-     * it are done before it reuses them. */
-    if (tail > old && tail - old <= r->ring_cap)
+    uint64_t head = LDT__LOAD(&rh->head, ACQUIRE);
+    /* The tail only grows (the producer caches it as a lower bound), by at most one lap, and never
+     * past what the producer has published (a hostile head cannot pull it anywhere). A single
+     * producer publishes head just after the slot's seq, so a record read a moment ago may still be
+     * ahead of head: then the tail waits for the next release. Release pairs with the producer's
+     * acquire load of tail: our copies out of the slots before it are done before it reuses them. */
+    if (tail > old && tail - old <= r->ring_cap && head - tail <= r->ring_cap)
         LDT__STORE(&rh->tail, tail, RELEASE);
 }
 
@@ -232,8 +233,10 @@ int ldt_seg_read(struct ldt_seg_reader *r, unsigned ring, uint8_t out[LDT_REC_SI
 {
     uint64_t t = ldt_seg_tail(r, ring);
     int rc = ldt_seg_read_at(r, ring, &t, out);
+    /* Past the slot just read, at once (it was committed, whatever head says yet). Release pairs
+     * with the producer's acquire load of tail: the copy-out is done before it reuses the slot. */
     if (rc != 0 && rc != -EINVAL)
-        ldt_seg_release(r, ring, t);
+        LDT__STORE(&ldt__ring_at(r->base, r->ring_stride, ring)->tail, t, RELEASE);
     return rc;
 }
 
@@ -244,6 +247,6 @@ int ldt_seg_skip_torn(struct ldt_seg_reader *r, unsigned ring)
         return 0;
     struct ldt_ring_hdr *rh = ldt__ring_at(r->base, r->ring_stride, ring);
     LDT__STORE(&rh->torn, LDT__LOAD(&rh->torn, RELAXED) + 1, RELAXED);
-    ldt_seg_release(r, ring, t);
+    LDT__STORE(&rh->tail, t, RELEASE);
     return 1;
 }
