@@ -684,7 +684,15 @@ static uint64_t kill_round(int ms)
         pushed += rh->pushed;
     }
     /* pushed++ follows the commit, so a kill between the two leaves pushed one short per thread. */
-    cr_assert_geq((uint64_t)lr.read, pushed);
+    struct ldt_ring_hdr *h0 = ring_hdr((struct ldt_seg_hdr *)r.base, 0);
+    struct ldt_ring_hdr *h1 = ring_hdr((struct ldt_seg_hdr *)r.base, 1);
+    cr_assert_geq((uint64_t)lr.read, pushed,
+                  "read %ld < pushed %llu (torn %llu; head/tail/pushed ring0 %llu/%llu/%llu, "
+                  "ring1 %llu/%llu/%llu)",
+                  lr.read, (unsigned long long)pushed, (unsigned long long)r.torn,
+                  (unsigned long long)h0->head, (unsigned long long)h0->tail,
+                  (unsigned long long)h0->pushed, (unsigned long long)h1->head,
+                  (unsigned long long)h1->tail, (unsigned long long)h1->pushed);
     cr_assert_leq((uint64_t)lr.read, pushed + 3);
     cr_assert_leq(r.torn, 2, "only the two shared-ring threads can leave a torn slot");
     cr_assert_gt(lr.read, 0);
