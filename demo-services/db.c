@@ -56,18 +56,6 @@ static void usage(void)
                     "          [--slow-ms MS] [--latency MS] [--jitter MS] [--verbose]\n");
 }
 
-static int int_opt(int argc, char **argv, int *i, const char *name, int *out)
-{
-    if (strcmp(argv[*i], name) != 0)
-        return 0;
-    if (*i + 1 >= argc || atoi(argv[*i + 1]) < 0) {
-        fprintf(stderr, "db: %s needs a non-negative integer\n", name);
-        return -1;
-    }
-    *out = atoi(argv[++*i]);
-    return 1;
-}
-
 int main(int argc, char **argv)
 {
     struct db_cfg cfg = {.slow_every = 0, .slow_ms = 150};
@@ -80,9 +68,9 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         int rc = mh_common_opt(&srv, argc, argv, &i);
         if (rc == 0)
-            rc = int_opt(argc, argv, &i, "--slow-every", &cfg.slow_every);
+            rc = mh_int_opt(&srv, argc, argv, &i, "--slow-every", &cfg.slow_every);
         if (rc == 0)
-            rc = int_opt(argc, argv, &i, "--slow-ms", &cfg.slow_ms);
+            rc = mh_int_opt(&srv, argc, argv, &i, "--slow-ms", &cfg.slow_ms);
         if (rc < 0)
             return 2;
         if (rc > 0)

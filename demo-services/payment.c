@@ -73,18 +73,6 @@ static void usage(void)
             "               [--verbose]\n");
 }
 
-static int int_opt(int argc, char **argv, int *i, const char *name, int *out)
-{
-    if (strcmp(argv[*i], name) != 0)
-        return 0;
-    if (*i + 1 >= argc || atoi(argv[*i + 1]) < 0) {
-        fprintf(stderr, "payment: %s needs a non-negative integer\n", name);
-        return -1;
-    }
-    *out = atoi(argv[++*i]);
-    return 1;
-}
-
 int main(int argc, char **argv)
 {
     struct payment_cfg cfg = {0};
@@ -99,9 +87,9 @@ int main(int argc, char **argv)
         if (rc == 0 && strcmp(argv[i], "--down") == 0)
             cfg.down = rc = 1;
         if (rc == 0)
-            rc = int_opt(argc, argv, &i, "--fail-every", &cfg.fail_every);
+            rc = mh_int_opt(&srv, argc, argv, &i, "--fail-every", &cfg.fail_every);
         if (rc == 0)
-            rc = int_opt(argc, argv, &i, "--flaky-every", &cfg.flaky_every);
+            rc = mh_int_opt(&srv, argc, argv, &i, "--flaky-every", &cfg.flaky_every);
         if (rc < 0)
             return 2;
         if (rc > 0)

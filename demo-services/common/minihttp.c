@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -607,6 +608,15 @@ static int int_arg(const char *name, const char *opt, const char *v, int lo, int
     }
     *out = (int)n;
     return 1;
+}
+
+int mh_int_opt(const struct mh_server *srv, int argc, char **argv, int *i, const char *name,
+               int *out)
+{
+    if (strcmp(argv[*i], name) != 0)
+        return 0;
+    const char *v = *i + 1 < argc ? argv[++*i] : NULL;
+    return int_arg(srv->name, name, v, 0, INT_MAX, out);
 }
 
 int mh_common_opt(struct mh_server *srv, int argc, char **argv, int *i)

@@ -71,6 +71,12 @@ struct mh_server {
  * those, 0 when it is not, -1 (after printing a message) when its value is missing or invalid. */
 int mh_common_opt(struct mh_server *srv, int argc, char **argv, int *i);
 
+/* A service's own integer option `name` at argv[*i] (a value in 0..INT_MAX follows): 1 when parsed
+ * into *out (*i advanced), 0 when argv[*i] is another option, -1 after a message naming the service
+ * when the value is missing or invalid. */
+int mh_int_opt(const struct mh_server *srv, int argc, char **argv, int *i, const char *name,
+               int *out);
+
 /* Listen on srv->bind_host:srv->port and serve until SIGTERM or SIGINT, then stop accepting, close
  * the open connections once their current request is done (waiting at most a few seconds), and
  * return 0. Returns 1 after printing a message naming the failing call when it cannot listen.
