@@ -7,9 +7,14 @@
  * socket its own send/recv used, learned while nested in an SSL call). That socket is marked tls:
  * the socket hooks then pass its ciphertext through with byte counts only, so nothing is sniffed
  * twice. SSL_do_handshake/SSL_connect/SSL_accept are wrapped only to run nested (their socket I/O
- * is ciphertext) and to learn the socket. Not covered: SSL_peek (not sniffed), SSL_sendfile (kTLS:
- * its body bytes are not seen; a response sent that way ends when the connection closes), BIOs
- * that do not end in a socket of this process (memory BIOs: Node, asyncio) - those stay untraced.
+ * is ciphertext) and to learn the socket. SSL_sendfile (OpenSSL 3, kernel TLS only) is wrapped
+ * when libssl has it: the file bytes it sends are never seen, so like the sendfile hook it tells the
+ * sniffer how many body bytes of the outbound message went (a response whose body goes that way
+ * ends when the body is complete); it runs nested, so the sendfile libssl makes on the socket is
+ * not counted again. A failure that sent nothing (no kTLS on the connection: SSL_ERROR_SSL) is no
+ * I/O event for the sniffer; the app sees every failure exactly as libssl returned it. Not
+ * covered: SSL_peek (not sniffed), BIOs that do not end in a socket of this process (memory BIOs:
+ * Node, asyncio) - those stay untraced.
  *
  * Injection and SSL_write's contract. SSL_write(ssl, buf, num) either writes all num bytes or fails
  * (unless SSL_MODE_ENABLE_PARTIAL_WRITE), and after a failure with SSL_ERROR_WANT_WRITE/READ the
@@ -57,7 +62,8 @@
     X(int, SSL_accept, (void *s))                                                                  \
     X(int, SSL_get_fd, (const void *s))                                                            \
     X(int, SSL_get_error, (const void *s, int r))                                                  \
-    X(long, SSL_ctrl, (void *s, int cmd, long l, void *p))
+    X(long, SSL_ctrl, (void *s, int cmd, long l, void *p))                                         \
+    X(ssize_t, SSL_sendfile, (void *s, int fd, off_t off, size_t n, int flags))
 
 static struct {
 #define X(ret, name, params) ret(*_Atomic name) params;
@@ -98,6 +104,7 @@ LDT_HOOK int SSL_write_ex(void *s, const void *b, size_t n, size_t *w);
 LDT_HOOK int SSL_do_handshake(void *s);
 LDT_HOOK int SSL_connect(void *s);
 LDT_HOOK int SSL_accept(void *s);
+LDT_HOOK ssize_t SSL_sendfile(void *s, int fd, off_t off, size_t n, int flags);
 
 /* The real function (NULL when libssl has none), resolved on first use; ours is our hook of that
  * name or NULL. Racing resolvers store the same value. */
@@ -451,3 +458,45 @@ LDT_HOOK int SSL_write_ex(void *ssl, const void *buf, size_t num, size_t *writte
 HANDSHAKE(SSL_do_handshake)
 HANDSHAKE(SSL_connect)
 HANDSHAKE(SSL_accept)
+
+/* ---- SSL_sendfile: file bytes sent under kernel TLS, never seen here --------------------------- */
+
+/* After a real SSL_sendfile that returned r: tell the sniffer like the sendfile hook does. n > 0
+ * body bytes went; a failure is an I/O event only when the socket was tried (WANT_WRITE, a system
+ * error): SSL_ERROR_SSL (no kTLS, not initialised, shut down) sent nothing. Keeps errno. */
+static void tls_sendfile_done(struct tcall *t, ssize_t r, int err)
+{
+    ssize_t n = r;
+    if (r <= 0) {
+        int (*get_error)(const void *, int) = HELPER(SSL_get_error);
+        int code = get_error ? get_error(t->ssl, (int)r) : X_ERROR_SSL;
+        if (code == X_ERROR_WANT_WRITE || code == X_ERROR_WANT_READ)
+            err = EAGAIN;
+        else if (code != X_ERROR_SYSCALL || err == 0) {
+            t->e->calls++;
+            return;
+        }
+        n = -1;
+    }
+    ldt__io_start = t->t0;
+    ldt__sniff_sendfile(t->fd, t->e, n, err, ldt_clock_mono_ns() - t->t0);
+    ldt__io_start = 0;
+}
+
+/* SSL_sendfile(ssl, fd, offset, size, flags): ossl_ssize_t, OpenSSL >= 3.0. */
+LDT_HOOK ssize_t SSL_sendfile(void *ssl, int fd, off_t off, size_t size, int flags)
+{
+    ssize_t (*real)(void *, int, off_t, size_t, int) = REAL(SSL_sendfile);
+    struct tcall t;
+    if (!real)
+        return -1;
+    if (!tls_begin(ssl, &t))
+        return real(ssl, fd, off, size, flags);
+    ssize_t r = real(ssl, fd, off, size, flags);
+    int err = errno;
+    if (t.e)
+        tls_sendfile_done(&t, r, err);
+    tls_end(&t);
+    errno = err;
+    return r;
+}
