@@ -207,7 +207,9 @@ const char *ldt_http_method_name(enum ldt_http_method m)
 
 void ldt_http_init(struct ldt_http_parser *p, enum ldt_http_dir dir)
 {
-    memset(p, 0, sizeof(*p));
+    /* The kept strings are valid up to their lengths only: clearing them is wasted work. */
+    memset(p, 0, offsetof(struct ldt_http_parser, msg.path));
+    p->msg.path[0] = p->msg.host[0] = p->msg.tp[0] = p->msg.ts[0] = '\0';
     p->dir = (uint8_t)dir;
     p->state = LDT_HTTP_S_START;
     p->msg.content_length = -1;
@@ -1104,10 +1106,26 @@ static int header_value(struct ldt_http_parser *p, const unsigned char *b, size_
     return header_end(p);
 }
 
+/* Copy k bytes from src (avail of them readable) to dst (room bytes writable, k <= room): whole
+ * 16-byte pieces when both sides have room for them (what lies past dst[k] is not part of the
+ * field: its length says what is valid), else one memcpy. */
+static inline void copy_run16(char *dst, size_t room, const unsigned char *src, size_t k,
+                              size_t avail)
+{
+    size_t r = (k + 15) & ~(size_t)15;
+
+    if (r > room || r > avail || r > 128) {
+        memcpy(dst, src, k);
+        return;
+    }
+    for (size_t i = 0; i < r; i += 16)
+        memcpy(dst + i, src + i, 16);
+}
+
 /* Copy the value b[v..e), trailing OWS trimmed, to dst[room] as copy_byte() and copy_end() do:
- * returns the bytes kept; *trunc tells whether it did not fit. */
+ * returns the bytes kept; *trunc tells whether it did not fit. b[n] is readable. */
 static size_t copy_value(char *dst, size_t room, const unsigned char *b, size_t v, size_t e,
-                         int *trunc)
+                         size_t n, int *trunc)
 {
     size_t q = e, len, kept;
 
@@ -1115,7 +1133,7 @@ static size_t copy_value(char *dst, size_t room, const unsigned char *b, size_t 
         q--;
     len = q - v;
     kept = len < room ? len : room;
-    memcpy(dst, b + v, kept);
+    copy_run16(dst, room, b + v, kept, n - v);
     if (kept < room)
         dst[kept] = '\0';
     *trunc = len > room;
@@ -1147,7 +1165,7 @@ static int cl_value(struct ldt_http_parser *p, const unsigned char *b, size_t v,
  * same effects as name_apply(), the value bytes and header_end() in the byte-wise machine, taken
  * directly for the usual headers. Returns -1 only for an invalid Content-Length. */
 static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, const unsigned char *b,
-                                                 int id, size_t c, size_t e)
+                                                 int id, size_t c, size_t e, size_t n)
 {
     struct ldt_http_msg *m = &p->msg;
     size_t v;
@@ -1157,7 +1175,7 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
         continue;
     if (id == H_HOST && !(m->_pad & X_HOST)) {
         m->_pad |= X_HOST;
-        m->host_len = (uint16_t)copy_value(m->host, LDT_HTTP_HOST_MAX, b, v, e, &trunc);
+        m->host_len = (uint16_t)copy_value(m->host, LDT_HTTP_HOST_MAX, b, v, e, n, &trunc);
         m->flags |= trunc ? LDT_HTTP_F_HOST_TRUNC : 0;
         return 0;
     }
@@ -1165,7 +1183,7 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
         m->_pad |= X_TP;
         if (v < e)
             m->tp_off = p->pos + (uint32_t)v;
-        m->tp_len = (uint16_t)copy_value(m->tp, LDT_HTTP_TP_MAX, b, v, e, &trunc);
+        m->tp_len = (uint16_t)copy_value(m->tp, LDT_HTTP_TP_MAX, b, v, e, n, &trunc);
         m->flags |= trunc ? LDT_HTTP_F_TP_TRUNC : 0;
         return 0;
     }
@@ -1179,7 +1197,7 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
         }
         m->ts_len =
             (uint16_t)(m->ts_len +
-                       copy_value(m->ts + m->ts_len, LDT_HTTP_TS_MAX - m->ts_len, b, v, e, &trunc));
+                       copy_value(m->ts + m->ts_len, LDT_HTTP_TS_MAX - m->ts_len, b, v, e, n, &trunc));
         m->flags |= trunc ? LDT_HTTP_F_TS_TRUNC : 0;
         return 0;
     }
@@ -1199,12 +1217,12 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
 static inline __attribute__((always_inline)) size_t header_rest(struct ldt_http_parser *p,
                                                                 const unsigned char *b, size_t j,
                                                                 size_t c, size_t e, size_t lf,
-                                                                int *rc)
+                                                                size_t n, int *rc)
 {
     int id = name_id((const char *)b + j, c - j);
 
     if (id != H_NONE)
-        *rc = header_keep(p, b, id, c, e);
+        *rc = header_keep(p, b, id, c, e, n);
     return lf + 1;
 }
 
@@ -1219,7 +1237,7 @@ header_line_short(struct ldt_http_parser *p, const unsigned char *b, size_t j, s
     e = scan(b, c + 1, n, K_VALUE);
     if ((lf = line_end(b, e, n)) == 0)
         return j;
-    return header_rest(p, b, j, c, e, lf, rc);
+    return header_rest(p, b, j, c, e, lf, n, rc);
 }
 
 /* One whole header line at b[j..n) (p->sub is SUB_H_START, b[j] is not CR or LF): returns the
@@ -1241,7 +1259,7 @@ static inline size_t header_line(struct ldt_http_parser *p, const unsigned char 
     e = fv != 0xffffu ? j + (size_t)__builtin_ctz(~fv & 0xffffu) : scan(b, j + 16, n, K_VALUE);
     if ((lf = line_end(b, e, n)) == 0)
         return j;
-    return header_rest(p, b, j, c, e, lf, rc);
+    return header_rest(p, b, j, c, e, lf, n, rc);
 }
 
 /* Whole header lines from b[j] (p->sub is SUB_H_START), up to the first that is not in b[j..n)
@@ -1265,7 +1283,7 @@ static size_t header_lines(struct ldt_http_parser *p, const unsigned char *b, si
             return j;
         int id = name_id((const char *)b + j, c - j);
         j = lf + 1;
-        if (id != H_NONE && (*rc = header_keep(p, b, id, c, e)) < 0)
+        if (id != H_NONE && (*rc = header_keep(p, b, id, c, e, n)) < 0)
             return j;
     }
     while (j < n) {
@@ -1372,6 +1390,184 @@ static size_t status_line(struct ldt_http_parser *p, const unsigned char *b, siz
     p->tok = 0;
     p->sub = SUB_H_START;
     return lf + 1;
+}
+
+static ssize_t feed_head(struct ldt_http_parser *p, const unsigned char *b, size_t len);
+
+/* ---- whole header blocks: the fastest path ----
+ *
+ * A message whose start line and header lines arrive in the same read as its first byte (almost
+ * every message) is taken here in one pass: each line is found and checked from one 16-byte load
+ * at its start (the name, its colon, and, for a short line, its end), a longer value is scanned 16
+ * bytes at a time for its first control byte, and a line whose first letter begins none of the
+ * names the tracer keeps is skipped with no more work. Every check is the byte-wise machine's:
+ * anything this path does not take whole and plain (an HTAB or another control byte in a value, a
+ * name with a rarer token character or longer than 15 bytes, a bare LF, a line cut by the end of
+ * the buffer or the header cap) is left, from the first byte of its line, to feed_head(), so the
+ * outcome is the same however the stream is cut. */
+
+/* First letters (either case) of the header names name_id() knows: a line starting with any
+ * other byte is skipped without looking at its name. */
+static const uint8_t name_first[256] = {
+    ['c'] = 1, ['C'] = 1, ['e'] = 1, ['E'] = 1, ['h'] = 1, ['H'] = 1,
+    ['t'] = 1, ['T'] = 1, ['u'] = 1, ['U'] = 1,
+};
+
+#if defined(__SSE2__)
+/* Bit i set when s[i] is a control byte or DEL, or SP too when hi is 0x20 (the stop bytes of a
+ * field value, hi 0x1f, and of a request target, hi 0x20). */
+static inline uint32_t stop16(const unsigned char *s, int hi)
+{
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+    __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8((char)hi)), x);
+
+    return (uint32_t)_mm_movemask_epi8(_mm_or_si128(low, _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f))));
+}
+
+/* For the 16 bytes at s: *bad has bit i set when s[i] is not a letter, digit or '-' (K_NAME),
+ * *stop when it is a control byte or DEL. One load for both. */
+static inline void line16(const unsigned char *s, uint32_t *bad, uint32_t *stop)
+{
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+    __m128i lc = _mm_or_si128(x, _mm_set1_epi8(0x20));
+    __m128i alpha = _mm_cmplt_epi8(_mm_add_epi8(lc, _mm_set1_epi8((char)(0x80 - 'a'))),
+                                   _mm_set1_epi8((char)(0x80 + 26)));
+    __m128i digit = _mm_cmplt_epi8(_mm_add_epi8(x, _mm_set1_epi8((char)(0x80 - '0'))),
+                                   _mm_set1_epi8((char)(0x80 + 10)));
+    __m128i good = _mm_or_si128(_mm_or_si128(alpha, digit), _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
+    __m128i low = _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x);
+
+    *bad = (uint32_t)_mm_movemask_epi8(good) ^ 0xffffu;
+    *stop = (uint32_t)_mm_movemask_epi8(_mm_or_si128(low, _mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f))));
+}
+#else
+static inline uint32_t stop16(const unsigned char *s, int hi)
+{
+    uint32_t m = 0;
+
+    for (int i = 0; i < 16; i++)
+        m |= (uint32_t)(s[i] <= hi || s[i] == 0x7f) << i;
+    return m;
+}
+
+static inline void line16(const unsigned char *s, uint32_t *bad, uint32_t *stop)
+{
+    *bad = ~mask16(s, K_NAME) & 0xffffu;
+    *stop = stop16(s, 0x1f);
+}
+#endif
+
+/* The first stop byte (stop16) of b[k..n), or n; n >= 16. The last piece is tested as the end of
+ * the 16 bytes that end at b[n], so nothing from b[n] on is read. */
+static inline size_t stop_scan(const unsigned char *b, size_t k, size_t n, int hi)
+{
+    uint32_t m;
+
+    for (; k + 16 <= n; k += 16) {
+        if ((m = stop16(b + k, hi)) != 0)
+            return k + (size_t)__builtin_ctz(m);
+    }
+    if (k >= n)
+        return n;
+    m = stop16(b + n - 16, hi) >> (16 - (n - k));
+    return m ? k + (size_t)__builtin_ctz(m) : n;
+}
+
+/* A request line with a known method from b[0] (n >= 16): returns the offset past its CRLF, or 0
+ * when it is left to feed_head(). */
+static size_t fast_request_line(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+{
+    struct ldt_http_msg *m = &p->msg;
+    uint32_t sp = (uint32_t)stop16(b, 0x20);
+    size_t t = (size_t)__builtin_ctz(sp | 0x10000u), e, len, k;
+    enum ldt_http_method meth;
+
+    /* A method name_at() knows is uppercase letters only, so the bytes are checked too. */
+    if (t < 3 || t > 7 || b[t] != ' ' || (meth = method_at(b, t)) == LDT_HTTP_M_OTHER)
+        return 0;
+    e = stop_scan(b, t + 1, n, 0x20);
+    if (e == t + 1 || e + 11 > n || b[e] != ' ' || !is_http1x(b + e + 1) || b[e + 9] != '\r' ||
+        b[e + 10] != '\n')
+        return 0;
+    len = e - t - 1;
+    k = len < LDT_HTTP_PATH_MAX ? len : LDT_HTTP_PATH_MAX;
+    copy_run16(m->path, LDT_HTTP_PATH_MAX, b + t + 1, k, n - t - 1);
+    if (k < LDT_HTTP_PATH_MAX)
+        m->path[k] = '\0';
+    m->path_len = (uint16_t)k;
+    if (len > k)
+        m->flags |= LDT_HTTP_F_PATH_TRUNC;
+    m->method = (uint8_t)meth;
+    m->minor = (uint8_t)(b[e + 8] - '0');
+    m->reqline_len = (uint32_t)e + 11;
+    p->sub = SUB_H_START;
+    return e + 11;
+}
+
+/* The plain header lines from b[j] (n >= 16, p->pos 0), and the blank line: returns the offset of
+ * the first line not taken, or past the blank line with *rc 1 (EV_HEADERS); *rc -1 when a kept
+ * value makes the block invalid. */
+static size_t fast_headers(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n,
+                           int *rc)
+{
+    uint32_t bad, stop;
+    size_t c, e;
+
+    while (j + 2 < n) {
+        size_t cl, lim = 16;
+        if (j + 16 <= n) {
+            line16(b + j, &bad, &stop);
+            bad |= 0x10000u;
+        } else { /* the last bytes: the 16 that end at b[n], shifted */
+            size_t sh = j - (n - 16);
+            line16(b + n - 16, &bad, &stop);
+            lim = 16 - sh;
+            bad = (bad >> sh) | (1u << lim); /* from the end of the buffer: no name byte */
+            stop >>= sh;
+        }
+        cl = (size_t)__builtin_ctz(bad);
+        if (cl == 0 || cl == lim || b[j + cl] != ':')
+            break; /* the blank line (CR is no name byte), or a line for feed_head() */
+        c = j + cl;
+        e = stop ? j + (size_t)__builtin_ctz(stop) : stop_scan(b, j + lim, n, 0x1f);
+        if (e + 1 >= n || b[e] != '\r' || b[e + 1] != '\n')
+            break;
+        if (name_first[b[j]]) {
+            int id = name_id((const char *)b + j, c - j);
+            if (id != H_NONE && (*rc = header_keep(p, b, id, c, e, n)) < 0)
+                return e + 2;
+        }
+        j = e + 2;
+    }
+    if (j + 2 <= n && b[j] == '\r' && b[j + 1] == '\n') {
+        p->msg.hdr_len = (uint32_t)j;
+        *rc = headers_done(p);
+        return j + 2;
+    }
+    return j;
+}
+
+/* The first bytes of a message, at b[len] (p->pos 0): whole lines here, the rest in feed_head(). */
+static __attribute__((noinline)) ssize_t feed_start(struct ldt_http_parser *p,
+                                                    const unsigned char *b, size_t len)
+{
+    size_t n = len < LDT_HTTP_HDR_CAP ? len : LDT_HTTP_HDR_CAP, j;
+    int rc = 0;
+    ssize_t r;
+
+    if (len < 16)
+        return feed_head(p, b, len);
+    j = p->dir == LDT_HTTP_REQUEST ? fast_request_line(p, b, n) : status_line(p, b, 0, n);
+    if (j == 0)
+        return feed_head(p, b, len);
+    j = fast_headers(p, b, j, n, &rc);
+    p->pos = (uint32_t)j;
+    if (rc < 0)
+        return fail(p, PASS_INVALID, len);
+    if (rc > 0)
+        return (ssize_t)j;
+    r = feed_head(p, b + j, len - j);
+    return r < 0 ? r : (ssize_t)j + r;
 }
 
 /* One fast step from state p->sub at b[j..n): returns the new j, or j itself when the next byte
@@ -1624,7 +1820,7 @@ ssize_t ldt_http_feed(struct ldt_http_parser *p, const char *buf, size_t len)
         if (len == 0)
             return 0;
         start_message(p);
-        n = feed_head(p, b, len);
+        n = feed_start(p, b, len);
         break;
     case LDT_HTTP_S_HEAD:
         n = feed_head(p, b, len);
