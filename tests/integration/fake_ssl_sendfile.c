@@ -9,12 +9,15 @@
  * the plaintext bypasses the shim's SSL_* hooks as kTLS file bytes would; only its wrapper of
  * SSL_sendfile can account them. With FAKE_SSL_SENDFILE_GLOBAL=1 the SSL_write is looked up in the
  * global scope instead, which under the shim is the shim's own hook: it must pass that nested call
- * through (ldt__depth), or the bytes would be counted twice. Returns the bytes sent, or -1.
+ * through (ldt__depth), or the bytes would be counted twice. With FAKE_SSL_SENDFILE_EINTR=1 every
+ * third call sends nothing and fails as an interrupted sendfile would (-1, errno EINTR). Returns
+ * the bytes sent, or -1.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -28,8 +31,14 @@ __attribute__((visibility("default"))) ssize_t SSL_sendfile(void *ssl, int fd, o
     void *h = g && *g == '1' ? RTLD_DEFAULT : RTLD_NEXT;
     int (*wr)(void *, const void *, int) = (int (*)(void *, const void *, int))dlsym(h,
                                                                                      "SSL_write");
+    const char *intr = getenv("FAKE_SSL_SENDFILE_EINTR");
+    static int calls;
     char buf[FAKE_CHUNK];
     (void)flags;
+    if (intr && *intr == '1' && ++calls % 3 == 0) {
+        errno = EINTR;
+        return -1;
+    }
     if (!wr)
         return -1;
     ssize_t n = pread(fd, buf, size < sizeof buf ? size : sizeof buf, off);

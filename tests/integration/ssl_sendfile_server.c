@@ -5,7 +5,8 @@
  * is asked for (SSL_OP_ENABLE_KTLS); where the kernel has none (no "tls" ULP) SSL_sendfile fails
  * with SSL_ERROR_SSL and the body goes with SSL_write. Every SSL_sendfile call is logged on stdout:
  * "sendfile ret=R errno=E ssl_error=S err=LIB:REASON ktls=K" (errno is set to EDOM before the call,
- * so the line also shows whether anything touched it). Usage: PORT CERT KEY FILE.
+ * so the line also shows whether anything touched it). A call interrupted by a signal (-1,
+ * SSL_ERROR_SYSCALL, EINTR) is made again. Usage: PORT CERT KEY FILE.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -60,8 +61,8 @@ static int write_all(SSL *ssl, const char *p, size_t n)
     return 0;
 }
 
-/* One SSL_sendfile call, logged. */
-static ssize_t try_sendfile(SSL *ssl, int file, off_t off, size_t n)
+/* One SSL_sendfile call, logged; *again: it failed only for a signal (try again). */
+static ssize_t try_sendfile(SSL *ssl, int file, off_t off, size_t n, int *again)
 {
     ERR_clear_error();
     errno = EDOM;
@@ -72,6 +73,7 @@ static ssize_t try_sendfile(SSL *ssl, int file, off_t off, size_t n)
     printf("sendfile ret=%zd errno=%d ssl_error=%d err=%d:%d ktls=%d\n", r, err, code,
            ERR_GET_LIB(e), ERR_GET_REASON(e), (int)BIO_get_ktls_send(SSL_get_wbio(ssl)));
     ERR_clear_error();
+    *again = r < 0 && code == SSL_ERROR_SYSCALL && err == EINTR;
     return r;
 }
 
@@ -82,7 +84,10 @@ static int send_body(SSL *ssl, int file, size_t size, int *use_sendfile)
     char buf[32768];
     while ((size_t)off < size) {
         size_t left = size - (size_t)off;
-        ssize_t r = *use_sendfile ? try_sendfile(ssl, file, off, left) : -1;
+        int again = 0;
+        ssize_t r = *use_sendfile ? try_sendfile(ssl, file, off, left, &again) : -1;
+        if (again)
+            continue;
         if (r <= 0) {
             *use_sendfile = 0;
             r = pread(file, buf, left < sizeof buf ? left : sizeof buf, off);

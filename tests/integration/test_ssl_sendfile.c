@@ -9,7 +9,9 @@
  * file range in 16 KiB calls with pread + libssl's own SSL_write, past the shim's SSL_* hooks, so
  * only the shim's SSL_sendfile wrapper can account those body bytes (as with kTLS); the third test
  * makes the fake use the shim's SSL_write hook instead, which must pass that nested call through
- * (counted once, not twice). On a kernel with kTLS the first test runs the real success path.
+ * (counted once, not twice); the fourth makes every third call fail with EINTR (the app calls
+ * again): -1 and errno reach the app unchanged and the span is unharmed. On a kernel with kTLS the
+ * first test runs the real success path.
  *
  * Each test runs the server once without the shim and once under it and checks: every SSL_sendfile
  * result (return value, errno, SSL_get_error, error queue) the same in both runs; the responses
@@ -132,6 +134,7 @@ enum sf_fake {
     SF_REAL = 0,   /* libssl's SSL_sendfile */
     SF_FAKE = 1,   /* the fake, writing with libssl's SSL_write */
     SF_NESTED = 2, /* the fake, writing with the global SSL_write (the shim's hook when traced) */
+    SF_EINTR = 3,  /* the fake, every third call failing with EINTR (the server calls again) */
 };
 
 /* The server's environment: traced or not, with the fake SSL_sendfile preloaded last or not (after
@@ -145,6 +148,8 @@ static void server_env(struct itest_env *e, const char *dir, int traced, enum sf
         return;
     if (fake == SF_NESTED)
         itest_env_set(e, "FAKE_SSL_SENDFILE_GLOBAL", "1");
+    if (fake == SF_EINTR)
+        itest_env_set(e, "FAKE_SSL_SENDFILE_EINTR", "1");
     const char *fk = itest_build("tests/integration/fake_ssl_sendfile.so");
     cr_assert_eq(access(fk, R_OK), 0, "fake_ssl_sendfile.so not built");
     const char *pre = env_get(e, "LD_PRELOAD");
@@ -325,9 +330,14 @@ static void fake_test(enum sf_fake fake)
     sf_setup(&f);
     sf_run(&f, "u", 0, fake, &u);
     sf_run(&f, "t", 1, fake, &t);
-    cr_expect_eq(count_str(u.log, "sendfile ret="), 2 * FAKE_CALLS,
+    size_t fails = count_str(u.log, "ret=-1 errno=4 ssl_error=5 ");
+    cr_expect_eq(count_str(u.log, "ret=-1"), fails, "the fake failed otherwise:\n%s", u.log);
+    cr_expect_eq(count_str(u.log, "sendfile ret=") - fails, 2 * FAKE_CALLS,
                  "the fake did not send every body in 16 KiB calls:\n%s", u.log);
-    cr_expect_eq(count_str(u.log, "ret=-1"), 0, "the fake SSL_sendfile failed:\n%s", u.log);
+    if (fake == SF_EINTR)
+        cr_expect_geq(fails, FAKE_CALLS / 2, "too few EINTR failures:\n%s", u.log);
+    else
+        cr_expect_eq(fails, 0, "the fake SSL_sendfile failed:\n%s", u.log);
     check_same(&f, &u, &t);
     check_spans(&f, &t);
     sf_run_free(&u);
@@ -344,4 +354,9 @@ Test(ssl_sendfile, fake_ktls_success_path_counts_body_bytes_and_ends_span_at_bod
 Test(ssl_sendfile, nested_ssl_write_inside_ssl_sendfile_is_counted_once, .timeout = 90)
 {
     fake_test(SF_NESTED);
+}
+
+Test(ssl_sendfile, interrupted_ssl_sendfile_keeps_its_result_and_errno_and_the_span, .timeout = 90)
+{
+    fake_test(SF_EINTR);
 }
