@@ -1171,8 +1171,8 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
     size_t v;
     int trunc, rc;
 
-    for (v = c + 1; v < e && is_ows(b[v]); v++)
-        continue;
+    for (v = c + 1; is_ows(b[v]); v++)
+        continue; /* b[e] is CR or LF: no bound needed */
     if (id == H_HOST && !(m->_pad & X_HOST)) {
         m->_pad |= X_HOST;
         m->host_len = (uint16_t)copy_value(m->host, LDT_HTTP_HOST_MAX, b, v, e, n, &trunc);
@@ -1504,6 +1504,28 @@ static size_t fast_request_line(struct ldt_http_parser *p, const unsigned char *
     return e + 11;
 }
 
+/* A status line from b[0] (n >= 16) ending in CRLF, its reason phrase without HTAB: returns the
+ * offset past its CRLF, or 0 when it is left to feed_head(). */
+static size_t fast_status_line(struct ldt_http_parser *p, const unsigned char *b, size_t n)
+{
+    size_t e = 12;
+
+    if (!is_http1x(b) || b[8] != ' ' || !is_digit(b[9]) || !is_digit(b[10]) || !is_digit(b[11]))
+        return 0;
+    unsigned st = (b[9] - '0') * 100u + (b[10] - '0') * 10u + (b[11] - '0');
+    if (st < 100)
+        return 0;
+    if (b[12] == ' ')
+        e = stop_scan(b, 13, n, 0x1f); /* the reason phrase */
+    if (e + 1 >= n || b[e] != '\r' || b[e + 1] != '\n')
+        return 0;
+    p->msg.minor = (uint8_t)(b[7] - '0');
+    p->msg.status = (uint16_t)st;
+    p->msg.reqline_len = (uint32_t)e + 2;
+    p->sub = SUB_H_START;
+    return e + 2;
+}
+
 /* The plain header lines from b[j] (n >= 16, p->pos 0), and the blank line: returns the offset of
  * the first line not taken, or past the blank line with *rc 1 (EV_HEADERS); *rc -1 when a kept
  * value makes the block invalid. */
@@ -1557,7 +1579,7 @@ static __attribute__((noinline)) ssize_t feed_start(struct ldt_http_parser *p,
 
     if (len < 16)
         return feed_head(p, b, len);
-    j = p->dir == LDT_HTTP_REQUEST ? fast_request_line(p, b, n) : status_line(p, b, 0, n);
+    j = p->dir == LDT_HTTP_REQUEST ? fast_request_line(p, b, n) : fast_status_line(p, b, n);
     if (j == 0)
         return feed_head(p, b, len);
     j = fast_headers(p, b, j, n, &rc);

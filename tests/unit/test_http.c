@@ -1134,3 +1134,180 @@ Test(http_fast, pieces_of_every_size, .init = guard_init, .fini = guard_fini)
         cr_assert_str_eq(d.out, want, "pieces of %zu: %s", piece, d.out);
     }
 }
+
+/* ---- the whole-block path and the byte-wise machine agree on every field ----
+ *
+ * A message whose header block is all in one buffer is taken by the whole-block path from its
+ * first byte; fed one byte at a time it goes through the byte-wise machine only. Both must leave
+ * the same fields at every event: method, version, status, flags, the kept strings and their
+ * offsets, the header and start-line lengths, the body framing, and the same errors. */
+
+/* What a parser shows at an event (or an error), with the kept strings cut to their lengths. */
+struct snap {
+    int64_t ret;
+    uint8_t ev, state, passthrough;
+    uint32_t pos;
+    uint64_t remaining, msg_bytes, messages;
+    struct ldt_http_msg msg;
+};
+
+struct strace {
+    struct snap s[16];
+    size_t n;
+};
+
+static void snap_take(struct strace *t, const struct ldt_http_parser *p, int64_t ret)
+{
+    struct snap *s;
+
+    cr_assert_lt(t->n, sizeof(t->s) / sizeof(t->s[0]), "too many events");
+    s = &t->s[t->n++];
+    memset(s, 0, sizeof(*s));
+    s->ret = ret < 0 ? ret : 0;
+    s->ev = p->ev;
+    s->state = p->state;
+    s->passthrough = p->passthrough;
+    s->messages = p->messages;
+    if (ret < 0 || p->state == LDT_HTTP_S_PASS)
+        return; /* after an error or in a tunnel only the pass-through state is defined */
+    s->pos = p->pos;
+    s->remaining = p->remaining;
+    s->msg_bytes = p->msg_bytes;
+    memcpy(&s->msg, &p->msg, offsetof(struct ldt_http_msg, path));
+    memcpy(s->msg.path, p->msg.path, p->msg.path_len);
+    memcpy(s->msg.host, p->msg.host, p->msg.host_len);
+    memcpy(s->msg.tp, p->msg.tp, p->msg.tp_len);
+    memcpy(s->msg.ts, p->msg.ts, p->msg.ts_len);
+}
+
+/* Feed one piece (from right before the unreadable page), snapshotting every event. */
+static int sfeed(struct ldt_http_parser *p, struct strace *t, const char *piece, size_t n)
+{
+    const char *buf = guarded(piece, n);
+    size_t off = 0;
+
+    for (int guard = 0; guard < 1000; guard++) {
+        ssize_t r = ldt_http_feed(p, buf + off, n - off);
+        if (r < 0) {
+            snap_take(t, p, r);
+            return -1;
+        }
+        off += (size_t)r;
+        if (p->ev == LDT_HTTP_EV_NONE) {
+            cr_assert_eq(off, n);
+            return 0;
+        }
+        snap_take(t, p, 0);
+        if (p->ev == LDT_HTTP_EV_DONE && p->dir == LDT_HTTP_RESPONSE && p->msg.status >= 200)
+            ldt_http_expect(p, LDT_HTTP_M_GET);
+    }
+    cr_assert_fail("no progress");
+    return -1;
+}
+
+/* s[n] cut at every multiple of step (0: whole), then the end of the stream. */
+static void srun(enum ldt_http_dir dir, const char *s, size_t n, size_t step, struct strace *t)
+{
+    struct ldt_http_parser p;
+    size_t from = 0;
+
+    memset(t, 0, sizeof(*t));
+    ldt_http_init(&p, dir);
+    if (dir == LDT_HTTP_RESPONSE)
+        ldt_http_expect(&p, LDT_HTTP_M_GET);
+    int failed = 0, eof;
+    while (from < n && !failed) {
+        size_t k = step && n - from > step ? step : n - from;
+        failed = sfeed(&p, t, s + from, k) < 0;
+        from += k;
+    }
+    eof = ldt_http_eof(&p);
+    snap_take(t, &p, failed ? -10 - eof : eof); /* after an error: the pass-through state only */
+}
+
+/* Whole, one byte at a time, and in pieces of 7 bytes: the same snapshots. */
+static void sagree(enum ldt_http_dir dir, const char *s, size_t n, const char *label)
+{
+    static struct strace whole, bytes, sevens;
+
+    srun(dir, s, n, 0, &whole);
+    srun(dir, s, n, 1, &bytes);
+    srun(dir, s, n, 7, &sevens);
+    cr_assert_eq(whole.n, bytes.n, "%s: %zu events whole, %zu byte by byte", label, whole.n,
+                 bytes.n);
+    cr_assert_eq(whole.n, sevens.n, "%s: events in pieces of 7", label);
+    for (size_t i = 0; i < whole.n; i++) {
+        cr_assert_eq(memcmp(&whole.s[i], &bytes.s[i], sizeof(whole.s[i])), 0,
+                     "%s: event %zu differs byte by byte", label, i);
+        cr_assert_eq(memcmp(&whole.s[i], &sevens.s[i], sizeof(whole.s[i])), 0,
+                     "%s: event %zu differs in pieces of 7", label, i);
+    }
+}
+
+static const char *const hostile_bases[] = {
+    /* the bench's traced request and its response */
+    "GET /api/orders/1234?expand=items HTTP/1.1\r\nHost: orders.internal:8080\r\n"
+    "User-Agent: curl/7.88.1\r\nAccept: */*\r\ntraceparent: " TP1 "\r\n"
+    "tracestate: congo=t61rcWkgMzE\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+    "Content-Length: 12\r\nDate: Sat, 28 Nov 2026 10:45:38 GMT\r\n"
+    "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nhello world!",
+    /* framing and list headers, repeated kept headers */
+    "POST /u HTTP/1.1\r\nHOST: a\r\nhost: b\r\nTransfer-Encoding: gzip, chunked\r\n"
+    "Expect: 100-continue\r\ntracestate: a=1\r\nTraceState: b=2\r\nTRACEPARENT: " TP1 "\r\n"
+    "traceparent: x\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n"
+    "Content-Length: 5, 5\r\n\r\nhello",
+    "HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+    "HTTP/1.1 200\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nXXXX",
+    "OPTIONS * HTTP/1.0\r\nX-Very-Long-Header-Name-Over-Sixteen: v\r\nContent-Length:3\r\n\r\nabc"
+    "DELETE /x HTTP/1.1\r\nHost:  spaced  \r\n\r\n",
+};
+
+/* Every byte of each base message replaced by each of the bytes the rules single out, or
+ * deleted, or doubled: whole-block and byte-wise parses agree on every field and every error. */
+Test(http_block, hostile_bytes_agree_with_byte_wise, .init = guard_init, .fini = guard_fini)
+{
+    static const unsigned char subs[] = {0,   '\t', '\r', '\n', ' ', ':', 0x7f, 0x80, '_',
+                                         '(', ',',  ';',  'a',  'Z', '0', '-',  0x01, 0xff};
+    static char s[1024];
+    char label[96];
+
+    for (size_t b = 0; b < sizeof(hostile_bases) / sizeof(hostile_bases[0]); b++) {
+        const char *base = hostile_bases[b];
+        size_t n = strlen(base);
+        enum ldt_http_dir dir = base[0] == 'H' ? RS : RQ;
+        sagree(dir, base, n, "base");
+        for (size_t at = 0; at < n; at++) {
+            for (size_t k = 0; k < sizeof(subs); k++) {
+                memcpy(s, base, n);
+                s[at] = (char)subs[k];
+                snprintf(label, sizeof(label), "base %zu, byte %#x at %zu", b, subs[k], at);
+                sagree(dir, s, n, label);
+            }
+            memcpy(s, base, at);
+            memcpy(s + at, base + at + 1, n - at - 1);
+            snprintf(label, sizeof(label), "base %zu, byte at %zu deleted", b, at);
+            sagree(dir, s, n - 1, label);
+            memcpy(s, base, at + 1);
+            memcpy(s + at + 1, base + at, n - at);
+            snprintf(label, sizeof(label), "base %zu, byte at %zu doubled", b, at);
+            sagree(dir, s, n + 1, label);
+        }
+    }
+}
+
+/* The captures, each stream whole, byte by byte and in pieces of 7: the same snapshots. */
+Test(http_block, captures_agree_with_byte_wise, .init = guard_init, .fini = guard_fini,
+     .timeout = 60)
+{
+    for (size_t i = 0; i < sizeof(captures) / sizeof(captures[0]); i++) {
+        struct blob req = load_capture(captures[i].name, "request");
+        struct blob resp = load_capture(captures[i].name, "response");
+        sagree(RQ, req.data, req.len, captures[i].name);
+        sagree(RS, resp.data, resp.len, captures[i].name);
+        free(req.data);
+        free(resp.data);
+    }
+}
