@@ -8,11 +8,11 @@
  * the socket hooks then pass its ciphertext through with byte counts only, so nothing is sniffed
  * twice. SSL_do_handshake/SSL_connect/SSL_accept are wrapped only to run nested (their socket I/O
  * is ciphertext) and to learn the socket. SSL_sendfile (OpenSSL 3, kernel TLS only) is wrapped
- * when libssl has it: the file bytes it sends are never seen, so like the sendfile hook it tells the
- * sniffer how many body bytes of the outbound message went (a response whose body goes that way
- * ends when the body is complete); it runs nested, so the sendfile libssl makes on the socket is
- * not counted again. A failure that sent nothing (no kTLS on the connection: SSL_ERROR_SSL) is no
- * I/O event for the sniffer; the app sees every failure exactly as libssl returned it. Not
+ * when libssl has it: the file bytes it sends are never seen, so like the sendfile hook it tells
+ * the sniffer how many body bytes of the outbound message went (a response whose body goes that
+ * way ends when the body is complete); it runs nested, so the sendfile libssl makes on the socket
+ * is not counted again. A failure that sent nothing (no kTLS on the connection: SSL_ERROR_SSL) is
+ * no I/O event for the sniffer; the app sees every result exactly as libssl returned it. Not
  * covered: SSL_peek (not sniffed), BIOs that do not end in a socket of this process (memory BIOs:
  * Node, asyncio) - those stay untraced.
  *
@@ -459,31 +459,30 @@ HANDSHAKE(SSL_do_handshake)
 HANDSHAKE(SSL_connect)
 HANDSHAKE(SSL_accept)
 
-/* ---- SSL_sendfile: file bytes sent under kernel TLS, never seen here --------------------------- */
+/* ---- SSL_sendfile: file bytes sent under kernel TLS, never seen here ------------------------ */
 
-/* After a real SSL_sendfile that returned r: tell the sniffer like the sendfile hook does. n > 0
- * body bytes went; a failure is an I/O event only when the socket was tried (WANT_WRITE, a system
- * error): SSL_ERROR_SSL (no kTLS, not initialised, shut down) sent nothing. Keeps errno. */
+/* After a real SSL_sendfile that returned r: tell the sniffer as the sendfile hook does. r > 0
+ * body bytes went (0: none); a failure is an I/O event only when the socket was tried (WANT_WRITE,
+ * a system error); SSL_ERROR_SSL (no kTLS, not initialised, shut down) sent nothing. */
 static void tls_sendfile_done(struct tcall *t, ssize_t r, int err)
 {
-    ssize_t n = r;
-    if (r <= 0) {
+    if (r < 0) {
         int (*get_error)(const void *, int) = HELPER(SSL_get_error);
-        int code = get_error ? get_error(t->ssl, (int)r) : X_ERROR_SSL;
+        int code = get_error ? get_error(t->ssl, -1) : X_ERROR_SSL;
         if (code == X_ERROR_WANT_WRITE || code == X_ERROR_WANT_READ)
             err = EAGAIN;
         else if (code != X_ERROR_SYSCALL || err == 0) {
             t->e->calls++;
             return;
         }
-        n = -1;
     }
     ldt__io_start = t->t0;
-    ldt__sniff_sendfile(t->fd, t->e, n, err, ldt_clock_mono_ns() - t->t0);
+    ldt__sniff_sendfile(t->fd, t->e, r < 0 ? -1 : r, err, ldt_clock_mono_ns() - t->t0);
     ldt__io_start = 0;
 }
 
-/* SSL_sendfile(ssl, fd, offset, size, flags): ossl_ssize_t, OpenSSL >= 3.0. */
+/* SSL_sendfile(ssl, fd, offset, size, flags) -> ossl_ssize_t (OpenSSL >= 3.0): the real call's
+ * result and errno, untouched; -1 when libssl has no SSL_sendfile. */
 LDT_HOOK ssize_t SSL_sendfile(void *ssl, int fd, off_t off, size_t size, int flags)
 {
     ssize_t (*real)(void *, int, off_t, size_t, int) = REAL(SSL_sendfile);

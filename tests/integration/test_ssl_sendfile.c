@@ -67,8 +67,8 @@ struct sf_fix {
 
 /* One run of server + client. */
 struct sf_run {
-    char *log;                   /* the server's stdout: one line per SSL_sendfile */
-    char *resp[2];               /* raw responses as the client got them */
+    char *log;     /* the server's stdout: one line per SSL_sendfile */
+    char *resp[2]; /* raw responses as the client got them */
     size_t resp_len[2];
     struct itest_spans *open_sp; /* traced: drained while the connection was still open */
     struct itest_spans *end_sp;  /* traced: drained after the server stopped */
@@ -108,9 +108,23 @@ static void sf_setup(struct sf_fix *f)
     free(data);
     struct itest_env plain;
     itest_env_init(&plain);
-    char *oargv[] = {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                     "ec_paramgen_curve:P-256", "-nodes", "-keyout", f->key, "-out", f->cert,
-                     "-days", "2", "-subj", "/CN=127.0.0.1", NULL};
+    char *oargv[] = {"/usr/bin/openssl",
+                     "req",
+                     "-x509",
+                     "-newkey",
+                     "ec",
+                     "-pkeyopt",
+                     "ec_paramgen_curve:P-256",
+                     "-nodes",
+                     "-keyout",
+                     f->key,
+                     "-out",
+                     f->cert,
+                     "-days",
+                     "2",
+                     "-subj",
+                     "/CN=127.0.0.1",
+                     NULL};
     cr_assert_eq(itest_run(&plain, oargv, NULL, 20000), 0, "openssl req failed");
     itest_env_free(&plain);
 }
@@ -192,7 +206,8 @@ static struct itest_spans *drain_to(const char *dir, const char *name)
 }
 
 /* Server (tag: "u" untraced, "t" traced) and client; the first response arrives, then (traced) the
- * spans are drained while the connection is open, then the second request, then the server stops. */
+ * spans are drained while the connection is open, then the second request, then the server stops.
+ */
 static void sf_run(struct sf_fix *f, const char *tag, int traced, enum sf_fake fake,
                    struct sf_run *r)
 {
@@ -209,8 +224,12 @@ static void sf_run(struct sf_fix *f, const char *tag, int traced, enum sf_fake f
     snprintf(outp, sizeof outp, "%s/%s", f->dir, out);
     struct itest_env es, ec;
     server_env(&es, f->dir, traced, fake);
-    char *sargv[] = {itest_build("tests/integration/ssl_sendfile_server"), port_s, f->cert, f->key,
-                     f->file, NULL};
+    char *sargv[] = {itest_build("tests/integration/ssl_sendfile_server"),
+                     port_s,
+                     f->cert,
+                     f->key,
+                     f->file,
+                     NULL};
     pid_t srv = itest_start_server(&es, sargv, port, logp);
     itest_env_free(&es);
     cr_assert_gt(srv, 0, "ssl_sendfile_server did not start");
