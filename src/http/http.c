@@ -1106,37 +1106,37 @@ static int header_value(struct ldt_http_parser *p, const unsigned char *b, size_
     return header_end(p);
 }
 
-/* Copy k bytes from src (avail of them readable) to dst (room bytes writable, k <= room): whole
- * 16-byte pieces when both sides have room for them (what lies past dst[k] is not part of the
- * field: its length says what is valid), else one memcpy. */
-static inline void copy_run16(char *dst, size_t room, const unsigned char *src, size_t k,
-                              size_t avail)
+/* Copy k bytes from src (avail of them readable) to dst (room bytes writable, k <= room): one
+ * fixed copy of 32 or 64 bytes when both sides have room for it (what lies past dst[k] is not
+ * part of the field: its length says what is valid), else one memcpy. */
+static inline __attribute__((always_inline)) void copy_run16(char *dst, size_t room,
+                                                             const unsigned char *src, size_t k,
+                                                             size_t avail)
 {
-    size_t r = (k + 15) & ~(size_t)15;
+    size_t most = room < avail ? room : avail;
 
-    if (r > room || r > avail || r > 128) {
+    if (k <= 32 && most >= 32)
+        memcpy(dst, src, 32);
+    else if (k <= 64 && most >= 64)
+        memcpy(dst, src, 64);
+    else
         memcpy(dst, src, k);
-        return;
-    }
-    for (size_t i = 0; i < r; i += 16)
-        memcpy(dst + i, src + i, 16);
 }
 
-/* Copy the value b[v..e), trailing OWS trimmed, to dst[room] as copy_byte() and copy_end() do:
- * returns the bytes kept; *trunc tells whether it did not fit. b[n] is readable. */
-static size_t copy_value(char *dst, size_t room, const unsigned char *b, size_t v, size_t e,
-                         size_t n, int *trunc)
+/* Keep the value src[len] (OWS trimmed) in dst[room] as copy_byte() and copy_end() do, avail
+ * bytes readable at src: returns the bytes kept, and sets trunc in *flags when it did not fit. */
+static inline __attribute__((always_inline)) size_t keep_str(char *dst, size_t room,
+                                                           const unsigned char *src, size_t len,
+                                                           size_t avail, uint16_t *flags,
+                                                           uint16_t trunc)
 {
-    size_t q = e, len, kept;
+    size_t kept = len < room ? len : room;
 
-    while (q > v && is_ows(b[q - 1]))
-        q--;
-    len = q - v;
-    kept = len < room ? len : room;
-    copy_run16(dst, room, b + v, kept, n - v);
+    copy_run16(dst, room, src, kept, avail);
     if (kept < room)
         dst[kept] = '\0';
-    *trunc = len > room;
+    if (UNLIKELY(len > room))
+        *flags |= trunc;
     return kept;
 }
 
@@ -1168,23 +1168,26 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
                                                  int id, size_t c, size_t e, size_t n)
 {
     struct ldt_http_msg *m = &p->msg;
-    size_t v;
-    int trunc, rc;
+    size_t v = c + 1, q = e;
+    int rc;
 
-    for (v = c + 1; is_ows(b[v]); v++)
-        continue; /* b[e] is CR or LF: no bound needed */
+    v += b[v] == ' '; /* the usual single SP; b[e] is CR or LF, so no bound is needed */
+    while (UNLIKELY(is_ows(b[v])))
+        v++;
+    while (UNLIKELY(q > v && is_ows(b[q - 1])))
+        q--;
     if (id == H_HOST && !(m->_pad & X_HOST)) {
         m->_pad |= X_HOST;
-        m->host_len = (uint16_t)copy_value(m->host, LDT_HTTP_HOST_MAX, b, v, e, n, &trunc);
-        m->flags |= trunc ? LDT_HTTP_F_HOST_TRUNC : 0;
+        m->host_len = (uint16_t)keep_str(m->host, LDT_HTTP_HOST_MAX, b + v, q - v, n - v,
+                                         &m->flags, LDT_HTTP_F_HOST_TRUNC);
         return 0;
     }
     if (id == H_TP && !(m->_pad & X_TP)) {
         m->_pad |= X_TP;
         if (v < e)
             m->tp_off = p->pos + (uint32_t)v;
-        m->tp_len = (uint16_t)copy_value(m->tp, LDT_HTTP_TP_MAX, b, v, e, n, &trunc);
-        m->flags |= trunc ? LDT_HTTP_F_TP_TRUNC : 0;
+        m->tp_len = (uint16_t)keep_str(m->tp, LDT_HTTP_TP_MAX, b + v, q - v, n - v, &m->flags,
+                                       LDT_HTTP_F_TP_TRUNC);
         return 0;
     }
     if (id == H_TS) {
@@ -1195,10 +1198,9 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
             else
                 m->flags |= LDT_HTTP_F_TS_TRUNC;
         }
-        m->ts_len =
-            (uint16_t)(m->ts_len +
-                       copy_value(m->ts + m->ts_len, LDT_HTTP_TS_MAX - m->ts_len, b, v, e, n, &trunc));
-        m->flags |= trunc ? LDT_HTTP_F_TS_TRUNC : 0;
+        m->ts_len = (uint16_t)(m->ts_len + keep_str(m->ts + m->ts_len, LDT_HTTP_TS_MAX - m->ts_len,
+                                                    b + v, q - v, n - v, &m->flags,
+                                                    LDT_HTTP_F_TS_TRUNC));
         return 0;
     }
     if (id == H_CL && (rc = cl_value(p, b, v, e)) <= 0)
@@ -1526,40 +1528,78 @@ static size_t fast_status_line(struct ldt_http_parser *p, const unsigned char *b
     return e + 2;
 }
 
+/* The stop mask (stop16, values) of the 32 bytes at s and the K_NAME mask of the first 16. */
+static inline void line32(const unsigned char *s, uint32_t *bad, uint32_t *stop)
+{
+    line16(s, bad, stop);
+    *stop |= stop16(s + 16, 0x1f) << 16;
+}
+
+/* One plain header line at b[j] (j + 2 < n, n >= 16): returns the offset of the CR that ends it
+ * and sets *c to its colon, or returns 0 when it is not plain (or is the blank line). The name
+ * is checked in the first 16 bytes; the value's end found in the first 32, or scanned for. Near
+ * the end of the buffer the 16 bytes that end at b[n] are tested instead, shifted. */
+static inline size_t plain_line(const unsigned char *b, size_t j, size_t n, size_t *c)
+{
+    uint32_t bad, stop;
+    size_t cl, e, lim = 16;
+
+    if (j + 32 <= n) {
+        line32(b + j, &bad, &stop);
+        bad |= 0x10000u;
+        lim = 32;
+    } else {
+        size_t at = j + 16 <= n ? j : n - 16, sh = j - at;
+        line16(b + at, &bad, &stop);
+        lim = 16 - sh;
+        bad = (bad >> sh) | (1u << lim); /* from the end of the buffer: no name byte */
+        stop >>= sh;
+    }
+    cl = (size_t)__builtin_ctz(bad);
+    if (cl == 0 || j + cl >= n || b[j + cl] != ':')
+        return 0; /* the blank line (CR is no name byte), or a line for feed_head() */
+    *c = j + cl;
+    e = stop ? j + (size_t)__builtin_ctz(stop) : stop_scan(b, j + lim, n, 0x1f);
+    if (e + 1 >= n || b[e] != '\r' || b[e + 1] != '\n')
+        return 0;
+    return e;
+}
+
+/* Plain lines from b[j] that the tracer keeps nothing of are skipped: returns the offset of the
+ * first line that is not one; when that is a plain line to keep, *id names it, *c is its colon
+ * and *e its CR (else *e is 0). No call inside, so the byte-class constants stay in registers. */
+static size_t skip_lines(const unsigned char *b, size_t j, size_t n, int *id, size_t *c, size_t *e)
+{
+    while (j + 2 < n) {
+        size_t cr = plain_line(b, j, n, c);
+        if (cr == 0)
+            break;
+        if (name_first[b[j]] && (*id = name_id((const char *)b + j, *c - j)) != H_NONE) {
+            *e = cr;
+            return j;
+        }
+        j = cr + 2;
+    }
+    *e = 0;
+    return j;
+}
+
 /* The plain header lines from b[j] (n >= 16, p->pos 0), and the blank line: returns the offset of
  * the first line not taken, or past the blank line with *rc 1 (EV_HEADERS); *rc -1 when a kept
  * value makes the block invalid. */
 static size_t fast_headers(struct ldt_http_parser *p, const unsigned char *b, size_t j, size_t n,
                            int *rc)
 {
-    uint32_t bad, stop;
     size_t c, e;
+    int id;
 
-    while (j + 2 < n) {
-        size_t cl, lim = 16;
-        if (j + 16 <= n) {
-            line16(b + j, &bad, &stop);
-            bad |= 0x10000u;
-        } else { /* the last bytes: the 16 that end at b[n], shifted */
-            size_t sh = j - (n - 16);
-            line16(b + n - 16, &bad, &stop);
-            lim = 16 - sh;
-            bad = (bad >> sh) | (1u << lim); /* from the end of the buffer: no name byte */
-            stop >>= sh;
-        }
-        cl = (size_t)__builtin_ctz(bad);
-        if (cl == 0 || cl == lim || b[j + cl] != ':')
-            break; /* the blank line (CR is no name byte), or a line for feed_head() */
-        c = j + cl;
-        e = stop ? j + (size_t)__builtin_ctz(stop) : stop_scan(b, j + lim, n, 0x1f);
-        if (e + 1 >= n || b[e] != '\r' || b[e + 1] != '\n')
+    for (;;) {
+        j = skip_lines(b, j, n, &id, &c, &e);
+        if (e == 0)
             break;
-        if (name_first[b[j]]) {
-            int id = name_id((const char *)b + j, c - j);
-            if (id != H_NONE && (*rc = header_keep(p, b, id, c, e, n)) < 0)
-                return e + 2;
-        }
         j = e + 2;
+        if ((*rc = header_keep(p, b, id, c, e, n)) < 0)
+            return j;
     }
     if (j + 2 <= n && b[j] == '\r' && b[j + 1] == '\n') {
         p->msg.hdr_len = (uint32_t)j;
