@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -144,7 +145,8 @@ enum ldt__fd_origin {
 
 struct ldt__conn;
 
-/* 32 bytes. Written by the thread doing I/O on the fd; kind is read by every hook. */
+/* 32 bytes. Written by the thread doing I/O on the fd; kind is read by every hook (ldt__skip reads
+ * kind and cls together: keep them the first two bytes). */
 struct ldt__fd {
     _Atomic uint8_t kind;   /* enum ldt__fd_kind */
     uint8_t cls;            /* enum ldt__fd_cls */
@@ -155,6 +157,9 @@ struct ldt__fd {
     uint64_t bytes_out;
     struct ldt__conn *conn; /* HTTP or pending-connect state, from the conn pool */
 };
+
+_Static_assert(offsetof(struct ldt__fd, kind) == 0 && offsetof(struct ldt__fd, cls) == 1,
+               "ldt__skip reads kind and cls as one word");
 
 extern struct ldt__fd *_Atomic ldt__fd_chunks[LDT__FD_MAX_CHUNKS];
 
@@ -509,9 +514,11 @@ static inline struct ldt__fd *ldt__enter(int fd)
     return e;
 }
 
-/* 1 when fd certainly needs nothing from us right now (nested, not initialised, disabled, or a
- * known fd that is not a traced socket): the hook then tail-calls libc with no frame of its own.
- * 0 means "maybe": the hook's out-of-line part calls ldt__enter (which probes unknown fds). */
+/* 1 when fd certainly needs nothing from us right now (nested, not initialised, disabled, a known
+ * fd that is not a traced socket, or a socket already classified as not HTTP with nothing of ours
+ * on it): the hook then tail-calls libc with no frame of its own. Such a PASS socket costs what a
+ * file costs; its bytes are not counted (the counters were never exported). 0 means "maybe": the
+ * hook's out-of-line part calls ldt__enter (which probes unknown fds). */
 static inline int ldt__skip(int fd)
 {
     if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON))
@@ -525,8 +532,16 @@ static inline int ldt__skip(int fd)
         return 1;
     struct ldt__fd *c = atomic_load_explicit(&ldt__fd_chunks[u >> LDT__FD_CHUNK_SHIFT],
                                              memory_order_acquire);
-    return c && atomic_load_explicit(&c[u & (LDT__FD_CHUNK - 1)].kind, memory_order_relaxed)
-                    == LDT__FD_OTHER;
+    if (LDT_UNLIKELY(c == NULL))
+        return 0;
+    struct ldt__fd *e = &c[u & (LDT__FD_CHUNK - 1)];
+    /* kind and cls side by side, read as one 16-bit word (x86 is little-endian). A TLS socket
+     * classified PASS is pass-only too (its plaintext is sniffed in the SSL hooks). */
+    uint16_t kc;
+    __builtin_memcpy(&kc, (const void *)e, sizeof kc);
+    if ((uint8_t)kc == LDT__FD_OTHER)
+        return 1;
+    return kc == (LDT__FD_SOCK | LDT__CLS_PASS << 8) && e->conn == NULL;
 }
 
 /* Enter for a hook that is not about one fd (getaddrinfo): 1 when recording is allowed. */

@@ -178,3 +178,32 @@ Test(fdtab, fork_child_releases_locks_held_by_vanished_threads, .init = setup)
     ldt__conn_unlock(c);
     ldt__conn_free(c);
 }
+
+/* ldt__skip: the hook's tail-call test. A socket classified PASS with nothing of ours on it costs
+ * what a file costs; any other state of a traced socket goes to the traced part. */
+Test(fdtab, skip_passes_files_and_classified_pass_sockets_only, .init = setup)
+{
+    int fd = 4001;
+    int saved_mode = ldt__mode;
+    ldt__mode = LDT__MODE_ON;
+    ldt__fd_set(fd, LDT__FD_OTHER, LDT__ORIG_SOCKET);
+    cr_assert_eq(ldt__skip(fd), 1, "a file or pipe is skipped");
+    ldt__fd_set(fd, LDT__FD_SOCK, LDT__ORIG_SOCKET);
+    struct ldt__fd *e = ldt__fd_peek(fd);
+    cr_assert_eq(ldt__skip(fd), 0, "an unclassified socket is not");
+    e->cls = LDT__CLS_HTTP;
+    cr_assert_eq(ldt__skip(fd), 0, "an HTTP socket is not");
+    e->cls = LDT__CLS_PASS;
+    cr_assert_eq(ldt__skip(fd), 1, "a classified PASS socket is");
+    struct ldt__conn dummy;
+    e->conn = &dummy;
+    cr_assert_eq(ldt__skip(fd), 0, "a PASS socket still carrying a conn is not");
+    e->conn = NULL;
+    ldt__depth = 1;
+    cr_assert_eq(ldt__skip(fd + 1), 1, "nested calls are skipped");
+    cr_assert_eq(ldt__nested_fd, fd + 1);
+    ldt__depth = 0;
+    ldt__fd_reset(fd);
+    cr_assert_eq(ldt__skip(fd), 0, "a forgotten fd is probed again");
+    ldt__mode = saved_mode;
+}
