@@ -26,6 +26,10 @@
 #define TRIM_KEEP (64 * 1024)  /* batch buffer kept by a process that only trickles spans */
 #define BACKOFF_FIRST_MS 100   /* after a failed export; doubled up to BACKOFF_MAX_MS */
 #define BACKOFF_MAX_MS 5000
+#define POLL_MAX_MS 20         /* longest sleep while rings are quiet (--poll-ms is the shortest) */
+#define POLL_SAFETY 8          /* sleep at most 1/8 of the time a ring needs to fill at its rate */
+#define RATE_DECAY_NS 100000000ull /* a ring's rate estimate falls to its measure over this time */
+#define RATE_FRESH 1000000000ull   /* rate assumed for a new segment's rings (spans/s) */
 
 struct seg {
     struct ldt_seg_reader r;
@@ -35,6 +39,7 @@ struct seg {
     uint64_t *tail;             /* per ring: the shared tail as we last stored it */
     uint64_t *stack_pos;        /* per ring: where the stack being assembled began */
     uint64_t *target;           /* per ring: scratch, the tails a flush moves to */
+    uint64_t *rate;             /* per ring: records/s, fast up, decaying down (poll interval) */
     int full;                   /* a ring is half full of undelivered records: flush soon */
 };
 
@@ -52,6 +57,8 @@ struct ldt__drain {
     struct rejected *rej;
     size_t nrej, caprej;
     uint64_t last_scan;
+    uint64_t last_pass;   /* monotonic ns of the previous pass (rate estimates) */
+    uint64_t sleep_ns;    /* what the last pass advises to sleep (0: more is waiting) */
     struct ldt__stats st; /* totals of closed segments, plus the counters kept here */
     int scanned;
     int use_journal, recovered;
@@ -271,7 +278,21 @@ static int drain_ring(struct ldt__drain *d, struct seg *s, unsigned ring, unsign
     return n;
 }
 
-static int drain_seg(struct ldt__drain *d, struct seg *s, unsigned budget, int *err)
+/* Fold n records read from ring i over dt ns into its rate: a higher measure is taken at once, a
+ * lower one only as the old estimate decays (RATE_DECAY_NS), so a pause in a burst is not trusted. */
+static void update_rate(struct seg *s, unsigned i, unsigned n, uint64_t dt)
+{
+    uint64_t now_rate = dt ? (uint64_t)n * 1000000000u / dt : 0, r = s->rate[i];
+    if (dt >= RATE_DECAY_NS)
+        r = now_rate;
+    else
+        r -= (uint64_t)((double)r * (double)dt / (double)RATE_DECAY_NS);
+    s->rate[i] = now_rate > r ? now_rate : r;
+}
+
+/* Read every ring of s (up to budget records each). dt > 0: the time since the last pass, for the
+ * rate estimates; a ring read up to its budget means more is waiting (d->sleep_ns = 0). */
+static int drain_seg(struct ldt__drain *d, struct seg *s, unsigned budget, uint64_t dt, int *err)
 {
     int total = 0;
     for (unsigned i = 0; i < s->r.nrings; i++) {
@@ -280,9 +301,26 @@ static int drain_seg(struct ldt__drain *d, struct seg *s, unsigned budget, int *
             *err = n;
             break;
         }
+        if (dt)
+            update_rate(s, i, (unsigned)n, dt);
+        if ((unsigned)n >= budget)
+            d->sleep_ns = 0;
         total += n;
     }
     return total;
+}
+
+/* The longest sleep after which no ring of s is fuller than 1/POLL_SAFETY of its free room at its
+ * present rate (the room: slots not holding records we read but did not deliver yet). */
+static uint64_t seg_sleep_ns(const struct seg *s, uint64_t max)
+{
+    for (unsigned i = 0; i < s->r.nrings; i++) {
+        uint64_t held = s->pos[i] - s->tail[i];
+        uint64_t room = held < s->r.ring_cap ? s->r.ring_cap - held : 0;
+        if (s->rate[i] && room * 1000000000u / POLL_SAFETY / s->rate[i] < max)
+            max = room * 1000000000u / POLL_SAFETY / s->rate[i];
+    }
+    return max;
 }
 
 static void seg_free(struct seg *s)
@@ -393,7 +431,7 @@ static int open_seg(struct ldt__drain *d, const char *path, const struct stat *s
         return reject(d, path, st, rj, why[0] ? why : strerror(-rc));
     }
     s->stacks = calloc(s->r.nrings, sizeof(*s->stacks));
-    s->pos = calloc(4 * (size_t)s->r.nrings, sizeof(uint64_t));
+    s->pos = calloc(5 * (size_t)s->r.nrings, sizeof(uint64_t));
     if (!s->stacks || !s->pos || ldt__batch_init(&s->batch, s->r.hdr) < 0) {
         seg_free(s);
         return -ENOMEM;
@@ -401,8 +439,11 @@ static int open_seg(struct ldt__drain *d, const char *path, const struct stat *s
     s->tail = s->pos + s->r.nrings;
     s->stack_pos = s->tail + s->r.nrings;
     s->target = s->stack_pos + s->r.nrings;
-    for (unsigned i = 0; i < s->r.nrings; i++)
+    s->rate = s->target + s->r.nrings;
+    for (unsigned i = 0; i < s->r.nrings; i++) {
         s->pos[i] = s->tail[i] = ldt_seg_tail(&s->r, i);
+        s->rate[i] = RATE_FRESH; /* unknown yet: poll fast until measured */
+    }
     if (rj)
         rj->seen = 0; /* it changed and is valid now: forget it */
     d->segs[d->nsegs++] = s;
@@ -527,8 +568,10 @@ struct ldt__drain *ldt__drain_new(const struct ldt__drain_opts *o)
     d->o = *o;
     if (!d->o.batch_max)
         d->o.batch_max = 4096;
+    /* A file takes a small line as cheaply as a big one: 256 KiB lines stay in the cache between
+     * encoding, hashing and write(), and free ring slots sooner. A collector wants few requests. */
     if (!d->o.batch_bytes)
-        d->o.batch_bytes = 4u << 20;
+        d->o.batch_bytes = o->exp->ops->position ? 256u << 10 : 4u << 20;
     if (!d->o.rescan_ms)
         d->o.rescan_ms = 100;
     d->limit = d->o.batch_max;
@@ -586,6 +629,12 @@ static int flush_due(struct ldt__drain *d, struct seg *s, uint64_t now)
     return rc;
 }
 
+static uint64_t poll_max_ns(const struct ldt__drain *d)
+{
+    unsigned ms = d->o.poll_max_ms ? d->o.poll_max_ms : POLL_MAX_MS;
+    return (uint64_t)(ms > d->o.poll_ms ? ms : d->o.poll_ms) * 1000000u;
+}
+
 int ldt__drain_pass(struct ldt__drain *d)
 {
     uint64_t now = ldt_clock_mono_ns();
@@ -594,16 +643,35 @@ int ldt__drain_pass(struct ldt__drain *d)
         err = rescan(d, now);
     if (d->o.exp->ops->flush && (rc = d->o.exp->ops->flush(d->o.exp)) < 0)
         err = failed(d, rc, d->o.exp->ops->verb, d->o.exp->target);
-    if (now < d->retry_at)
+    if (now < d->retry_at) {
+        d->sleep_ns = (uint64_t)d->o.poll_ms * 1000000u;
         return err; /* the exporter failed: the records wait in the rings */
+    }
     int total = 0;
+    uint64_t dt = d->last_pass && now > d->last_pass ? now - d->last_pass : 0;
+    d->last_pass = now;
+    d->sleep_ns = poll_max_ns(d);
     for (size_t i = 0; i < d->nsegs && now >= d->retry_at; i++) {
         struct seg *s = d->segs[i];
-        total += drain_seg(d, s, s->r.ring_cap, &err);
+        total += drain_seg(d, s, s->r.ring_cap, dt, &err);
         if (now >= d->retry_at && (rc = flush_due(d, s, now)) < 0)
             err = rc;
+        if (d->sleep_ns)
+            d->sleep_ns = seg_sleep_ns(s, d->sleep_ns);
     }
+    /* A ring that fills within a few poll periods is read again at once while it yields records
+     * (a 1 ms sleep often lasts several ms on a loaded machine); otherwise sleep at least poll_ms. */
+    uint64_t min = (uint64_t)d->o.poll_ms * 1000000u;
+    if (total > 0 && d->sleep_ns < 2 * min)
+        d->sleep_ns = 0;
+    else if (d->sleep_ns < min)
+        d->sleep_ns = min;
     return err < 0 ? err : total;
+}
+
+uint64_t ldt__drain_sleep_ns(const struct ldt__drain *d)
+{
+    return d->sleep_ns;
 }
 
 int ldt__drain_all(struct ldt__drain *d)
@@ -613,7 +681,7 @@ int ldt__drain_all(struct ldt__drain *d)
     d->last_scan = ldt_clock_mono_ns();
     d->retry_at = 0; /* one more try, now */
     for (size_t i = 0; i < d->nsegs; i++)
-        drain_seg(d, d->segs[i], d->segs[i]->r.ring_cap, &err);
+        drain_seg(d, d->segs[i], d->segs[i]->r.ring_cap, 0, &err);
     if ((rc = reap(d)) < 0)
         err = rc;
     for (size_t i = 0; i < d->nsegs; i++)

@@ -63,6 +63,8 @@ static void usage(FILE *f)
                "while the collector is down (cap --spool-max-mb, default 256). --otlp-ca: a CA\n"
                "file trusted besides the system store.\n"
                "--once: drain what is committed and exit. --stats: print counters every 10 s.\n"
+               "--poll-ms N: shortest pause between passes while rings are busy (default 1);\n"
+               "quiet rings are polled every 20 ms (or N, if longer).\n"
                "--exit-when-idle S: exit once no segment is left and no `ldtrace run` holds\n"
                "DIR/.ldtrace-run.lock, for S seconds.\n"
                "SIGTERM/SIGINT: drain, flush and exit 0. SIGUSR1: print counters to stderr.\n");
@@ -203,10 +205,15 @@ static void set_signals(void)
     sigaction(SIGPIPE, &sa, NULL);
 }
 
+static void sleep_ns(uint64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
+    nanosleep(&ts, NULL);
+}
+
 static void sleep_ms(unsigned ms)
 {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    sleep_ns((uint64_t)ms * 1000000u);
 }
 
 /* Report a drain error once per distinct errno, not once per pass, as "ldtraced: <call> <obj>:
@@ -326,8 +333,10 @@ static int run(const struct opts *o, struct ldt__exporter *e)
             next_stats = ldt_clock_mono_ns() + STATS_EVERY_NS;
             print_stats(d, e);
         }
-        if (rc <= 0)
-            sleep_ms(o->poll_ms);
+        /* Adaptive: every poll_ms while rings are busy, up to 20 ms while they are quiet. */
+        uint64_t ns = rc < 0 ? (uint64_t)o->poll_ms * 1000000u : ldt__drain_sleep_ns(d);
+        if (ns)
+            sleep_ns(ns);
     }
     int rc = final_drain(d, e, o->once, &last);
     print_stats(d, e);

@@ -299,11 +299,12 @@ struct ldt__drain;
 struct ldt__drain_opts {
     const char *dir;
     struct ldt__exporter *exp;
-    unsigned poll_ms;   /* sleep when idle */
+    unsigned poll_ms;   /* shortest sleep between passes */
+    unsigned poll_max_ms; /* longest sleep, while every ring is quiet (0: 20; at least poll_ms) */
     unsigned rescan_ms; /* directory rescan and liveness check period */
     unsigned flush_ms;  /* longest time a span waits in a batch */
     uint32_t batch_max; /* flush a batch when it reaches this many spans */
-    size_t batch_bytes; /* ... or this many bytes (0: 4 MiB) */
+    size_t batch_bytes; /* ... or this many bytes (0: 256 KiB to a file, else 4 MiB) */
     int no_journal;     /* file exporter without the crash journal (tests, benches) */
 };
 
@@ -321,6 +322,12 @@ struct ldt__drain *ldt__drain_new(const struct ldt__drain_opts *o);
  * producers that are gone, flush batches that are due. Returns the number of records read (> 0
  * means more may be waiting), or a negative errno from the exporter or the directory. */
 int ldt__drain_pass(struct ldt__drain *d);
+
+/* How long to sleep before the next pass, as the last pass advises: 0 when a ring had more than
+ * one pass may read; else the time in which no ring fills beyond an eighth of its free room at
+ * its recent rate (rates rise at once and decay over 100 ms), between poll_ms and poll_max_ms.
+ * Busy rings are thus polled every poll_ms, quiet ones every poll_max_ms. */
+uint64_t ldt__drain_sleep_ns(const struct ldt__drain *d);
 
 /* Drain everything committed right now in every segment (after a fresh rescan), finish gone
  * producers, and flush every batch. Used by --once and at SIGTERM. Returns 0 or -errno. */
