@@ -207,6 +207,21 @@ static char *flag_attrs(char *o, uint16_t f)
     return o;
 }
 
+/* The shim's I/O counters; a counter that is 0 is left out (absent reads as 0), which keeps
+ * lines short for spans that never got to do I/O. */
+static char *counter_attrs(char *o, const struct ldt_span_rec *s)
+{
+    if (s->bytes_in)
+        ATTR_I(o, "ldtrace.bytes_in", s->bytes_in);
+    if (s->bytes_out)
+        ATTR_I(o, "ldtrace.bytes_out", s->bytes_out);
+    if (s->io_ns)
+        ATTR_I(o, "ldtrace.io_ns", s->io_ns);
+    if (s->io_calls)
+        ATTR_I(o, "ldtrace.io_calls", s->io_calls);
+    return o;
+}
+
 static char *op_attrs(char *o, const struct ldt_span_rec *s)
 {
     size_t hl = clamp(s->host_len, LDT_SPAN_HOST_MAX);
@@ -225,12 +240,13 @@ static char *all_attrs(char *o, const struct ldt_span_rec *s, const char *etype,
     o = op_attrs(o, s);
     if (elen)
         ATTR_S(o, "error.type", etype, elen);
-    ATTR_I(o, "ldtrace.bytes_in", s->bytes_in);
-    ATTR_I(o, "ldtrace.bytes_out", s->bytes_out);
-    ATTR_I(o, "ldtrace.io_ns", s->io_ns);
-    ATTR_I(o, "ldtrace.io_calls", s->io_calls);
+    o = counter_attrs(o, s);
     o = flag_attrs(o, s->flags);
-    *open = '['; /* the first attribute's ',' (there is always at least one) */
+    if (o == open) { /* an INTERNAL span of an unknown op with nothing to say */
+        PUT(o, "[]");
+        return o;
+    }
+    *open = '['; /* the first attribute's ',' */
     *o++ = ']';
     return o;
 }

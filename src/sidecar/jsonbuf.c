@@ -119,41 +119,61 @@ char *ldt__json_str(char *o, const char *s, size_t n)
     return o;
 }
 
-static unsigned count_digits(uint64_t v)
+/* Digits of v < 10^8. */
+static unsigned digits8(uint32_t v)
 {
-    unsigned n = 1;
-    for (;;) {
-        if (v < 10)
-            return n;
-        if (v < 100)
-            return n + 1;
-        if (v < 1000)
-            return n + 2;
-        if (v < 10000)
-            return n + 3;
-        v /= 10000;
-        n += 4;
-    }
+    if (v < 10000)
+        return v < 10 ? 1 : v < 100 ? 2 : v < 1000 ? 3 : 4;
+    return v < 100000 ? 5 : v < 1000000 ? 6 : v < 10000000 ? 7 : 8;
 }
 
-/* Two digits at a time, written backwards straight into place (no temporary, no memcpy call). */
+/* Two digits of v < 100 at o. */
+static void put2(char *o, uint32_t v)
+{
+    memcpy(o, dec_pairs + 2 * v, 2);
+}
+
+/* v < 10^8 without leading zeros, written backwards two digits at a time in 32-bit arithmetic. */
+static char *fmt_small(char *out, uint32_t v)
+{
+    char *end = out + digits8(v), *t = end;
+    while (v >= 100) {
+        t -= 2;
+        put2(t, v % 100);
+        v /= 100;
+    }
+    if (v >= 10)
+        put2(t - 2, v);
+    else
+        t[-1] = (char)('0' + v);
+    return end;
+}
+
+/* Exactly 8 digits of v < 10^8 (leading zeros kept). */
+static char *put8(char *o, uint32_t v)
+{
+    uint32_t hi = v / 10000, lo = v % 10000;
+    put2(o, hi / 100);
+    put2(o + 2, hi % 100);
+    put2(o + 4, lo / 100);
+    put2(o + 6, lo % 100);
+    return o + 8;
+}
+
+/* Split into 8-digit pieces so that only one or two 64-bit divisions remain (the timestamps, 19
+ * digits, are most of what a span formats). */
 char *ldt__fmt_u64(char *out, uint64_t v)
 {
-    char *end = out + count_digits(v), *t = end;
-    while (v >= 100) {
-        unsigned r = (unsigned)(v % 100) * 2;
-        v /= 100;
-        t -= 2;
-        t[0] = dec_pairs[r];
-        t[1] = dec_pairs[r + 1];
+    if (v < 100000000u)
+        return fmt_small(out, (uint32_t)v);
+    if (v < 10000000000000000u) {
+        out = fmt_small(out, (uint32_t)(v / 100000000u));
+        return put8(out, (uint32_t)(v % 100000000u));
     }
-    if (v >= 10) {
-        t[-2] = dec_pairs[2 * v];
-        t[-1] = dec_pairs[2 * v + 1];
-    } else {
-        t[-1] = (char)('0' + v);
-    }
-    return end;
+    uint64_t rest = v % 10000000000000000u;
+    out = fmt_small(out, (uint32_t)(v / 10000000000000000u));
+    out = put8(out, (uint32_t)(rest / 100000000u));
+    return put8(out, (uint32_t)(rest % 100000000u));
 }
 
 char *ldt__fmt_i64(char *out, int64_t v)

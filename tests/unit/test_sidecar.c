@@ -169,7 +169,22 @@ Test(json_str, hostile_path_roundtrips)
 Test(fmt, decimal_and_hex)
 {
     char b[32];
-    static const uint64_t u[] = {0, 9, 10, 99, 100, 101, 12345, 1700000000123456789ull, UINT64_MAX};
+    static const uint64_t u[] = {0,
+                                 9,
+                                 10,
+                                 99,
+                                 100,
+                                 101,
+                                 12345,
+                                 99999999,
+                                 100000000,
+                                 100000001,
+                                 9999999999999999ull,
+                                 10000000000000000ull,
+                                 10000000000000001ull,
+                                 1700000000000000000ull,
+                                 1700000000123456789ull,
+                                 UINT64_MAX};
     for (size_t i = 0; i < LDT_ARRAY_LEN(u); i++) {
         char want[32];
         snprintf(want, sizeof(want), "%llu", (unsigned long long)u[i]);
@@ -401,6 +416,34 @@ Test(encode, client_span_every_field)
     cr_assert(json_is_true(json_object_get(attr(a, "ldtrace.conn_died"), "boolValue")));
     cr_assert(json_is_true(json_object_get(attr(a, "ldtrace.path_truncated"), "boolValue")));
     cr_assert_null(attr(a, "ldtrace.replaced"));
+    json_decref(j);
+    json_decref(res);
+}
+
+/* Counters that are 0 are left out; a span with nothing else to say has "attributes":[]. */
+Test(encode, zero_counters_left_out)
+{
+    struct ldt_span_rec s;
+    json_t *res;
+    server_span(&s);
+    s.bytes_out = s.io_ns = s.io_calls = 0;
+    json_t *j = encode_one(&s, NULL, &res);
+    json_t *a = json_object_get(j, "attributes");
+    cr_assert_eq(attr_i(a, "ldtrace.bytes_in"), 345);
+    cr_assert_null(attr(a, "ldtrace.bytes_out"));
+    cr_assert_null(attr(a, "ldtrace.io_ns"));
+    cr_assert_null(attr(a, "ldtrace.io_calls"));
+    json_decref(j);
+    json_decref(res);
+    memset(&s, 0, sizeof(s));
+    s.type = LDT_REC_SPAN;
+    s.kind = LDT_SPAN_INTERNAL;
+    s.op = 77;
+    s.span_id[7] = 1;
+    j = encode_one(&s, NULL, &res);
+    a = json_object_get(j, "attributes");
+    cr_assert(json_is_array(a), "attributes is an array");
+    cr_assert_eq(json_array_size(a), 0);
     json_decref(j);
     json_decref(res);
 }
