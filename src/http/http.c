@@ -147,6 +147,14 @@ static inline uint64_t load64(const char *s)
     return x;
 }
 
+static inline uint16_t load16(const void *s)
+{
+    uint16_t x;
+
+    memcpy(&x, s, 2);
+    return x;
+}
+
 static inline uint32_t load32(const char *s)
 {
     uint32_t x;
@@ -163,7 +171,7 @@ static inline int fold_eq(const char *s, const char *lit, size_t n)
 {
     if (n < 8) {
         const uint32_t f = 0x20202020u;
-        return ((load32(s) | f) == load32(lit)) & ((load32(s + n - 4) | f) == load32(lit + n - 4));
+        return !(((load32(s) | f) ^ load32(lit)) | ((load32(s + n - 4) | f) ^ load32(lit + n - 4)));
     }
     const uint64_t f = 0x2020202020202020ull;
     if (((load64(s) | f) ^ load64(lit)) | ((load64(s + n - 8) | f) ^ load64(lit + n - 8)))
@@ -1535,32 +1543,45 @@ static inline void line32(const unsigned char *s, uint32_t *bad, uint32_t *stop)
     *stop |= stop16(s + 16, 0x1f) << 16;
 }
 
-/* One plain header line at b[j] (j + 2 < n, n >= 16): returns the offset of the CR that ends it
- * and sets *c to its colon, or returns 0 when it is not plain (or is the blank line). The name
- * is checked in the first 16 bytes; the value's end found in the first 32, or scanned for. Near
- * the end of the buffer the 16 bytes that end at b[n] are tested instead, shifted. */
-static inline size_t plain_line(const unsigned char *b, size_t j, size_t n, size_t *c)
+/* plain_line() for a line that starts in the last 32 bytes of the buffer: the 16 bytes at b[j],
+ * or those that end at b[n], shifted. */
+static __attribute__((noinline)) size_t plain_tail(const unsigned char *b, size_t j, size_t n,
+                                                   size_t *c)
 {
     uint32_t bad, stop;
-    size_t cl, e, lim = 16;
+    size_t at = j + 16 <= n ? j : n - 16, sh = j - at, lim = 16 - sh, cl, e;
 
-    if (j + 32 <= n) {
-        line32(b + j, &bad, &stop);
-        bad |= 0x10000u;
-        lim = 32;
-    } else {
-        size_t at = j + 16 <= n ? j : n - 16, sh = j - at;
-        line16(b + at, &bad, &stop);
-        lim = 16 - sh;
-        bad = (bad >> sh) | (1u << lim); /* from the end of the buffer: no name byte */
-        stop >>= sh;
-    }
+    line16(b + at, &bad, &stop);
+    bad = (bad >> sh) | (1u << lim); /* from the end of the buffer: no name byte */
+    stop >>= sh;
     cl = (size_t)__builtin_ctz(bad);
-    if (cl == 0 || j + cl >= n || b[j + cl] != ':')
-        return 0; /* the blank line (CR is no name byte), or a line for feed_head() */
+    if (cl == 0 || cl == lim || b[j + cl] != ':')
+        return 0;
     *c = j + cl;
     e = stop ? j + (size_t)__builtin_ctz(stop) : stop_scan(b, j + lim, n, 0x1f);
     if (e + 1 >= n || b[e] != '\r' || b[e + 1] != '\n')
+        return 0;
+    return e;
+}
+
+/* One plain header line at b[j] (j + 2 < n, n >= 16): returns the offset of the CR that ends it
+ * and sets *c to its colon, or returns 0 when it is not plain (or is the blank line). The name
+ * is checked in the first 16 bytes (so b[j + 16] is the furthest the colon is looked for); the
+ * value's end is found in the first 32, or scanned for. */
+static inline size_t plain_line(const unsigned char *b, size_t j, size_t n, size_t *c)
+{
+    uint32_t bad, stop;
+    size_t cl, e;
+
+    if (UNLIKELY(j + 32 > n))
+        return plain_tail(b, j, n, c);
+    line32(b + j, &bad, &stop);
+    cl = (size_t)__builtin_ctz(bad | 0x10000u);
+    if (b[j + cl] != ':' || cl == 0)
+        return 0; /* the blank line (CR is no name byte), or a line for feed_head() */
+    *c = j + cl;
+    e = stop ? j + (size_t)__builtin_ctz(stop) : stop_scan(b, j + 32, n, 0x1f);
+    if (e + 1 >= n || load16(b + e) != load16("\r\n"))
         return 0;
     return e;
 }

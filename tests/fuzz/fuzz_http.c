@@ -1,5 +1,6 @@
 /* fuzz_http.c - libFuzzer target: the HTTP/1.x sniffer never over-reads, keeps its bounds, and
- * reports the same messages however the stream is cut into reads. */
+ * reports the same messages however the stream is cut into reads (whole, at up to 8 points, and
+ * one byte per read: the whole-block path against the byte-wise machine). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,11 @@ static void check_and_mix(const struct ldt_http_parser *p, struct digest *d)
     if (m->tp_len && m->tp_off + m->tp_len > m->hdr_len)
         abort();
     mix(d, &m->method, 1);
+    mix(d, &m->minor, 1);
+    mix(d, &m->reqline_len, 4);
+    mix(d, &p->pos, 4);
+    mix(d, &p->msg_bytes, 8);
+    mix(d, &p->remaining, 8);
     mix(d, &m->status, 2);
     mix(d, &m->flags, 2);
     mix(d, &m->content_length, 8);
@@ -46,14 +52,12 @@ static void check_and_mix(const struct ldt_http_parser *p, struct digest *d)
     mix(d, m->ts, m->ts_len);
 }
 
-/* Feed one read, copied into a buffer of exactly its size so that ASan sees any over-read. */
-static void feed(struct ldt_http_parser *p, struct digest *d, const uint8_t *data, size_t n,
-                 const char *heads)
+/* Feed one read from buf[n], calling again after every event. */
+static void feed_buf(struct ldt_http_parser *p, struct digest *d, const char *buf, size_t n,
+                     const char *heads)
 {
-    char *buf = malloc(n ? n : 1);
     size_t off = 0;
 
-    memcpy(buf, data, n);
     for (;;) {
         ssize_t r = ldt_http_feed(p, buf + off, n - off);
         if (r < 0) {
@@ -76,6 +80,16 @@ static void feed(struct ldt_http_parser *p, struct digest *d, const uint8_t *dat
                                : heads[p->messages % 4] == 'C' ? LDT_HTTP_M_CONNECT
                                                                : LDT_HTTP_M_GET);
     }
+}
+
+/* Feed one read, copied into a buffer of exactly its size so that ASan sees any over-read. */
+static void feed(struct ldt_http_parser *p, struct digest *d, const uint8_t *data, size_t n,
+                 const char *heads)
+{
+    char *buf = malloc(n ? n : 1);
+
+    memcpy(buf, data, n);
+    feed_buf(p, d, buf, n, heads);
     free(buf);
 }
 
@@ -103,6 +117,20 @@ static void run(enum ldt_http_dir dir, const uint8_t *data, size_t size, const u
     mix(&split, "E", 1);
     split.h ^= (uint64_t)ldt_http_eof(&p);
     if (whole.h != split.h || whole.events != split.events)
+        abort();
+
+    /* One byte per read: the byte-wise machine alone, against the whole-block path. */
+    struct digest bytes = {0xcbf29ce484222325ull, 0};
+    ldt_http_init(&p, dir);
+    char *one = malloc(1);
+    for (size_t i = 0; i < size; i++) {
+        one[0] = (char)data[i];
+        feed_buf(&p, &bytes, one, 1, heads);
+    }
+    free(one);
+    mix(&bytes, "E", 1);
+    bytes.h ^= (uint64_t)ldt_http_eof(&p);
+    if (whole.h != bytes.h || whole.events != bytes.events)
         abort();
 }
 
