@@ -1,4 +1,5 @@
-/* ids.c - trace and span ids: seeded once from getrandom, then XXH3 over per-thread counters. */
+/* ids.c - trace and span ids: seeded once from getrandom, then SplitMix64 over per-thread counters
+ * (XXH3 only mixes the fallback seed). */
 #include "common/common.h"
 
 #include <errno.h>
@@ -83,39 +84,61 @@ static void __attribute__((noinline)) thread_init(void)
     t_thread = atomic_fetch_add_explicit(&g_thread_seq, 1, memory_order_relaxed) + 1;
 }
 
-/* The hash input: 128 bits of process seed, the thread's identity and its counter. The counter
- * step is an atomic add on a thread-local: a signal handler that makes an id in the middle of
- * ours still gets a different count. */
-static inline void next_input(uint64_t in[4])
+/* SplitMix64's output function: a bijection on 64 bits with full avalanche. */
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The thread's next position in its own SplitMix64 stream: the counter times the golden gamma,
+ * offset by the thread's identity (an odd multiple, so two threads' streams start far apart). The
+ * process seed is added by the callers, and a fork child reseeds, so parent and child never walk
+ * the same sequence. The counter step is an atomic add on a thread-local: a signal handler that
+ * makes an id in the middle of ours still gets a different count. */
+static inline uint64_t next_input(void)
 {
     if (LDT_UNLIKELY(t_thread == 0))
         thread_init();
-    in[0] = __atomic_load_n(&g_seed[0], __ATOMIC_RELAXED);
-    in[1] = __atomic_load_n(&g_seed[1], __ATOMIC_RELAXED);
-    in[2] = t_thread;
-    in[3] = __atomic_add_fetch(&t_counter, 1, __ATOMIC_RELAXED);
+    uint64_t ctr = __atomic_add_fetch(&t_counter, 1, __ATOMIC_RELAXED);
+    return ctr * 0x9E3779B97F4A7C15ull + t_thread * 0xD1B54A32D192ED03ull;
 }
+
+static void id_again(uint8_t *out, int len);
 
 void ldt_id_trace(uint8_t out[16])
 {
-    XXH128_hash_t h;
-    do {
-        uint64_t in[4];
-        next_input(in);
-        h = XXH3_128bits(in, sizeof(in));
-    } while (LDT_UNLIKELY((h.low64 | h.high64) == 0));
+    uint64_t v = next_input();
+    uint64_t hi = mix64(v + __atomic_load_n(&g_seed[1], __ATOMIC_RELAXED));
+    uint64_t lo = mix64(v ^ __atomic_load_n(&g_seed[0], __ATOMIC_RELAXED));
+    if (LDT_UNLIKELY((hi | lo) == 0)) {
+        id_again(out, 16); /* all zero is invalid: the next count */
+        return;
+    }
     /* Big-endian order, so the trace id's right-most 7 bytes (the W3C random part and what the
      * ratio sampler reads) come from the well-mixed low word. */
-    XXH128_canonicalFromHash((XXH128_canonical_t *)(void *)out, h);
+    hi = __builtin_bswap64(hi);
+    lo = __builtin_bswap64(lo);
+    memcpy(out, &hi, 8);
+    memcpy(out + 8, &lo, 8);
 }
 
 void ldt_id_span(uint8_t out[8])
 {
-    uint64_t h;
-    do {
-        uint64_t in[4];
-        next_input(in);
-        h = XXH3_64bits(in, sizeof(in));
-    } while (LDT_UNLIKELY(h == 0));
+    uint64_t h = mix64(next_input() + __atomic_load_n(&g_seed[0], __ATOMIC_RELAXED));
+    if (LDT_UNLIKELY(h == 0)) {
+        id_again(out, 8);
+        return;
+    }
     memcpy(out, &h, sizeof(h));
+}
+
+/* Out of line, so the common path keeps no loop (and no constants pinned in saved registers). */
+static __attribute__((noinline, cold)) void id_again(uint8_t *out, int len)
+{
+    if (len == 16)
+        ldt_id_trace(out);
+    else
+        ldt_id_span(out);
 }
