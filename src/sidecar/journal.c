@@ -5,7 +5,12 @@
  * One entry at a time, at offset 0 of DIR/.ldtraced.journal (next to the segments, so a restart on
  * another output file still finds it; the entry names its own output). The entry is written with
  * one pwrite and checked by a hash, so a torn entry reads as no entry. No fsync: the journal guards
- * against a crash of the process (SIGKILL, OOM), whose page-cache writes survive it. */
+ * against a crash of the process (SIGKILL, OOM), whose page-cache writes survive it.
+ *
+ * Whether the line is all there is told by the file's size (we are its only writer, and a killed
+ * write leaves the size where its copy stopped); the hash of the line's first and last 4 KiB (and
+ * its length) then tells a file that someone else changed. Hashing only those keeps the journal's
+ * cost per line constant instead of a pass over every byte written. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -19,7 +24,8 @@
 
 #include "sidecar/sidecar.h"
 
-#define JMAGIC UINT64_C(0x314c4e524a54444c) /* "LDTJRNL1" */
+#define JMAGIC UINT64_C(0x324c4e524a54444c) /* "LDTJRNL2": the line hash samples */
+#define SAMPLE 4096u /* bytes hashed at each end of a line */
 
 /* The entry as stored (host byte order: the journal never leaves this machine). */
 struct jentry {
@@ -28,7 +34,7 @@ struct jentry {
     uint64_t nonce; /* the segment's header nonce */
     uint64_t off;   /* the line's offset in out */
     uint64_t len;   /* its length */
-    uint64_t hash;  /* XXH3 of the line */
+    uint64_t hash;  /* line_hash() of the line */
     uint32_t nrings;
     uint32_t _pad;
     char seg[512];
@@ -41,6 +47,16 @@ struct jentry {
 static size_t entry_size(uint32_t nrings)
 {
     return sizeof(struct jentry) + (size_t)nrings * sizeof(uint64_t);
+}
+
+/* XXH3 of the first and last SAMPLE bytes of a line (all of it when shorter), seeded with len.
+ * head and tail may be the same buffer (a short line). */
+static uint64_t line_hash(const char *head, const char *tail, size_t len)
+{
+    if (len <= 2 * SAMPLE)
+        return XXH3_64bits_withSeed(head, len, len);
+    uint64_t h = XXH3_64bits_withSeed(head, SAMPLE, len);
+    return XXH3_64bits_withSeed(tail, SAMPLE, h);
 }
 
 static uint64_t entry_check(const struct jentry *e)
@@ -83,7 +99,7 @@ int ldt__journal_begin(struct ldt__journal *j, const struct ldt_seg_reader *r,
     e->nonce = r->hdr->nonce;
     e->off = off;
     e->len = len;
-    e->hash = XXH3_64bits(line, len);
+    e->hash = line_hash(line, len > 2 * SAMPLE ? line + len - SAMPLE : line, len);
     e->nrings = r->nrings;
     snprintf(e->seg, sizeof(e->seg), "%s", r->path);
     snprintf(e->out, sizeof(e->out), "%s", out);
@@ -107,6 +123,20 @@ void ldt__journal_close(struct ldt__journal *j)
     j->buf = NULL;
 }
 
+/* line_hash() of what the output holds where e's line should be (~hash on a read error). */
+static uint64_t line_sampled(int fd, const struct jentry *e)
+{
+    char buf[2 * SAMPLE];
+    size_t n = e->len > 2 * SAMPLE ? SAMPLE : (size_t)e->len;
+    if (pread(fd, buf, n, (off_t)e->off) != (ssize_t)n)
+        return ~e->hash;
+    if (e->len <= 2 * SAMPLE)
+        return line_hash(buf, buf, e->len);
+    if (pread(fd, buf + SAMPLE, SAMPLE, (off_t)(e->off + e->len - SAMPLE)) != (ssize_t)SAMPLE)
+        return ~e->hash;
+    return line_hash(buf, buf + SAMPLE, e->len);
+}
+
 /* Is the whole line of e in its output file? 1 yes, 0 no (a partial line was cut off), -1 the
  * file does not hold what the entry says (changed under us: neither apply nor cut). */
 static int line_present(const struct jentry *e)
@@ -123,12 +153,8 @@ static int line_present(const struct jentry *e)
         rc = 0;
         if ((uint64_t)st.st_size > e->off && ftruncate(fd, (off_t)e->off) < 0)
             rc = -1;
-    } else if (e->len < (64u << 20)) {
-        char *buf = malloc(e->len ? e->len : 1);
-        if (buf && pread(fd, buf, e->len, (off_t)e->off) == (ssize_t)e->len &&
-            XXH3_64bits(buf, e->len) == e->hash)
-            rc = 1;
-        free(buf);
+    } else if (line_sampled(fd, e) == e->hash) {
+        rc = 1;
     }
     close(fd);
     return rc;

@@ -997,3 +997,78 @@ Test(export, otlp_url_rules)
     struct ldt__http_opts ho = {.url = "localhost:4318"};
     cr_assert_eq(ldt__export_http_open(&e, &ho), -EINVAL);
 }
+
+/* ---- the write-ahead journal ---- */
+
+/* A journal entry for a line of len bytes at the end of out, then recovery with the output as
+ * `how` leaves it: 'w' whole line written, 'p' partial, 'c' changed in the middle, 'e' changed at
+ * its end. Returns what ldt__journal_recover says; *tail is ring 0's tail afterwards. */
+static int journal_case(size_t len, char how, uint64_t *tail)
+{
+    struct ldt_seg_params p = {.nrings = 2, .ring_cap = 64, .service_name = "svc"};
+    struct ldt_seg seg;
+    struct ldt_span_rec s;
+    server_span(&s);
+    cr_assert_eq(ldt_seg_create(tmpdir, &p, &seg), 0);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(ldt_ring_push(&seg, 0, &s, sizeof(s)), 0);
+    char path[512], out[128], why[128];
+    snprintf(path, sizeof(path), "%s/%d.%016llx.ring", tmpdir, (int)getpid(),
+             (unsigned long long)seg.hdr->nonce);
+    struct ldt_seg_reader r;
+    cr_assert_eq(ldt_seg_open(path, &r, why, sizeof(why)), 0, "%s", why);
+    snprintf(out, sizeof(out), "%s/out.jsonl", tmpdir);
+    FILE *f = fopen(out, "w");
+    fputs("an earlier line\n", f);
+    fclose(f);
+    char *line = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        line[i] = (char)('a' + i % 26);
+    struct ldt__journal j = {.fd = -1};
+    uint64_t tails[2] = {5, 0};
+    cr_assert_eq(ldt__journal_open(&j, tmpdir), 0);
+    cr_assert_eq(ldt__journal_begin(&j, &r, tails, out, 16, line, len), 0);
+    if (how == 'c')
+        line[len / 2] ^= 1; /* beyond the sampled ends of a long line */
+    if (how == 'e')
+        line[len - 1] ^= 1;
+    int fd = open(out, O_WRONLY | O_APPEND);
+    cr_assert_eq(write(fd, line, how == 'p' ? len - 1 : len), (ssize_t)(how == 'p' ? len - 1 : len));
+    close(fd);
+    ldt__journal_close(&j);
+    j.fd = -1;
+    cr_assert_eq(ldt__journal_open(&j, tmpdir), 0);
+    int rc = ldt__journal_recover(&j);
+    cr_assert_eq(ldt__journal_recover(&j), 0, "the entry is gone after recovery");
+    ldt__journal_close(&j);
+    *tail = ldt_seg_tail(&r, 0);
+    struct stat st;
+    cr_assert_eq(stat(out, &st), 0);
+    if (how == 'p')
+        cr_assert_eq(st.st_size, 16, "the partial line is cut off");
+    ldt_seg_close(&r);
+    ldt_seg_unmap(&seg);
+    unlink(path);
+    unlink(out);
+    free(line);
+    return rc;
+}
+
+ParameterizedTestParameters(journal, recover_by_line_length)
+{
+    static size_t lens[] = {1, 100, 8192, 8193, 300000};
+    return cr_make_param_array(size_t, lens, 5);
+}
+
+ParameterizedTest(size_t *len, journal, recover_by_line_length, .init = mk_tmp, .fini = rm_tmp)
+{
+    uint64_t tail;
+    cr_assert_eq(journal_case(*len, 'w', &tail), 1, "a whole line: its tails are applied");
+    cr_assert_eq(tail, 5);
+    cr_assert_eq(journal_case(*len, 'p', &tail), 2, "a partial line is cut off");
+    cr_assert_eq(tail, 0, "its records are read again");
+    cr_assert_eq(journal_case(*len, 'e', &tail), 3, "a changed last byte is noticed");
+    cr_assert_eq(tail, 0);
+    if (*len <= 8192)
+        cr_assert_eq(journal_case(*len, 'c', &tail), 3, "a short line is hashed whole");
+}
