@@ -136,8 +136,13 @@ static void commit_tails(struct seg *s)
 {
     for (unsigned i = 0; i < s->r.nrings; i++) {
         if (s->target[i] != s->tail[i]) {
+            /* The ring refuses a tail past the producer's published head (a record read between
+             * its commit and its head store): then keep the old one and try again next pass,
+             * rather than believe the slots were freed (a producer waiting for tail == head
+             * would wait forever). */
             ldt_seg_release(&s->r, i, s->target[i]);
-            s->tail[i] = s->target[i];
+            if (ldt_seg_tail(&s->r, i) == s->target[i])
+                s->tail[i] = s->target[i];
         }
     }
     s->full = 0;
@@ -234,8 +239,14 @@ static int on_stack(struct ldt__drain *d, struct seg *s, unsigned ring, const vo
     }
     if (((const struct ldt_stack_rec *)rec)->part == 0)
         s->stack_pos[ring] = s->pos[ring] - 1; /* a stack (re)starts at this record */
-    if (!ldt__stack_feed(s->stacks[ring], rec))
-        d->st.bad_records++;
+    /* A part out of place follows parts the producer dropped on a full ring (counted there) when
+     * the segment has drops; otherwise the record itself is bad. */
+    if (!ldt__stack_feed(s->stacks[ring], rec)) {
+        if (ldt_seg_dropped(&s->r))
+            d->st.orphan_parts++;
+        else
+            d->st.bad_records++;
+    }
     return 0;
 }
 

@@ -181,6 +181,8 @@ static void print_stats(struct ldt__drain *d, const struct ldt__exporter *e)
             (unsigned long long)st.spans, (unsigned long long)st.dropped,
             (unsigned long long)st.bad_records, (unsigned long long)st.bad_segments,
             (unsigned long long)st.segments, (unsigned long long)st.write_errors);
+    if (st.orphan_parts)
+        fprintf(stderr, " orphan_stack_parts=%llu", (unsigned long long)st.orphan_parts);
     if (e->ops && strcmp(e->ops->name, "otlp-http") == 0)
         fprintf(stderr,
                 " requests=%llu retries=%llu rejected_spans=%llu spooled=%llu spool_lines=%llu "

@@ -292,6 +292,8 @@ struct ldt__stats {
     uint64_t torn;         /* uncommitted slots skipped after their producer died */
     uint64_t write_errors; /* lines the exporter failed to take (their records read again) */
     uint64_t recovered;    /* journal entries finished at start (1 or 0) */
+    uint64_t orphan_parts; /* stack parts out of place in a segment whose producer dropped records
+                            * (the parts before them were dropped on a full ring: not bad) */
 };
 
 struct ldt__drain;

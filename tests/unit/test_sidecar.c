@@ -1072,3 +1072,49 @@ ParameterizedTest(size_t *len, journal, recover_by_line_length, .init = mk_tmp, 
     if (*len <= 8192)
         cr_assert_eq(journal_case(*len, 'c', &tail), 3, "a short line is hashed whole");
 }
+
+/* A stack part out of place is a bad record, unless the producer dropped records (a full ring
+ * took the parts before it): then it is an orphan, counted apart. */
+static void orphan_case(int overflow, uint64_t *bad, uint64_t *orphans)
+{
+    struct ldt_seg_params p = {.nrings = 2, .ring_cap = 64, .service_name = "svc"};
+    struct ldt_seg seg;
+    cr_assert_eq(ldt_seg_create(tmpdir, &p, &seg), 0);
+    struct ldt_span_rec s;
+    struct ldt_stack_rec r;
+    server_span(&s);
+    for (int i = 0; overflow && i < 65; i++)
+        ldt_ring_push(&seg, 0, &s, sizeof(s)); /* the 65th is dropped */
+    char out[128];
+    snprintf(out, sizeof(out), "%s/out.jsonl", tmpdir);
+    struct ldt__exporter e;
+    cr_assert_eq(ldt__export_file_open(&e, out), 0);
+    struct ldt__drain_opts o = {.dir = tmpdir, .exp = &e, .poll_ms = 1, .no_journal = 1};
+    struct ldt__drain *d = ldt__drain_new(&o);
+    cr_assert_eq(ldt__drain_all(d), 0);
+    s.flags = LDT_SPAN_F_STACK;
+    stack_rec(&r, &s, 1, 2, "f2"); /* part 0 never came */
+    cr_assert_eq(ldt_ring_push(&seg, 0, &r, sizeof(r)), 0);
+    cr_assert_eq(ldt_ring_push(&seg, 0, &s, sizeof(s)), 0);
+    ldt_seg_mark_exited(&seg);
+    cr_assert_eq(ldt__drain_all(d), 0);
+    struct ldt__stats st;
+    ldt__drain_stats(d, &st);
+    cr_assert_eq(st.spans, overflow ? 65 : 1);
+    *bad = st.bad_records;
+    *orphans = st.orphan_parts;
+    ldt__drain_free(d);
+    e.ops->close(&e);
+    ldt_seg_unmap(&seg);
+}
+
+Test(drain, stack_part_after_producer_drops_is_an_orphan_not_bad, .init = mk_tmp, .fini = rm_tmp)
+{
+    uint64_t bad, orphans;
+    orphan_case(0, &bad, &orphans);
+    cr_assert_eq(bad, 1, "no drop: the part is bad");
+    cr_assert_eq(orphans, 0);
+    orphan_case(1, &bad, &orphans);
+    cr_assert_eq(bad, 0, "after drops: not bad");
+    cr_assert_eq(orphans, 1);
+}
