@@ -26,7 +26,7 @@ static void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt,
     ldt__io_end = ldt_clock_mono_ns();
     uint64_t dt = ldt__io_end - t0;
     if (!(flags & (MSG_PEEK | MSG_TRUNC)))
-        ldt__sniff_io(fd, e, LDT__IN, iov, cnt, n, err, dt);
+        ldt__sniff_call(fd, e, LDT__IN, iov, cnt, n, err, dt);
     ldt__io_end = 0;
     ldt__leave();
     errno = err;
@@ -151,8 +151,8 @@ static ssize_t out_inject(struct ldt__fd *e, struct out_call *o, const struct io
     int err = errno;
     ldt__io_start = t0;
     ldt__io_end = ldt_clock_mono_ns();
-    ldt__sniff_io(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt__io_end - t0);
-    ldt__io_start = 0;
+    ldt__sniff_call(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt__io_end - t0);
+    ldt__io_start = ldt__io_end = 0;
     ldt__leave();
     errno = err;
     return n;
@@ -164,8 +164,8 @@ static void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt
     int err = errno;
     ldt__io_start = t0; /* a response completed here ends when the app entered this call */
     ldt__io_end = ldt_clock_mono_ns();
-    ldt__sniff_io(fd, e, LDT__OUT, iov, cnt, n, err, ldt__io_end - t0);
-    ldt__io_start = 0;
+    ldt__sniff_call(fd, e, LDT__OUT, iov, cnt, n, err, ldt__io_end - t0);
+    ldt__io_start = ldt__io_end = 0;
     ldt__leave();
     errno = err;
 }

@@ -312,6 +312,11 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
                    ssize_t n, int err, uint64_t io_ns);
 /* iov == NULL: the bytes were already fed (by the injector); count, account and check errors. */
 
+/* ldt__sniff_io for the hooks of hooks_io.c, which keep errno themselves and have set ldt__io_end:
+ * the same work without either. */
+void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov,
+                     int cnt, ssize_t n, int err, uint64_t io_ns);
+
 /* Before a send on fd: classify on the bytes about to be sent if the socket has not been, and say
  * whether the send must go through the injector (a client-role HTTP connection). */
 int ldt__sniff_wants_inject(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt);

@@ -435,6 +435,21 @@ void ldt__sniff_so_error(int fd, struct ldt__fd *e, int value)
     errno = saved;
 }
 
+/* LDTRACE_SYSCALL_SPANS: the call as an INTERNAL child of the span it served (off the hot path). */
+static __attribute__((noinline)) void syscall_span(const struct ldt__span *s, enum ldt__dir dir,
+                                                   ssize_t n, int err, uint64_t io_ns)
+{
+    struct ldt__ctx p;
+    memcpy(p.trace_id, s->rec.trace_id, 16);
+    memcpy(p.span_id, s->rec.span_id, 8);
+    p.flags = s->rec.trace_flags;
+    p.valid = 1;
+    p.ts_len = 0;
+    uint64_t now = ldt_clock_wall_ns();
+    ldt__span_internal(&p, dir == LDT__IN ? LDT_OP_RECV : LDT_OP_SEND, now - io_ns, io_ns,
+                       n < 0 ? err : 0, NULL, 0);
+}
+
 static void account(struct ldt__conn *c, enum ldt__dir dir, ssize_t n, int err, uint64_t io_ns)
 {
     struct ldt__span *s = io_span(c, dir);
@@ -442,17 +457,8 @@ static void account(struct ldt__conn *c, enum ldt__dir dir, ssize_t n, int err, 
         return;
     s->rec.io_ns += io_ns;
     s->rec.io_calls++;
-    if (ldt__cfg.syscall_spans && s->sampled) {
-        struct ldt__ctx p;
-        memcpy(p.trace_id, s->rec.trace_id, 16);
-        memcpy(p.span_id, s->rec.span_id, 8);
-        p.flags = s->rec.trace_flags;
-        p.valid = 1;
-        p.ts_len = 0;
-        uint64_t now = ldt_clock_wall_ns();
-        ldt__span_internal(&p, dir == LDT__IN ? LDT_OP_RECV : LDT_OP_SEND, now - io_ns, io_ns,
-                           n < 0 ? err : 0, NULL, 0);
-    }
+    if (LDT_UNLIKELY(ldt__cfg.syscall_spans) && s->sampled)
+        syscall_span(s, dir, n, err, io_ns);
 }
 
 /* ---- entry points ---------------------------------------------------------------------------- */
@@ -465,25 +471,35 @@ static size_t iov_total(const struct iovec *iov, int cnt)
     return t;
 }
 
-void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov, int cnt,
-                   ssize_t n, int err, uint64_t io_ns)
+/* The conn of a traced socket after this call's bookkeeping, or NULL when there is nothing to sniff
+ * (not HTTP, gone dead). Ends an open non-blocking CONNECT span and classifies on first bytes. */
+static struct ldt__conn *io_conn(int fd, struct ldt__fd *e, enum ldt__dir dir,
+                                 const struct iovec *iov, int cnt, ssize_t n)
 {
-    int saved = errno;
-    if (!ldt__io_end)
-        ldt__io_end = ldt_clock_mono_ns(); /* the hooks set it already, right after the call */
+    struct ldt__conn *c = e->conn;
     e->calls++;
-    if (n > 0)
-        *(dir == LDT__IN ? &e->bytes_in : &e->bytes_out) += (uint64_t)n;
-    if (e->conn && e->conn->connecting)
-        connect_finish(fd, e->conn);
+    if (n > 0) {
+        if (dir == LDT__IN)
+            e->bytes_in += (uint64_t)n;
+        else
+            e->bytes_out += (uint64_t)n;
+    }
+    if (LDT_LIKELY(e->cls == LDT__CLS_HTTP && c && !c->connecting))
+        return c->dead ? NULL : c;
+    if (c && c->connecting)
+        connect_finish(fd, c);
     if (e->cls == LDT__CLS_NONE && n > 0 && iov)
         classify(fd, e, dir, iov, cnt, (size_t)n);
-    struct ldt__conn *c = e->conn;
-    if (e->cls != LDT__CLS_HTTP || !c || c->dead) {
-        ldt__io_end = 0;
-        errno = saved;
+    c = e->conn;
+    return e->cls == LDT__CLS_HTTP && c && !c->dead ? c : NULL;
+}
+
+void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov,
+                     int cnt, ssize_t n, int err, uint64_t io_ns)
+{
+    struct ldt__conn *c = io_conn(fd, e, dir, iov, cnt, n);
+    if (!c)
         return;
-    }
     ldt__conn_lock(c);
     c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
     /* The call is accounted to the span it served: one a request read creates (server, in) exists
@@ -502,6 +518,15 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
     if (late && !c->dead)
         account(c, dir, n, err, io_ns);
     ldt__conn_unlock(c);
+}
+
+void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov, int cnt,
+                   ssize_t n, int err, uint64_t io_ns)
+{
+    int saved = errno;
+    if (!ldt__io_end)
+        ldt__io_end = ldt_clock_mono_ns(); /* the hooks set it already, right after the call */
+    ldt__sniff_call(fd, e, dir, iov, cnt, n, err, io_ns);
     ldt__io_end = 0;
     errno = saved;
 }

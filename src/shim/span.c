@@ -56,9 +56,11 @@ static _Atomic uint64_t reg_serial;
 static _Atomic uint32_t reg_hint;
 static _Atomic int reg_open; /* server spans open in the process (registered) */
 
-/* Claim a slot and publish ctx in it. Returns the slot or -1 when the registry is full. */
-static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len,
-                   const struct ldt__span *span, uint64_t *serial)
+/* Claim a slot and publish the server span s in it, as a parent (its tracestate ts[ts_len], and
+ * the inbound traceparent tp[tp_len] when exact). Returns the slot or -1 when the registry is full.
+ * The context is written in place: no copy of a whole ldt__ctx on the hot path. */
+static int reg_add(const struct ldt__span *s, const char *ts, uint16_t ts_len, const char *tp,
+                   size_t tp_len, uint64_t *serial)
 {
     uint32_t start = atomic_fetch_add_explicit(&reg_hint, 1, memory_order_relaxed);
     for (uint32_t i = 0; i < REG_SLOTS; i++) {
@@ -67,9 +69,17 @@ static int reg_add(const struct ldt__ctx *ctx, const char *tp, size_t tp_len,
         if (!atomic_compare_exchange_strong_explicit(&r->serial, &expect, REG_BUSY,
                                                      memory_order_acquire, memory_order_relaxed))
             continue;
-        memcpy(&r->ctx, ctx, offsetof(struct ldt__ctx, ts) + ctx->ts_len);
-        r->ctx.ts[ctx->ts_len] = '\0';
-        r->span = span;
+        memcpy(r->ctx.trace_id, s->rec.trace_id, 16);
+        memcpy(r->ctx.span_id, s->rec.span_id, 8);
+        r->ctx.flags = s->rec.trace_flags;
+        r->ctx.sampled = s->sampled;
+        r->ctx.valid = 1;
+        r->ctx.remote = 0;
+        r->ctx.ts_len = ts_len;
+        if (ts_len)
+            memcpy(r->ctx.ts, ts, ts_len);
+        r->ctx.ts[ts_len] = '\0';
+        r->span = s;
         r->tp_len = tp_len == LDT_TP_LEN ? LDT_TP_LEN : 0;
         if (r->tp_len)
             memcpy(r->tp, tp, LDT_TP_LEN);
@@ -335,9 +345,29 @@ uint64_t ldt__wall_of(uint64_t mono)
 
 /* ---- span construction ----------------------------------------------------------------------- */
 
+/* Zero a record in 16-byte stores: for its 248 bytes the compiler's memset is a rep stos that
+ * steps 31 times. */
+typedef uint64_t ldt__v16 __attribute__((vector_size(16), aligned(1), may_alias));
+
+static inline void rec_zero(struct ldt_span_rec *r)
+{
+    _Static_assert(sizeof *r % 8 == 0 && sizeof *r >= 16, "record size");
+    const ldt__v16 z = {0, 0};
+    char *p = (char *)r;
+#define Z16(i) \
+    if ((i) + 16 <= sizeof *r) \
+        *(ldt__v16 *)(void *)(p + (i)) = z;
+    Z16(0) Z16(16) Z16(32) Z16(48) Z16(64) Z16(80) Z16(96) Z16(112) Z16(128) Z16(144) Z16(160)
+    Z16(176) Z16(192) Z16(208) Z16(224) Z16(240) Z16(256) Z16(272) Z16(288) Z16(304)
+#undef Z16
+    _Static_assert(sizeof *r <= 320, "rec_zero covers 320 bytes");
+    if (sizeof *r % 16)
+        *(ldt__v16 *)(void *)(p + sizeof *r - 16) = z;
+}
+
 void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct ldt__ctx *parent)
 {
-    memset(&s->rec, 0, sizeof s->rec);
+    rec_zero(&s->rec);
     s->rec.type = LDT_REC_SPAN;
     s->rec.kind = (uint8_t)kind;
     s->rec.op = LDT_OP_HTTP;
@@ -404,8 +434,8 @@ static void set_request(struct ldt_span_rec *r, const struct ldt_http_msg *m)
 static void inbound_parent(const struct ldt_http_msg *m, struct ldt__ctx *p)
 {
     struct ldt_tc tc;
-    memset(p, 0, offsetof(struct ldt__ctx, ts));
-    p->ts[0] = '\0';
+    p->valid = 0;
+    p->ts_len = 0;
     if (!m->tp_len || (m->flags & (LDT_HTTP_F_TP_MULTI | LDT_HTTP_F_TP_TRUNC)) ||
         ldt_tc_parse(m->tp, m->tp_len, &tc) != 0)
         return;
@@ -422,23 +452,14 @@ static void inbound_parent(const struct ldt_http_msg *m, struct ldt__ctx *p)
 
 void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const struct ldt_http_msg *m)
 {
-    struct ldt__ctx p, me;
+    struct ldt__ctx p;
     inbound_parent(m, &p);
     ldt__span_begin(s, LDT_SPAN_SERVER, &p);
     if (p.valid)
         s->rec.flags |= LDT_SPAN_F_PARENT_REMOTE;
     set_request(&s->rec, m);
-    memcpy(me.trace_id, s->rec.trace_id, 16);
-    memcpy(me.span_id, s->rec.span_id, 8);
-    me.flags = s->rec.trace_flags;
-    me.sampled = s->sampled;
-    me.valid = 1;
-    me.remote = 0;
-    me.ts_len = p.ts_len;
-    memcpy(me.ts, p.ts, p.ts_len);
-    me.ts[p.ts_len] = '\0';
     /* Only an exact v00 value can be matched by a forwarding proxy (it re-sends it verbatim). */
-    s->reg = (int16_t)reg_add(&me, m->tp, p.valid ? m->tp_len : 0, s, &s->serial);
+    s->reg = (int16_t)reg_add(s, p.ts, p.ts_len, m->tp, p.valid ? m->tp_len : 0, &s->serial);
     if (s->reg >= 0) {
         stack_push(s->reg, s->serial);
         t_newest = s->serial;
