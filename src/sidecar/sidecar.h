@@ -331,6 +331,12 @@ int ldt__drain_pass(struct ldt__drain *d);
  * Busy rings are thus polled every poll_ms, quiet ones every poll_max_ms. */
 uint64_t ldt__drain_sleep_ns(const struct ldt__drain *d);
 
+/* Sleep up to ns, or until a new segment file appears in the directory (inotify; a plain sleep
+ * where that is not available or the directory does not exist yet), so that the next pass reads
+ * a new producer's ring at once. Returns 1 when woken by a new segment, else 0. Returns early
+ * on a signal. */
+int ldt__drain_wait(struct ldt__drain *d, uint64_t ns);
+
 /* Drain everything committed right now in every segment (after a fresh rescan), finish gone
  * producers, and flush every batch. Used by --once and at SIGTERM. Returns 0 or -errno. */
 int ldt__drain_all(struct ldt__drain *d);
