@@ -1407,14 +1407,16 @@ static ssize_t feed_head(struct ldt_http_parser *p, const unsigned char *b, size
 /* ---- whole header blocks: the fastest path ----
  *
  * A message whose start line and header lines arrive in the same read as its first byte (almost
- * every message) is taken here in one pass: each line is found and checked from one 16-byte load
- * at its start (the name, its colon, and, for a short line, its end), a longer value is scanned 16
- * bytes at a time for its first control byte, and a line whose first letter begins none of the
- * names the tracer keeps is skipped with no more work. Every check is the byte-wise machine's:
- * anything this path does not take whole and plain (an HTAB or another control byte in a value, a
- * name with a rarer token character or longer than 15 bytes, a bare LF, a line cut by the end of
- * the buffer or the header cap) is left, from the first byte of its line, to feed_head(), so the
- * outcome is the same however the stream is cut. */
+ * every message) is taken here in one pass, from ldt_http_feed() at its first byte: each header
+ * line is found and checked from one 32-byte window at its start (the name and its colon in the
+ * first 16 bytes, or 32 for a long name; the end of the value in all 32, else scanned 16 bytes at
+ * a time), and a line whose first letter begins none of the names the tracer keeps is skipped
+ * with no more work; the loop that does this makes no call, so its byte-class constants stay in
+ * registers. Every check is the byte-wise machine's: anything this path does not take whole and
+ * plain (an HTAB or another control byte in a value, a name with a rarer token character or
+ * longer than 31 bytes, a bare LF, an unknown method, a line cut by the end of the buffer or the
+ * header cap) is left, from the first byte of its line, to feed_head(), so the outcome is the
+ * same however the stream is cut (tests/unit/test_http.c http_block, fuzz_http one byte a read). */
 
 /* First letters (either case) of the header names name_id() knows: a line starting with any
  * other byte is skipped without looking at its name. */
@@ -1566,8 +1568,8 @@ static __attribute__((noinline)) size_t plain_tail(const unsigned char *b, size_
 
 /* One plain header line at b[j] (j + 2 < n, n >= 16): returns the offset of the CR that ends it
  * and sets *c to its colon, or returns 0 when it is not plain (or is the blank line). The name
- * is checked in the first 16 bytes (so b[j + 16] is the furthest the colon is looked for); the
- * value's end is found in the first 32, or scanned for. */
+ * is checked in the first 16 bytes, or 32 for a long one (so b[j + 32] is the furthest the colon
+ * is looked for); the value's end is found in the first 32, or scanned for. */
 static inline size_t plain_line(const unsigned char *b, size_t j, size_t n, size_t *c)
 {
     uint32_t bad, stop;
@@ -1577,6 +1579,13 @@ static inline size_t plain_line(const unsigned char *b, size_t j, size_t n, size
         return plain_tail(b, j, n, c);
     line32(b + j, &bad, &stop);
     cl = (size_t)__builtin_ctz(bad | 0x10000u);
+    if (UNLIKELY(cl == 16)) { /* a long name (Transfer-Encoding, X-Forwarded-Proto ...) */
+        uint32_t bad2, stop2;
+        line16(b + j + 16, &bad2, &stop2);
+        cl += (size_t)__builtin_ctz(bad2 | 0x10000u);
+        if (cl == 32)
+            return 0; /* b[j + 32] may be past the buffer */
+    }
     if (b[j + cl] != ':' || cl == 0)
         return 0; /* the blank line (CR is no name byte), or a line for feed_head() */
     *c = j + cl;

@@ -1263,6 +1263,10 @@ static const char *const hostile_bases[] = {
     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nXXXX",
     "OPTIONS * HTTP/1.0\r\nX-Very-Long-Header-Name-Over-Sixteen: v\r\nContent-Length:3\r\n\r\nabc"
     "DELETE /x HTTP/1.1\r\nHost:  spaced  \r\n\r\n",
+    /* names of 31 and 32 bytes (the longest the block path takes, and one more), a 16-byte one */
+    "PUT /a HTTP/1.1\r\nX-Forwarded-For-Client-Addr-123: a\r\n"
+    "X-Forwarded-For-Client-Addr-1234: b\r\nX-Forwarded-Proto: https\r\n"
+    "Accept-Encodings: gzip\r\nTransfer-Encoding: chunked\r\nHost: h\r\n\r\n0\r\n\r\n",
 };
 
 /* Every byte of each base message replaced by each of the bytes the rules single out, or
