@@ -1545,23 +1545,32 @@ static inline void line32(const unsigned char *s, uint32_t *bad, uint32_t *stop)
     *stop |= stop16(s + 16, 0x1f) << 16;
 }
 
-/* plain_line() for a line that starts in the last 32 bytes of the buffer: the 16 bytes at b[j],
- * or those that end at b[n], shifted. */
+/* plain_line() for a line that starts in the last 32 bytes of the buffer (n >= 16): the name from
+ * the 16 bytes at b[j] (or those that end at b[n], shifted), the end of the line from those and
+ * the 16 that end at b[n], which together cover the rest of the buffer. */
 static __attribute__((noinline)) size_t plain_tail(const unsigned char *b, size_t j, size_t n,
                                                    size_t *c)
 {
     uint32_t bad, stop;
-    size_t at = j + 16 <= n ? j : n - 16, sh = j - at, lim = 16 - sh, cl, e;
+    size_t cl;
 
-    line16(b + at, &bad, &stop);
-    bad = (bad >> sh) | (1u << lim); /* from the end of the buffer: no name byte */
-    stop >>= sh;
+    if (j + 16 <= n) {
+        size_t o = n - 16 - j; /* where the last 16 bytes start, from b[j]: 0 to 15 */
+        line16(b + j, &bad, &stop);
+        stop |= stop16(b + n - 16, 0x1f) << o;
+        bad |= 0x10000u;
+    } else {
+        size_t sh = j - (n - 16);
+        line16(b + n - 16, &bad, &stop);
+        bad = (bad >> sh) | (1u << (16 - sh)); /* from the end of the buffer: no name byte */
+        stop >>= sh;
+    }
     cl = (size_t)__builtin_ctz(bad);
-    if (cl == 0 || cl == lim || b[j + cl] != ':')
-        return 0;
+    if (cl == 0 || j + cl >= n || b[j + cl] != ':' || stop == 0)
+        return 0; /* not a plain line, or not all of it in the buffer */
     *c = j + cl;
-    e = stop ? j + (size_t)__builtin_ctz(stop) : stop_scan(b, j + lim, n, 0x1f);
-    if (e + 1 >= n || b[e] != '\r' || b[e + 1] != '\n')
+    size_t e = j + (size_t)__builtin_ctz(stop);
+    if (e + 1 >= n || load16(b + e) != load16("\r\n"))
         return 0;
     return e;
 }
