@@ -1214,6 +1214,14 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
     if (id == H_CL && (rc = cl_value(p, b, v, e)) <= 0)
         return rc;
     if ((id == H_CONN || id == H_TE || id == H_EXPECT) && v < e) {
+        /* The usual value is one token we know (keep-alive, close, chunked, 100-continue): what
+         * list_run() would do first, without name_apply() and header_end() around it. */
+        m->_pad |= id == H_TE ? X_TE : 0;
+        p->hdr_id = (uint8_t)id;
+        if (list_known(p, (const char *)b + v, q - v)) {
+            p->hdr_id = H_NONE;
+            return 0;
+        }
         name_apply(p, id);
         list_run(p, b + v, e - v);
         return header_end(p);
