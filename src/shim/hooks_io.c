@@ -19,7 +19,7 @@
 
 /* After a receive on a traced socket: bytes peeked (MSG_PEEK) will be read again, and MSG_TRUNC
  * on a stream discards them unseen, so neither is sniffed. Preserves errno. */
-static void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
+static inline __attribute__((always_inline)) void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
                     int flags, uint64_t t0)
 {
     int err = errno;
@@ -50,18 +50,19 @@ static inline ssize_t pass_count(struct ldt__fd *e, ssize_t n, uint64_t *counter
 /* A hook in two parts: the fast path (not a traced socket) is a tail call to libc with no frame of
  * its own; everything else lives in a separate, never-inlined function. */
 #define HOOK(ret, name, params, args, fd, ...) \
-    static __attribute__((noinline)) ret name##_traced params \
+    static __attribute__((noinline)) ret name##_traced(struct ldt__fd *e, UNPAREN params) \
     { \
-        struct ldt__fd *e = ldt__enter(fd); \
+        e = ldt__enter_at(fd, e); \
         if (!e) \
             return ldt_real.name args; \
         __VA_ARGS__ \
     } \
     LDT_HOOK ret name params \
     { \
-        if (LDT_LIKELY(ldt__skip(fd))) \
+        struct ldt__fd *e; \
+        if (LDT_LIKELY(ldt__skip_at(fd, &e))) \
             return ldt_real.name args; \
-        return name##_traced args; \
+        return name##_traced(e, UNPAREN args); \
     }
 
 /* The traced part of a one-buffer receive. */
@@ -158,7 +159,7 @@ static ssize_t out_inject(struct ldt__fd *e, struct out_call *o, const struct io
     return n;
 }
 
-static void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
+static inline __attribute__((always_inline)) void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
                      uint64_t t0)
 {
     int err = errno;
@@ -180,9 +181,10 @@ static void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt
 #define OUT_BODY(call, fd, iov, cnt, ...) \
     if (PASS_ONLY(e)) \
         return pass_count(e, call, &e->bytes_out); \
-    struct out_call o = {fd, __VA_ARGS__}; \
-    if (!SERVING(e) && ldt__sniff_wants_inject(fd, e, iov, cnt)) \
+    if (!SERVING(e) && ldt__sniff_wants_inject(fd, e, iov, cnt)) { \
+        struct out_call o = {fd, __VA_ARGS__}; \
         return out_inject(e, &o, iov, cnt); \
+    } \
     uint64_t t0 = ldt_clock_mono_ns(); \
     ssize_t n = call; \
     out_done(fd, e, iov, cnt, n, t0); \

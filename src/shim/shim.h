@@ -549,6 +549,45 @@ static inline int ldt__skip(int fd)
     return kc == (LDT__FD_SOCK | LDT__CLS_PASS << 8) && e->conn == NULL;
 }
 
+/* ldt__skip that also hands over what it found: when it returns 0, *ep is fd's entry if its
+ * chunk is mapped (any kind), else NULL. The hook's traced part enters with ldt__enter_at. */
+static inline int ldt__skip_at(int fd, struct ldt__fd **ep)
+{
+    *ep = NULL;
+    if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON))
+        return 1;
+    if (ldt__depth) {
+        ldt__nested_fd = fd;
+        return 1;
+    }
+    unsigned u = (unsigned)fd;
+    if (LDT_UNLIKELY(u >= LDT__FD_CHUNK * LDT__FD_MAX_CHUNKS))
+        return 1;
+    struct ldt__fd *c = atomic_load_explicit(&ldt__fd_chunks[u >> LDT__FD_CHUNK_SHIFT],
+                                             memory_order_acquire);
+    if (LDT_UNLIKELY(c == NULL))
+        return 0;
+    struct ldt__fd *e = &c[u & (LDT__FD_CHUNK - 1)];
+    uint16_t kc;
+    __builtin_memcpy(&kc, (const void *)e, sizeof kc);
+    if ((uint8_t)kc == LDT__FD_OTHER)
+        return 1;
+    *ep = e;
+    return kc == (LDT__FD_SOCK | LDT__CLS_PASS << 8) && e->conn == NULL;
+}
+
+/* ldt__enter for the traced part of a hook, given the entry ldt__skip_at found: a known traced
+ * socket enters without a second lookup; anything else goes through ldt__enter (probing). */
+static inline struct ldt__fd *ldt__enter_at(int fd, struct ldt__fd *e)
+{
+    if (LDT_LIKELY(e != NULL) &&
+        atomic_load_explicit(&e->kind, memory_order_relaxed) == LDT__FD_SOCK) {
+        ldt__depth++;
+        return e;
+    }
+    return ldt__enter(fd);
+}
+
 /* Enter for a hook that is not about one fd (getaddrinfo): 1 when recording is allowed. */
 static inline int ldt__enter_any(void)
 {

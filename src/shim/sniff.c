@@ -331,10 +331,62 @@ static void on_event(struct ldt__conn *c, enum ldt__dir dir, int ev)
         (dir == LDT__IN ? client_in_event : client_out_event)(c, ev);
 }
 
+/* feed() for a server-role conn and one buffer (a request read, a response written): the same
+ * steps with on_bytes and the events of the role inline. */
+static inline __attribute__((always_inline)) void feed_server(struct ldt__conn *c,
+                                                              enum ldt__dir dir, const char *b,
+                                                              size_t l)
+{
+    struct ldt_http_parser *p = dir == LDT__IN ? &c->in : &c->out;
+    do {
+        if (c->dead)
+            return;
+        ssize_t r = ldt_http_feed(p, b, l);
+        if (LDT_UNLIKELY(r < 0)) {
+            give_up(c);
+            return;
+        }
+        if (dir == LDT__IN) {
+            if (c->in_cur)
+                c->in_cur->rec.bytes_in += (size_t)r;
+            else
+                c->in_hdr_bytes += (size_t)r;
+        } else if (r && c->srv_n) {
+            struct ldt__span *s = &c->srv[c->srv_head % LDT__SRV_MAX];
+            s->rec.bytes_out += (size_t)r;
+            s->started = 1;
+        }
+        b += r;
+        l -= (size_t)r;
+        if (p->ev != LDT_HTTP_EV_NONE) {
+            if (dir == LDT__IN)
+                server_in_event(c, p->ev);
+            else
+                server_out_event(c, p->ev);
+        } else if (r == 0) {
+            break;
+        }
+    } while (l > 0 || p->ev == LDT_HTTP_EV_HEADERS);
+}
+
+static __attribute__((noinline)) void feed_server_in(struct ldt__conn *c, const char *b, size_t l)
+{
+    feed_server(c, LDT__IN, b, l);
+}
+
+static __attribute__((noinline)) void feed_server_out(struct ldt__conn *c, const char *b, size_t l)
+{
+    feed_server(c, LDT__OUT, b, l);
+}
+
 /* Feed n bytes spread over iov to the parser of direction dir, event by event. */
 static void feed(struct ldt__conn *c, enum ldt__dir dir, const struct iovec *iov, int cnt, size_t n)
 {
     struct ldt_http_parser *p = dir == LDT__IN ? &c->in : &c->out;
+    if (c->role == LDT__ROLE_SERVER && n > 0 && cnt >= 1 && iov[0].iov_len >= n) {
+        (dir == LDT__IN ? feed_server_in : feed_server_out)(c, iov[0].iov_base, n);
+        return;
+    }
     for (int i = 0; i < cnt && n > 0; i++) {
         const char *b = iov[i].iov_base;
         size_t l = iov[i].iov_len < n ? iov[i].iov_len : n;
@@ -509,7 +561,9 @@ void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
         ldt__ctx_note_read(c);
     if (!late)
         account(c, dir, n, err, io_ns);
-    if (n > 0 && iov)
+    if (n > 0 && iov && cnt >= 1 && c->role == LDT__ROLE_SERVER && iov[0].iov_len >= (size_t)n)
+        (dir == LDT__IN ? feed_server_in : feed_server_out)(c, iov[0].iov_base, (size_t)n);
+    else if (n > 0 && iov)
         feed(c, dir, iov, cnt, (size_t)n);
     else if (n == 0 && dir == LDT__IN && iov && iov_total(iov, cnt) > 0)
         on_eof(c);
