@@ -1117,9 +1117,8 @@ static int header_value(struct ldt_http_parser *p, const unsigned char *b, size_
 /* Copy k bytes from src (avail of them readable) to dst (room bytes writable, k <= room): one
  * fixed copy of 32 or 64 bytes when both sides have room for it (what lies past dst[k] is not
  * part of the field: its length says what is valid), else one memcpy. */
-static inline __attribute__((always_inline)) void copy_run16(char *dst, size_t room,
-                                                             const unsigned char *src, size_t k,
-                                                             size_t avail)
+static inline __attribute__((always_inline)) void
+copy_run16(char *dst, size_t room, const unsigned char *src, size_t k, size_t avail)
 {
     size_t most = room < avail ? room : avail;
 
@@ -1134,9 +1133,9 @@ static inline __attribute__((always_inline)) void copy_run16(char *dst, size_t r
 /* Keep the value src[len] (OWS trimmed) in dst[room] as copy_byte() and copy_end() do, avail
  * bytes readable at src: returns the bytes kept, and sets trunc in *flags when it did not fit. */
 static inline __attribute__((always_inline)) size_t keep_str(char *dst, size_t room,
-                                                           const unsigned char *src, size_t len,
-                                                           size_t avail, uint16_t *flags,
-                                                           uint16_t trunc)
+                                                             const unsigned char *src, size_t len,
+                                                             size_t avail, uint16_t *flags,
+                                                             uint16_t trunc)
 {
     size_t kept = len < room ? len : room;
 
@@ -1186,8 +1185,8 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
         q--;
     if (id == H_HOST && !(m->_pad & X_HOST)) {
         m->_pad |= X_HOST;
-        m->host_len = (uint16_t)keep_str(m->host, LDT_HTTP_HOST_MAX, b + v, q - v, n - v,
-                                         &m->flags, LDT_HTTP_F_HOST_TRUNC);
+        m->host_len = (uint16_t)keep_str(m->host, LDT_HTTP_HOST_MAX, b + v, q - v, n - v, &m->flags,
+                                         LDT_HTTP_F_HOST_TRUNC);
         return 0;
     }
     if (id == H_TP && !(m->_pad & X_TP)) {
@@ -1206,9 +1205,9 @@ static __attribute__((noinline)) int header_keep(struct ldt_http_parser *p, cons
             else
                 m->flags |= LDT_HTTP_F_TS_TRUNC;
         }
-        m->ts_len = (uint16_t)(m->ts_len + keep_str(m->ts + m->ts_len, LDT_HTTP_TS_MAX - m->ts_len,
-                                                    b + v, q - v, n - v, &m->flags,
-                                                    LDT_HTTP_F_TS_TRUNC));
+        m->ts_len =
+            (uint16_t)(m->ts_len + keep_str(m->ts + m->ts_len, LDT_HTTP_TS_MAX - m->ts_len, b + v,
+                                            q - v, n - v, &m->flags, LDT_HTTP_F_TS_TRUNC));
         return 0;
     }
     if (id == H_CL && (rc = cl_value(p, b, v, e)) <= 0)
@@ -1429,8 +1428,8 @@ static ssize_t feed_head(struct ldt_http_parser *p, const unsigned char *b, size
 /* First letters (either case) of the header names name_id() knows: a line starting with any
  * other byte is skipped without looking at its name. */
 static const uint8_t name_first[256] = {
-    ['c'] = 1, ['C'] = 1, ['e'] = 1, ['E'] = 1, ['h'] = 1, ['H'] = 1,
-    ['t'] = 1, ['T'] = 1, ['u'] = 1, ['U'] = 1,
+    ['c'] = 1, ['C'] = 1, ['e'] = 1, ['E'] = 1, ['h'] = 1,
+    ['H'] = 1, ['t'] = 1, ['T'] = 1, ['u'] = 1, ['U'] = 1,
 };
 
 #if defined(__SSE2__)
