@@ -207,6 +207,8 @@ struct ldt__span {
     uint8_t done_req;       /* client: request fully written */
     uint8_t injected;       /* client: our lines are placed (or decided not to be) */
     uint8_t guess;          /* client: no parent was certain at begin; try the path at headers */
+    uint8_t hdrs;           /* client: its request headers were taken (the planner and the
+                             * out-parser both see them: the second look changes nothing) */
     uint16_t blk_len;       /* client: bytes of blk */
     char blk[LDT__INJ_MAX]; /* client: the header lines we add */
 };
@@ -420,7 +422,8 @@ void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const stru
 void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c);
 
 /* The request headers of a client span are known: method, path, host; adopt the app's own
- * traceparent (F_APP_TP) or the forwarded one (F_REPLACED, parent = that served request). */
+ * traceparent (F_APP_TP) or the forwarded one (F_REPLACED, parent = that served request). Only the
+ * first call for a span does anything (the same request's headers, seen again). */
 void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m);
 
 /* End s now: duration, status rules for its kind, push if sampled, registry release. */

@@ -27,6 +27,9 @@
  * Measured on tests/integration/test_matrix_eventloop (16 keep-alive clients): see the report.
  */
 #include <errno.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <pthread.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -468,8 +471,35 @@ void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const stru
     }
 }
 
-/* "traceparent: 00-<trace>-<span>-<flags>\r\n", and "tracestate: <ts>\r\n" if the parent had one */
-static void build_block(struct ldt__span *s, const struct ldt__ctx *parent)
+#ifdef __SSE2__
+/* 16 lowercase hex digits for 8 bytes: nibbles interleaved and turned to ASCII in one register. */
+static inline void hex8(const uint8_t *in, char *out)
+{
+    __m128i x = _mm_loadl_epi64((const __m128i *)(const void *)in);
+    __m128i m = _mm_set1_epi8(0x0f);
+    __m128i nib = _mm_unpacklo_epi8(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
+    __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(nib, _mm_set1_epi8(9)),
+                                   _mm_set1_epi8('a' - '0' - 10));
+    __m128i asc = _mm_add_epi8(_mm_add_epi8(nib, _mm_set1_epi8('0')), letter);
+    _mm_storeu_si128((__m128i *)(void *)out, asc);
+}
+
+/* The traceparent value of s (LDT_TP_LEN characters, as ldt_tc_format writes them) at out. */
+static void format_tp(const struct ldt__span *s, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t f = s->rec.trace_flags & LDT_TC_FLAGS_KNOWN;
+    memcpy(out, "00-", 3);
+    hex8(s->rec.trace_id, out + 3);
+    hex8(s->rec.trace_id + 8, out + 19);
+    out[35] = '-';
+    hex8(s->rec.span_id, out + 36);
+    out[52] = '-';
+    out[53] = hex[f >> 4];
+    out[54] = hex[f & 15];
+}
+#else
+static void format_tp(const struct ldt__span *s, char *out)
 {
     struct ldt_tc tc;
     char tp[LDT_TP_LEN + 1];
@@ -478,10 +508,17 @@ static void build_block(struct ldt__span *s, const struct ldt__ctx *parent)
     tc.flags = s->rec.trace_flags;
     tc.version = 0;
     ldt_tc_format(&tc, tp);
+    memcpy(out, tp, LDT_TP_LEN);
+}
+#endif
+
+/* "traceparent: 00-<trace>-<span>-<flags>\r\n", and "tracestate: <ts>\r\n" if the parent had one */
+static void build_block(struct ldt__span *s, const struct ldt__ctx *parent)
+{
     size_t n = 0;
     memcpy(s->blk + n, "traceparent: ", 13);
     n += 13;
-    memcpy(s->blk + n, tp, LDT_TP_LEN);
+    format_tp(s, s->blk + n);
     n += LDT_TP_LEN;
     memcpy(s->blk + n, "\r\n", 2);
     n += 2;
@@ -514,6 +551,7 @@ void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c)
     s->injected = atomic_load_explicit(&app_traces, memory_order_relaxed) != 0; /* passive */
     s->started = 0;
     s->done_req = 0;
+    s->hdrs = 0;
 }
 
 /* Rule 4: a client span begun without a certain parent takes the one open request with its path
@@ -535,6 +573,9 @@ void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m)
 {
     struct ldt__ctx p;
     struct ldt_tc tc;
+    if (s->hdrs)
+        return;
+    s->hdrs = 1;
     set_request(&s->rec, m);
     set_host(&s->rec, m->host, m->host_len, (m->flags & LDT_HTTP_F_HOST_TRUNC) != 0);
     if (s->guess && !s->injected && !m->tp_len)
