@@ -107,8 +107,10 @@ static char *attr_addr(char *o, const char *kjson, size_t klen, uint8_t fam, con
     char *e = ldt__fmt_addr(tmp, fam, a);
     memcpy(o, kjson, klen);
     o += klen;
-    o = ldt__json_str(o, tmp, (size_t)(e - tmp));
-    PUT(o, "}}");
+    *o++ = '"'; /* digits, hex letters, '.' and ':' only: nothing to escape */
+    memcpy(o, tmp, (size_t)(e - tmp));
+    o += e - tmp;
+    PUT(o, "\"}}");
     return o;
 }
 

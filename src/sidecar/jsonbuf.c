@@ -89,11 +89,40 @@ static char *esc_ascii(char *o, unsigned c)
     return o;
 }
 
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+/* Non-zero when a byte of x is 0 (the classic bit trick; exact as a truth value). */
+static uint64_t has_zero8(uint64_t x)
+{
+    return (x - ONES) & ~x & HIGHS;
+}
+
+/* Non-zero when one of the 8 bytes of v needs a look of its own: below 0x20, '"', '\\', or not
+ * ASCII. */
+static uint64_t special8(uint64_t v)
+{
+    return ((v - ONES * 0x20) & ~v & HIGHS) | has_zero8(v ^ (ONES * '"')) |
+           has_zero8(v ^ (ONES * '\\')) | (v & HIGHS);
+}
+
 char *ldt__json_str(char *o, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;
     *o++ = '"';
     while (p < end) {
+        /* Plain printable ASCII goes 8 bytes at a time. */
+        while (end - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if (special8(v))
+                break;
+            memcpy(o, p, 8);
+            o += 8;
+            p += 8;
+        }
+        if (p == end)
+            break;
         unsigned c = *p;
         if (LDT_LIKELY(c >= 0x20 && c < 0x80 && c != '"' && c != '\\')) {
             *o++ = (char)c;
@@ -193,12 +222,28 @@ char *ldt__fmt_hex(char *out, const uint8_t *in, size_t n)
     return out + 2 * n;
 }
 
+/* One octet, 1 to 3 digits. */
+static char *fmt_octet(char *o, unsigned v)
+{
+    if (v >= 100) {
+        *o++ = (char)('0' + v / 100);
+        put2(o, v % 100);
+        return o + 2;
+    }
+    if (v >= 10) {
+        put2(o, v);
+        return o + 2;
+    }
+    *o = (char)('0' + v);
+    return o + 1;
+}
+
 static char *fmt_ipv4(char *o, const uint8_t *a)
 {
     for (int i = 0; i < 4; i++) {
         if (i)
             *o++ = '.';
-        o = ldt__fmt_u64(o, a[i]);
+        o = fmt_octet(o, a[i]);
     }
     return o;
 }

@@ -166,6 +166,39 @@ Test(json_str, hostile_path_roundtrips)
 
 /* ---- numbers and addresses ---- */
 
+/* Strings of random tokens at every alignment against the escape each token must get, so that
+ * the 8-bytes-at-a-time path and the byte path agree wherever a special byte falls. */
+Test(json_str, token_strings_at_every_alignment)
+{
+    static const struct {
+        const char *in, *out;
+    } tok[] = {{"a", "a"},         {"Z9/-", "Z9/-"},   {"\"", "\\\""},
+               {"\\", "\\\\"},   {"\n", "\\n"},     {"\x01", "\\u0001"},
+               {"\x7f", "\x7f"},   {"\xc3\xa9", "\xc3\xa9"}, {"\xff", "\xef\xbf\xbd"},
+               {"\xe2\x82\xac", "\xe2\x82\xac"}};
+    unsigned seed = 12345;
+    for (int round = 0; round < 2000; round++) {
+        char in[128], want[512], out[800];
+        size_t n = 0, w = 0;
+        for (unsigned k = (unsigned)round % 7; k > 0; k--)
+            in[n++] = want[w++] = 'x'; /* shifts the alignment */
+        while (n < 100) {
+            seed = seed * 1103515245u + 12345u;
+            /* mostly plain text, so that 8-byte runs happen */
+            unsigned t = (seed >> 16) % 40 < 30 ? (seed >> 8) % 2 : (seed >> 16) % LDT_ARRAY_LEN(tok);
+            size_t li = strlen(tok[t].in), lo = strlen(tok[t].out);
+            memcpy(in + n, tok[t].in, li);
+            memcpy(want + w, tok[t].out, lo);
+            n += li;
+            w += lo;
+        }
+        char *e = ldt__json_str(out, in, n);
+        cr_assert_eq((size_t)(e - out), w + 2, "round %d", round);
+        cr_assert(out[0] == '"' && e[-1] == '"');
+        cr_assert(memcmp(out + 1, want, w) == 0, "round %d", round);
+    }
+}
+
 Test(fmt, decimal_and_hex)
 {
     char b[32];
