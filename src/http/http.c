@@ -1555,8 +1555,7 @@ static inline void line32(const unsigned char *s, uint32_t *bad, uint32_t *stop)
 /* plain_line() for a line that starts in the last 32 bytes of the buffer (n >= 16): the name from
  * the 16 bytes at b[j] (or those that end at b[n], shifted), the end of the line from those and
  * the 16 that end at b[n], which together cover the rest of the buffer. */
-static __attribute__((noinline)) size_t plain_tail(const unsigned char *b, size_t j, size_t n,
-                                                   size_t *c)
+static inline size_t plain_tail(const unsigned char *b, size_t j, size_t n, size_t *c)
 {
     uint32_t bad, stop;
     size_t cl;
