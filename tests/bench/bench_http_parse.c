@@ -1,9 +1,10 @@
 /* bench_http_parse.c - feeds the captures' header blocks to the HTTP sniffer N times (for
  * callgrind).
  *
- * Usage: bench_http_parse N [CAPTURE_DIR | pair]
+ * Usage: bench_http_parse N [CAPTURE_DIR | pair | shim]
  *   (default dir: $LDT_SOURCE_ROOT/tests/data/captures; "pair": one traced request of 213 bytes
- *   with traceparent and tracestate and its 172-byte response, built in)
+ *   with traceparent and tracestate and its 172-byte response, built in; "shim": the request and
+ *   response of tests/bench/bench_http.c, what the shim's instructions per request are measured on)
  * Each round parses the first header block of every capture's request and response stream, whole,
  * as the shim sees them (one call up to EV_HEADERS, then the empty call for EV_DONE when there is
  * no body). Run it under `valgrind --tool=callgrind` with two values of N: the difference in
@@ -63,11 +64,15 @@ static char pair_response[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json
                               "Content-Length: 1234\r\nDate: Sat, 28 Nov 2026 10:45:38 GMT\r\n"
                               "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n";
 
-static void load_pair(void)
+/* bench_http.c's request and the header block of its response. */
+static char shim_request[] = "GET /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n\r\n";
+static char shim_response[] =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n";
+
+static void load_pair(char *rq, size_t rq_len, char *rs, size_t rs_len)
 {
-    msgs[0] = (struct msg){pair_request, sizeof(pair_request) - 1, LDT_HTTP_REQUEST, 0};
-    msgs[1] =
-        (struct msg){pair_response, sizeof(pair_response) - 1, LDT_HTTP_RESPONSE, LDT_HTTP_M_GET};
+    msgs[0] = (struct msg){rq, rq_len, LDT_HTTP_REQUEST, 0};
+    msgs[1] = (struct msg){rs, rs_len, LDT_HTTP_RESPONSE, LDT_HTTP_M_GET};
     nmsgs = 2;
 }
 
@@ -124,7 +129,9 @@ int main(int argc, char **argv)
     else
         snprintf(dir, sizeof(dir), "%s/tests/data/captures", root ? root : ".");
     if (strcmp(dir, "pair") == 0)
-        load_pair();
+        load_pair(pair_request, sizeof(pair_request) - 1, pair_response, sizeof(pair_response) - 1);
+    else if (strcmp(dir, "shim") == 0)
+        load_pair(shim_request, sizeof(shim_request) - 1, shim_response, sizeof(shim_response) - 1);
     else if (load_dir(dir) < 0) {
         fprintf(stderr, "bench_http_parse: no captures in %s\n", dir);
         return 1;
