@@ -22,6 +22,7 @@
  * wire is always the app's stream with our lines at the planned places.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "shim/shim.h"
@@ -175,11 +176,18 @@ ssize_t ldt__inject_sendv(char *pend, uint16_t *pend_off, uint16_t *pend_len,
 
 /* ---- planning: where our lines go in this write ---------------------------------------------- */
 
+#define STEPS_MAX 8
+
 struct plan {
     struct ldt__edit ed[LDT__EDITS_MAX];
     struct ldt__span *sp[LDT__EDITS_MAX];
     char rep[LDT__EDITS_MAX][16];
     int ned;
+    /* The parse, for ldt__sniff_replay_out: its steps (nsteps -1: not replayable) and final state
+     * (only when fin is set: the send path). */
+    int nsteps;
+    struct ldt__feed_step step[STEPS_MAX];
+    struct ldt_http_parser *fin;
 };
 
 static struct ldt__span *cli_slot(struct ldt__conn *c, unsigned i)
@@ -237,10 +245,42 @@ static void decide(struct plan *pl, struct ldt__span *s, const struct ldt_http_m
     pl->sp[pl->ned++] = s;
 }
 
+/* A scratch copy of the out-parser. Between messages (the usual state of a write's first byte)
+ * the kept strings of the last message are dead: the next byte starts a message and clears them
+ * (the parser's strings are valid up to their lengths only), so the copy stops before them instead
+ * of moving the whole struct. */
+static void scratch_copy(struct ldt_http_parser *sc, const struct ldt_http_parser *p)
+{
+    if (p->state != LDT_HTTP_S_START) {
+        *sc = *p;
+        return;
+    }
+    memcpy(sc, p, offsetof(struct ldt_http_parser, msg.path));
+    sc->msg.path_len = sc->msg.host_len = sc->msg.tp_len = sc->msg.ts_len = 0;
+    sc->msg.path[0] = sc->msg.host[0] = sc->msg.tp[0] = sc->msg.ts[0] = '\0';
+}
+
+static void log_step(struct plan *pl, ssize_t r, uint8_t ev, const struct ldt__span *s)
+{
+    if (pl->nsteps < 0)
+        return;
+    if (pl->nsteps == STEPS_MAX || (ev == LDT_HTTP_EV_HEADERS && !s)) {
+        pl->nsteps = -1;
+        return;
+    }
+    pl->step[pl->nsteps++] = (struct ldt__feed_step){(uint32_t)r, ev};
+}
+
 /* Run a copy of the out-parser over the app's bytes to find each request's header block. */
 static void plan(struct ldt__conn *c, const struct iovec *iov, int cnt, struct plan *pl)
 {
-    struct ldt_http_parser sc = c->out;
+    struct ldt_http_parser own;
+    struct ldt_http_parser *psc = pl->fin ? pl->fin : &own;
+#define sc (*psc)
+    scratch_copy(&sc, &c->out);
+    /* Replayable: one buffer (feed's loop then makes the very same calls) and every request's
+     * span known. */
+    pl->nsteps = pl->fin && cnt == 1 ? 0 : -1;
     long long pos = 0, start = -(long long)c->out_sent;
     unsigned k = c->cli_out;
     int at_start = c->out_sent == 0;
@@ -256,8 +296,11 @@ static void plan(struct ldt__conn *c, const struct iovec *iov, int cnt, struct p
                 at_start = 0;
             }
             ssize_t r = ldt_http_feed(&sc, b, l);
-            if (r < 0)
+            if (r < 0) {
+                pl->nsteps = -1;
                 return;
+            }
+            log_step(pl, r, sc.ev, s);
             b += r;
             l -= (size_t)r;
             pos += r;
@@ -270,13 +313,17 @@ static void plan(struct ldt__conn *c, const struct iovec *iov, int cnt, struct p
                 break;
         }
     }
+#undef sc
 }
 
 ssize_t ldt__client_send(struct ldt__conn *c, const struct iovec *iov, int cnt, ldt__sendv_fn fn,
                          void *ctx)
 {
     struct plan pl;
+    struct ldt_http_parser fin;
     int placed = 0;
+    pl.fin = &fin;
+    pl.nsteps = -1;
     ldt__conn_lock(c);
     if (c->dead)
         pl.ned = 0;
@@ -291,7 +338,10 @@ ssize_t ldt__client_send(struct ldt__conn *c, const struct iovec *iov, int cnt, 
         pl.sp[i]->injected = 1;
         pl.sp[i]->rec.flags |= pl.ed[i].del ? LDT_SPAN_F_REPLACED : LDT_SPAN_F_INJECTED;
     }
-    if (n > 0 && !c->dead)
+    /* All of the one buffer went: the out-parser takes the planner's parse instead of a second. */
+    if (n > 0 && !c->dead && pl.nsteps >= 0 && (size_t)n == iov[0].iov_len)
+        ldt__sniff_replay_out(c, &fin, pl.step, pl.nsteps);
+    else if (n > 0 && !c->dead)
         ldt__sniff_feed_out(c, iov, cnt, (size_t)n);
     ldt__conn_unlock(c);
     errno = err;
@@ -302,6 +352,7 @@ int ldt__client_plan(struct ldt__conn *c, const struct iovec *iov, int cnt, stru
                      struct ldt__span **sp, char *rep)
 {
     struct plan pl;
+    pl.fin = NULL;
     ldt__conn_lock(c);
     if (c->dead)
         pl.ned = 0;

@@ -346,6 +346,19 @@ struct ldt__conn *ldt__sniff_attach(int fd, struct ldt__fd *e, enum ldt__role ro
  * the app's own bytes only). Caller holds the conn lock. */
 void ldt__sniff_feed_out(struct ldt__conn *c, const struct iovec *iov, int cnt, size_t n);
 
+/* One ldt_http_feed call of a parse the injector's planner already made: r bytes taken, event ev. */
+struct ldt__feed_step {
+    uint32_t r;
+    uint8_t ev;
+};
+
+/* ldt__sniff_feed_out without parsing again: the planner parsed exactly these bytes (one buffer)
+ * from the out-parser's state with a scratch copy that ended in *fin, taking the steps given.
+ * Sets the out-parser to *fin and does what feeding would have done with each step. Caller holds
+ * the conn lock. */
+void ldt__sniff_replay_out(struct ldt__conn *c, const struct ldt_http_parser *fin,
+                           const struct ldt__feed_step *st, int n);
+
 /* ------------------------------------------------------------------------------------------------
  * Injection (inject.c)
  * ---------------------------------------------------------------------------------------------- */

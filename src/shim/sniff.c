@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/un.h>
 
@@ -413,6 +414,24 @@ static void feed(struct ldt__conn *c, enum ldt__dir dir, const struct iovec *iov
 void ldt__sniff_feed_out(struct ldt__conn *c, const struct iovec *iov, int cnt, size_t n)
 {
     feed(c, LDT__OUT, iov, cnt, n);
+}
+
+void ldt__sniff_replay_out(struct ldt__conn *c, const struct ldt_http_parser *fin,
+                           const struct ldt__feed_step *st, int n)
+{
+    if (fin->state == LDT_HTTP_S_START) {
+        /* Between messages the kept strings are dead (the next byte clears them): not copied. */
+        memcpy(&c->out, fin, offsetof(struct ldt_http_parser, msg.path));
+        c->out.msg.path_len = c->out.msg.host_len = c->out.msg.tp_len = c->out.msg.ts_len = 0;
+        c->out.msg.path[0] = c->out.msg.host[0] = c->out.msg.tp[0] = c->out.msg.ts[0] = '\0';
+    } else {
+        c->out = *fin;
+    }
+    for (int i = 0; i < n && !c->dead; i++) {
+        on_bytes(c, LDT__OUT, st[i].r);
+        if (st[i].ev != LDT_HTTP_EV_NONE)
+            client_out_event(c, st[i].ev);
+    }
 }
 
 /* ---- end of stream, errors, connect ---------------------------------------------------------- */

@@ -421,3 +421,65 @@ Test(inject_plan, header_block_split_goes_before_the_blank_line, .init = setup)
     cr_assert(memmem(F.wire, F.n, want, strlen(want)) != NULL, "%.*s", (int)F.n, F.wire);
     cr_assert(memcmp(F.wire + F.n - 4, "\r\n\r\n", 4) == 0);
 }
+
+/* ---- the send path takes the planner's parse instead of parsing again ------------------------ */
+
+/* Send each piece as one buffer through ldt__client_send (kernel takes all: the replay path) on
+ * one conn, and through ldt__client_plan + ldt__client_sent (the feed path) on another: the
+ * out-parsers and the client spans must end up the same. */
+static void replay_matches_feed(const char *app, const size_t *cuts, int ncuts)
+{
+    struct ldt__conn *a = client_conn();
+    struct ldt__conn *b = client_conn();
+    size_t from = 0;
+    for (int i = 0; i <= ncuts; i++) {
+        size_t to = i < ncuts ? cuts[i] : strlen(app);
+        struct iovec v = {(void *)(app + from), to - from};
+        fake_reset(SIZE_MAX, 0);
+        cr_assert_eq(ldt__client_send(a, &v, 1, fake_sendv, NULL), (ssize_t)(to - from));
+        struct ldt__edit ed[LDT__EDITS_MAX];
+        struct ldt__span *sp[LDT__EDITS_MAX];
+        char rep[LDT__EDITS_MAX * 16];
+        int ned = ldt__client_plan(b, &v, 1, ed, sp, rep);
+        ldt__client_sent(b, ed, sp, ned, &v, 1, (ssize_t)(to - from));
+        from = to;
+        cr_assert_eq(a->out.state, b->out.state, "piece %d", i);
+        cr_assert_eq(a->out.ev, b->out.ev);
+        cr_assert_eq(a->out.messages, b->out.messages);
+        cr_assert_eq(a->out.msg_bytes, b->out.msg_bytes);
+        cr_assert_eq(a->out.remaining, b->out.remaining);
+        cr_assert_eq(a->out_sent, b->out_sent);
+        cr_assert_eq(a->cli_n, b->cli_n);
+        cr_assert_eq(a->cli_out, b->cli_out);
+        for (unsigned k = 0; k < a->cli_n; k++) {
+            const struct ldt__span *x = &a->cli[(a->cli_head + k) % LDT__CLI_MAX];
+            const struct ldt__span *y = &b->cli[(b->cli_head + k) % LDT__CLI_MAX];
+            cr_assert_eq(x->rec.bytes_out, y->rec.bytes_out, "request %u", k);
+            cr_assert_eq(x->started, y->started);
+            cr_assert_eq(x->done_req, y->done_req);
+            cr_assert_eq(x->rec.method, y->rec.method);
+            cr_assert_eq(x->rec.path_len, y->rec.path_len);
+            cr_assert_eq(memcmp(x->rec.path, y->rec.path, x->rec.path_len), 0);
+            cr_assert_eq(x->rec.flags, y->rec.flags);
+        }
+    }
+    cr_assert_gt(a->out.messages, 0, "the requests were parsed");
+    ldt__conn_free(a);
+    ldt__conn_free(b);
+}
+
+Test(inject_replay, whole_requests_one_write_each, .init = setup)
+{
+    const char *app = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                      "GET /b?q=1 HTTP/1.1\r\nHost: y\r\n\r\n";
+    size_t cuts[] = {28};
+    replay_matches_feed(app, cuts, 1);
+}
+
+Test(inject_replay, pipelined_and_a_body_cut_in_the_middle, .init = setup)
+{
+    const char *app = "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"
+                      "GET /g HTTP/1.1\r\nHost: x\r\n\r\nGET /h HTTP/1.1\r\nHost: x\r\n\r\n";
+    size_t cuts[] = {50, 55, 60};
+    replay_matches_feed(app, cuts, 3);
+}
