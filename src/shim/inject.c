@@ -151,6 +151,25 @@ ssize_t ldt__inject_sendv(char *pend, uint16_t *pend_off, uint16_t *pend_len,
     *placed = 0;
     if (ned == 0 && *pend_len == 0)
         return fn(ctx, iov, cnt);
+    if (cnt == 1 && ned == 1 && *pend_len == 0 && ed[0].off + ed[0].del <= iov[0].iov_len) {
+        /* The usual case, one buffer and one edit: the wire image is three pieces. */
+        const char *b = iov[0].iov_base;
+        size_t len = iov[0].iov_len, at = ed[0].off + ed[0].del;
+        struct iovec o3[3] = {{(void *)b, ed[0].off},
+                              {(void *)ed[0].ins, ed[0].ins_len},
+                              {(void *)(b + at), len - at}};
+        ssize_t k = fn(ctx, o3, 3);
+        if (k < 0)
+            return -1;
+        if ((size_t)k == len - ed[0].del + ed[0].ins_len) {
+            *placed = 1; /* all went: what account() says for it */
+            return (ssize_t)len;
+        }
+        size_t a = account((size_t)k, pend, pend_off, pend_len, len, ed, 1, placed);
+        if (a > 0)
+            return (ssize_t)a;
+        zeros = k == 0; /* only our bytes went: on to the general loop (calls again) */
+    }
     size_t len = fit(iov, &cnt, ed, &ned);
     if (len == 0)
         return fn(ctx, iov, cnt);
