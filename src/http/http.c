@@ -1118,7 +1118,7 @@ static int header_value(struct ldt_http_parser *p, const unsigned char *b, size_
  * fixed copy of 32 or 64 bytes when both sides have room for it (what lies past dst[k] is not
  * part of the field: its length says what is valid), else one memcpy. */
 static inline __attribute__((always_inline)) void
-copy_run16(char *dst, size_t room, const unsigned char *src, size_t k, size_t avail)
+copy_fixed(char *dst, size_t room, const unsigned char *src, size_t k, size_t avail)
 {
     size_t most = room < avail ? room : avail;
 
@@ -1139,7 +1139,7 @@ static inline __attribute__((always_inline)) size_t keep_str(char *dst, size_t r
 {
     size_t kept = len < room ? len : room;
 
-    copy_run16(dst, room, src, kept, avail);
+    copy_fixed(dst, room, src, kept, avail);
     if (kept < room)
         dst[kept] = '\0';
     if (UNLIKELY(len > room))
@@ -1510,7 +1510,7 @@ static size_t fast_request_line(struct ldt_http_parser *p, const unsigned char *
         return 0;
     len = e - t - 1;
     k = len < LDT_HTTP_PATH_MAX ? len : LDT_HTTP_PATH_MAX;
-    copy_run16(m->path, LDT_HTTP_PATH_MAX, b + t + 1, k, n - t - 1);
+    copy_fixed(m->path, LDT_HTTP_PATH_MAX, b + t + 1, k, n - t - 1);
     if (k < LDT_HTTP_PATH_MAX)
         m->path[k] = '\0';
     m->path_len = (uint16_t)k;
