@@ -521,6 +521,19 @@ static __attribute__((noinline)) void syscall_span(const struct ldt__span *s, en
                        n < 0 ? err : 0, NULL, 0);
 }
 
+/* account() of a server-role conn: the oldest request waiting for its response. */
+static inline void account_server(struct ldt__conn *c, enum ldt__dir dir, ssize_t n, int err,
+                                  uint64_t io_ns)
+{
+    if (!c->srv_n)
+        return;
+    struct ldt__span *s = &c->srv[c->srv_head % LDT__SRV_MAX];
+    s->rec.io_ns += io_ns;
+    s->rec.io_calls++;
+    if (LDT_UNLIKELY(ldt__cfg.syscall_spans) && s->sampled)
+        syscall_span(s, dir, n, err, io_ns);
+}
+
 static void account(struct ldt__conn *c, enum ldt__dir dir, ssize_t n, int err, uint64_t io_ns)
 {
     struct ldt__span *s = io_span(c, dir);
@@ -573,6 +586,20 @@ void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
         return;
     ldt__conn_lock(c);
     c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
+    if (n > 0 && iov && cnt >= 1 && c->role == LDT__ROLE_SERVER && iov[0].iov_len >= (size_t)n) {
+        /* A server's request read or response written in one buffer: the steps below, in order. */
+        if (dir == LDT__IN) {
+            ldt__ctx_note_read(c);
+            feed_server_in(c, iov[0].iov_base, (size_t)n);
+            if (!c->dead)
+                account_server(c, dir, n, err, io_ns);
+        } else {
+            account_server(c, dir, n, err, io_ns);
+            feed_server_out(c, iov[0].iov_base, (size_t)n);
+        }
+        ldt__conn_unlock(c);
+        return;
+    }
     /* The call is accounted to the span it served: one a request read creates (server, in) exists
      * only after feeding; one a response completes (everything else) only before. */
     int late = c->role == LDT__ROLE_SERVER && dir == LDT__IN;
@@ -580,9 +607,7 @@ void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
         ldt__ctx_note_read(c);
     if (!late)
         account(c, dir, n, err, io_ns);
-    if (n > 0 && iov && cnt >= 1 && c->role == LDT__ROLE_SERVER && iov[0].iov_len >= (size_t)n)
-        (dir == LDT__IN ? feed_server_in : feed_server_out)(c, iov[0].iov_base, (size_t)n);
-    else if (n > 0 && iov)
+    if (n > 0 && iov)
         feed(c, dir, iov, cnt, (size_t)n);
     else if (n == 0 && dir == LDT__IN && iov && iov_total(iov, cnt) > 0)
         on_eof(c);

@@ -308,6 +308,14 @@ static int ratio_says(const uint8_t trace_id[16])
     return low56(trace_id) < ldt__cfg.ratio_bound;
 }
 
+/* The default sampler with ratio 1 decided inline; everything else in ldt__sample. */
+static inline int sample(const struct ldt__ctx *parent, const uint8_t trace_id[16])
+{
+    if (LDT_LIKELY(ldt__cfg.sampler == LDT_SAMPLER_PARENT_RATIO && ldt__cfg.ratio >= 1.0))
+        return parent && parent->valid ? (parent->flags & LDT_TC_FLAG_SAMPLED) != 0 : 1;
+    return ldt__sample(parent, trace_id);
+}
+
 int ldt__sample(const struct ldt__ctx *parent, const uint8_t trace_id[16])
 {
     int has = parent && parent->valid;
@@ -334,7 +342,7 @@ int ldt__sample(const struct ldt__ctx *parent, const uint8_t trace_id[16])
 static _Atomic int64_t wall_off;
 static _Atomic uint64_t wall_at; /* mono time of the last refresh, 0: never */
 
-uint64_t ldt__wall_of(uint64_t mono)
+static inline __attribute__((always_inline)) uint64_t wall_of(uint64_t mono)
 {
     uint64_t at = atomic_load_explicit(&wall_at, memory_order_relaxed);
     /* Signed: a time read before the last refresh (another thread's) is no reason to refresh. */
@@ -344,6 +352,11 @@ uint64_t ldt__wall_of(uint64_t mono)
         atomic_store_explicit(&wall_at, m, memory_order_relaxed);
     }
     return mono + (uint64_t)atomic_load_explicit(&wall_off, memory_order_relaxed);
+}
+
+uint64_t ldt__wall_of(uint64_t mono)
+{
+    return wall_of(mono);
 }
 
 /* ---- span construction ----------------------------------------------------------------------- */
@@ -385,13 +398,13 @@ void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct 
         s->rec.trace_flags = LDT_TC_FLAG_RANDOM;
     }
     ldt_id_span(s->rec.span_id);
-    s->sampled = (uint8_t)ldt__sample(parent, s->rec.trace_id) &&
+    s->sampled = (uint8_t)sample(parent, s->rec.trace_id) &&
                  !atomic_load_explicit(&app_traces, memory_order_relaxed);
     s->rec.trace_flags = (uint8_t)((s->rec.trace_flags & ~LDT_TC_FLAG_SAMPLED) |
                                    (s->sampled ? LDT_TC_FLAG_SAMPLED : 0));
     /* Inside a hook the span starts when its real call returned (one clock read per call). */
     s->start_mono = ldt__io_end ? ldt__io_end : ldt_clock_mono_ns();
-    s->rec.start_ns = ldt__wall_of(s->start_mono);
+    s->rec.start_ns = wall_of(s->start_mono);
 }
 
 /* url.path: the target without its query unless LDTRACE_CAPTURE_QUERY, bounded. */
