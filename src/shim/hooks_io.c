@@ -148,9 +148,9 @@ static ssize_t real_sendv(void *ctx, const struct iovec *iov, int cnt)
 static ssize_t out_inject(struct ldt__fd *e, struct out_call *o, const struct iovec *iov, int cnt)
 {
     uint64_t t0 = ldt_clock_mono_ns();
+    ldt__io_start = t0; /* a client span begun by this write starts here */
     ssize_t n = ldt__client_send(e->conn, iov, cnt, real_sendv, o);
     int err = errno;
-    ldt__io_start = t0;
     ldt__io_end = ldt_clock_mono_ns();
     ldt__sniff_call(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt__io_end - t0);
     ldt__io_start = ldt__io_end = 0;

@@ -109,7 +109,8 @@ extern __thread int ldt__nested_fd __attribute__((tls_model("initial-exec")));
 extern __thread uint64_t ldt__io_end __attribute__((tls_model("initial-exec")));
 /* Monotonic time the current send hook's real call was entered (0 outside one): a SERVER span whose
  * response this call completes ends then (the client may see the response before the real call
- * returns to us, on a loaded machine by milliseconds). */
+ * returns to us, on a loaded machine by milliseconds), and a CLIENT span the injector begins for
+ * this write starts then (set before the injector's planning). */
 extern __thread uint64_t ldt__io_start __attribute__((tls_model("initial-exec")));
 
 /* Wall-clock ns for a monotonic time: mono plus a (wall - mono) offset read once and refreshed at

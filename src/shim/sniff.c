@@ -370,6 +370,29 @@ static inline __attribute__((always_inline)) void feed_server(struct ldt__conn *
     } while (l > 0 || p->ev == LDT_HTTP_EV_HEADERS);
 }
 
+/* feed() for a client-role conn reading one buffer (a response). */
+static __attribute__((noinline)) void feed_client_in(struct ldt__conn *c, const char *b, size_t l)
+{
+    struct ldt_http_parser *p = &c->in;
+    do {
+        if (c->dead)
+            return;
+        ssize_t r = ldt_http_feed(p, b, l);
+        if (LDT_UNLIKELY(r < 0)) {
+            give_up(c);
+            return;
+        }
+        if (c->cli_n)
+            c->cli[c->cli_head % LDT__CLI_MAX].rec.bytes_in += (size_t)r;
+        b += r;
+        l -= (size_t)r;
+        if (p->ev != LDT_HTTP_EV_NONE)
+            client_in_event(c, p->ev);
+        else if (r == 0)
+            break;
+    } while (l > 0 || p->ev == LDT_HTTP_EV_HEADERS);
+}
+
 static __attribute__((noinline)) void feed_server_in(struct ldt__conn *c, const char *b, size_t l)
 {
     feed_server(c, LDT__IN, b, l);
@@ -386,6 +409,11 @@ static void feed(struct ldt__conn *c, enum ldt__dir dir, const struct iovec *iov
     struct ldt_http_parser *p = dir == LDT__IN ? &c->in : &c->out;
     if (c->role == LDT__ROLE_SERVER && n > 0 && cnt >= 1 && iov[0].iov_len >= n) {
         (dir == LDT__IN ? feed_server_in : feed_server_out)(c, iov[0].iov_base, n);
+        return;
+    }
+    if (c->role == LDT__ROLE_CLIENT && dir == LDT__IN && n > 0 && cnt >= 1 &&
+        iov[0].iov_len >= n) {
+        feed_client_in(c, iov[0].iov_base, n);
         return;
     }
     for (int i = 0; i < cnt && n > 0; i++) {

@@ -402,8 +402,9 @@ void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct 
                  !atomic_load_explicit(&app_traces, memory_order_relaxed);
     s->rec.trace_flags = (uint8_t)((s->rec.trace_flags & ~LDT_TC_FLAG_SAMPLED) |
                                    (s->sampled ? LDT_TC_FLAG_SAMPLED : 0));
-    /* Inside a hook the span starts when its real call returned (one clock read per call). */
-    s->start_mono = ldt__io_end ? ldt__io_end : ldt_clock_mono_ns();
+    /* Inside a hook the span starts when its real call returned, or (a client span begun before
+     * its send) when the send was entered: one clock read per call. */
+    s->start_mono = ldt__io_end ? ldt__io_end : ldt__io_start ? ldt__io_start : ldt_clock_mono_ns();
     s->rec.start_ns = wall_of(s->start_mono);
 }
 
