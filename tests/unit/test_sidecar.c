@@ -1151,3 +1151,69 @@ Test(drain, stack_part_after_producer_drops_is_an_orphan_not_bad, .init = mk_tmp
     cr_assert_eq(bad, 0, "after drops: not bad");
     cr_assert_eq(orphans, 1);
 }
+
+/* Adaptive polling: a quiet ring is polled every 20 ms, a busy one is read again at once while it
+ * yields records, then every poll_ms while its rate is high. */
+Test(drain, sleep_follows_the_rings_fill_rate, .init = mk_tmp, .fini = rm_tmp)
+{
+    struct ldt_seg_params p = {.nrings = 2, .ring_cap = 256, .service_name = "svc"};
+    struct ldt_seg seg;
+    cr_assert_eq(ldt_seg_create(tmpdir, &p, &seg), 0);
+    char out[128];
+    snprintf(out, sizeof(out), "%s/out.jsonl", tmpdir);
+    struct ldt__exporter e;
+    cr_assert_eq(ldt__export_file_open(&e, out), 0);
+    struct ldt__drain_opts o = {.dir = tmpdir, .exp = &e, .poll_ms = 5, .no_journal = 1};
+    struct ldt__drain *d = ldt__drain_new(&o);
+    cr_assert_eq(ldt__drain_pass(d), 0);
+    usleep(150000); /* longer than the rate's decay: the new segment's rate is measured now */
+    cr_assert_eq(ldt__drain_pass(d), 0);
+    cr_assert_eq(ldt__drain_sleep_ns(d), 20000000u, "quiet: the longest sleep");
+    struct ldt_span_rec s;
+    server_span(&s);
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(ldt_ring_push(&seg, 0, &s, sizeof(s)), 0);
+    cr_assert_eq(ldt__drain_pass(d), 200);
+    cr_assert_eq(ldt__drain_sleep_ns(d), 0, "a ring filling within two polls: read again now");
+    cr_assert_eq(ldt__drain_pass(d), 0);
+    cr_assert_eq(ldt__drain_sleep_ns(d), 5000000u, "nothing new, rate still high: poll_ms");
+    ldt_seg_mark_exited(&seg);
+    cr_assert_eq(ldt__drain_all(d), 0);
+    struct ldt__stats st;
+    ldt__drain_stats(d, &st);
+    cr_assert_eq(st.spans, 200);
+    ldt__drain_free(d);
+    e.ops->close(&e);
+    ldt_seg_unmap(&seg);
+}
+
+/* A segment that appears wakes the wait at once (inotify), and the next pass opens it even though
+ * the periodic rescan is not due. */
+Test(drain, new_segment_wakes_the_wait, .init = mk_tmp, .fini = rm_tmp)
+{
+    char out[128];
+    snprintf(out, sizeof(out), "%s/out.jsonl", tmpdir);
+    struct ldt__exporter e;
+    cr_assert_eq(ldt__export_file_open(&e, out), 0);
+    struct ldt__drain_opts o = {.dir = tmpdir, .exp = &e, .poll_ms = 1, .rescan_ms = 60000,
+                                .no_journal = 1};
+    struct ldt__drain *d = ldt__drain_new(&o);
+    cr_assert_eq(ldt__drain_pass(d), 0);
+    cr_assert_eq(ldt__drain_open_segments(d), 0);
+    struct ldt_seg_params p = {.nrings = 2, .ring_cap = 64, .service_name = "svc"};
+    struct ldt_seg seg;
+    cr_assert_eq(ldt_seg_create(tmpdir, &p, &seg), 0);
+    uint64_t t0 = ldt_clock_mono_ns();
+    cr_assert_eq(ldt__drain_wait(d, 5000000000ull), 1, "woken by the new segment");
+    cr_assert_lt(ldt_clock_mono_ns() - t0, 2000000000ull, "at once, not after the 5 s timeout");
+    struct ldt_span_rec s;
+    server_span(&s);
+    cr_assert_eq(ldt_ring_push(&seg, 0, &s, sizeof(s)), 0);
+    cr_assert_eq(ldt__drain_pass(d), 1, "read without waiting for the 60 s rescan");
+    cr_assert_eq(ldt__drain_open_segments(d), 1);
+    ldt_seg_mark_exited(&seg);
+    cr_assert_eq(ldt__drain_all(d), 0);
+    ldt__drain_free(d);
+    e.ops->close(&e);
+    ldt_seg_unmap(&seg);
+}
