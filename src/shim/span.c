@@ -795,6 +795,14 @@ void ldt__emit(const void *rec, size_t len)
         ldt__span_sink(rec, len);
         return;
     }
+    /* The usual case: segment made and this thread's ring claimed; a push makes no call that
+     * could touch errno. */
+    if (LDT_LIKELY(atomic_load_explicit(&seg_state, memory_order_acquire) == SEG_READY &&
+                   tring >= 0 &&
+                   tring_gen == atomic_load_explicit(&seg_gen, memory_order_relaxed))) {
+        ldt_ring_push(&seg, (unsigned)tring, rec, len);
+        return;
+    }
     int saved = errno;
     if (seg_ready())
         ldt_ring_push(&seg, (unsigned)my_ring(), rec, len);
