@@ -1425,12 +1425,23 @@ static ssize_t feed_head(struct ldt_http_parser *p, const unsigned char *b, size
  * header cap) is left, from the first byte of its line, to feed_head(), so the outcome is the
  * same however the stream is cut (tests/unit/test_http.c http_block, fuzz_http one byte a read). */
 
-/* First letters (either case) of the header names name_id() knows: a line starting with any
- * other byte is skipped without looking at its name. */
-static const uint8_t name_first[256] = {
-    ['c'] = 1, ['C'] = 1, ['e'] = 1, ['E'] = 1, ['h'] = 1,
-    ['H'] = 1, ['t'] = 1, ['T'] = 1, ['u'] = 1, ['U'] = 1,
+/* For each first letter (either case) of a header name name_id() knows, the lengths of those
+ * names as bits: a line whose (first letter, name length) is not in here is skipped without
+ * comparing its name (Content-Type, Cache-Control, Accept ...). Names are shorter than 32. */
+#define L(n) (1u << (n))
+static const uint32_t name_lens[256] = {
+    ['c'] = L(10) | L(14),
+    ['C'] = L(10) | L(14),
+    ['e'] = L(6),
+    ['E'] = L(6),
+    ['h'] = L(4),
+    ['H'] = L(4),
+    ['t'] = L(10) | L(11) | L(17),
+    ['T'] = L(10) | L(11) | L(17),
+    ['u'] = L(7),
+    ['U'] = L(7),
 };
+#undef L
 
 #if defined(__SSE2__)
 /* Bit i set when s[i] is a control byte or DEL, or SP too when hi is 0x20 (the stop bytes of a
@@ -1619,7 +1630,8 @@ static size_t skip_lines(const unsigned char *b, size_t j, size_t n, int *id, si
         size_t cr = plain_line(b, j, n, c);
         if (cr == 0)
             break;
-        if (name_first[b[j]] && (*id = name_id((const char *)b + j, *c - j)) != H_NONE) {
+        if (((name_lens[b[j]] >> (*c - j)) & 1) &&
+            (*id = name_id((const char *)b + j, *c - j)) != H_NONE) {
             *e = cr;
             return j;
         }
