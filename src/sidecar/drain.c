@@ -31,7 +31,8 @@
 #define POLL_MAX_MS 20         /* longest sleep while rings are quiet (--poll-ms is the shortest) */
 #define POLL_SAFETY 8          /* sleep at most 1/8 of the time a ring needs to fill at its rate */
 #define RATE_DECAY_NS 100000000ull /* a ring's rate estimate falls to its measure over this time */
-#define RATE_FRESH 1000000000ull   /* rate assumed for a new segment's rings (spans/s) */
+#define RATE_FRESH 1000000ull /* rate assumed for a new segment's rings (spans/s): as fast as a
+                               * producer goes; measured rates replace it within ~0.3 s */
 
 struct seg {
     struct ldt_seg_reader r;
