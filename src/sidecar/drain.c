@@ -2,13 +2,13 @@
  * read every ring, assemble error stacks, batch spans per process and hand full lines to the
  * exporter; finish (drain, skip torn slots, unlink) the segments of producers that are gone.
  *
- * Delivery: every ring is read at a cursor of our own (ldt_seg_read_at) and its shared tail moves past a
- * batch's records only after the exporter took the batch's line, so records not yet delivered stay
- * in the ring, where a failing exporter (disk full, collector down) or a restarted ldtraced finds
- * them again. With the file exporter, a write-ahead journal (journal.c) covers a crash between the
- * write and the tail store: exactly once. A record stays in the ring only as long as its batch is
- * not flushed: a batch is flushed at batch_max spans, batch_bytes bytes, when any of its rings is
- * half full of undelivered records, or flush_ms after its first span. */
+ * Delivery: every ring is read at a cursor of our own (ldt_seg_read_at) and its shared tail moves
+ * past a batch's records only after the exporter took the batch's line, so records not yet
+ * delivered stay in the ring, where a failing exporter (disk full, collector down) or a restarted
+ * ldtraced finds them again. With the file exporter, a write-ahead journal (journal.c) covers a
+ * crash between the write and the tail store: exactly once. A record stays in the ring only as long
+ * as its batch is not flushed: a batch is flushed at batch_max spans, batch_bytes bytes, when any
+ * of its rings is half full of undelivered records, or flush_ms after its first span. */
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
@@ -28,11 +28,15 @@
 #define TRIM_KEEP (64 * 1024)  /* batch buffer kept by a process that only trickles spans */
 #define BACKOFF_FIRST_MS 100   /* after a failed export; doubled up to BACKOFF_MAX_MS */
 #define BACKOFF_MAX_MS 5000
-#define POLL_MAX_MS 20         /* longest sleep while rings are quiet (--poll-ms is the shortest) */
-#define POLL_SAFETY 8          /* sleep at most 1/8 of the time a ring needs to fill at its rate */
-#define RATE_DECAY_NS 100000000ull /* a ring's rate estimate falls to its measure over this time */
-#define RATE_FRESH 1000000ull /* rate assumed for a new segment's rings (spans/s): as fast as a
-                               * producer goes; measured rates replace it within ~0.3 s */
+
+/* Adaptive polling: the longest sleep while rings are quiet (--poll-ms is the shortest); a sleep
+ * lasts at most 1/POLL_SAFETY of the time a ring needs to fill at its rate; a ring's rate estimate
+ * falls to its measure over RATE_DECAY_NS; a new segment's rings are assumed at RATE_FRESH spans/s
+ * (as fast as a producer goes) until measured, which takes about 0.3 s. */
+#define POLL_MAX_MS 20
+#define POLL_SAFETY 8
+#define RATE_DECAY_NS 100000000ull
+#define RATE_FRESH 1000000ull
 
 struct seg {
     struct ldt_seg_reader r;
@@ -66,19 +70,19 @@ struct ldt__drain {
     int scanned;
     int use_journal, recovered;
     struct ldt__journal journal;
-    int ino_fd;           /* inotify on the directory: a new segment is read at once, not at the
-                           * next rescan (a producer at 1M spans/s fills 8192 slots in 8 ms) */
-    int ino_watching;     /* the watch is in place (the directory exists) */
-    int ino_news;         /* a ".ring" name appeared: rescan on the next pass */
-    int failing;          /* the last export failed */
-    unsigned backoff_ms;  /* next delay after a failure */
-    uint64_t retry_at;    /* monotonic ns: no reading before (records stay in the rings) */
-    uint64_t fail_count;  /* lines that failed in the current failing stretch */
-    uint64_t drops_said;  /* producers' drops already reported */
-    uint64_t drops_next;  /* monotonic ns: next drop report allowed */
-    uint32_t limit;       /* spans a batch may hold now: halved by each failure (a disk with a
-                           * little room left takes smaller lines), doubled back by successes */
-    char errwhat[1200]; /* "<call> <object>" of the last failure */
+    int ino_fd;          /* inotify on the directory: a new segment is read at once, not at the
+                          * next rescan (a producer at 1M spans/s fills 8192 slots in 8 ms) */
+    int ino_watching;    /* the watch is in place (the directory exists) */
+    int ino_news;        /* a ".ring" name appeared: rescan on the next pass */
+    int failing;         /* the last export failed */
+    unsigned backoff_ms; /* next delay after a failure */
+    uint64_t retry_at;   /* monotonic ns: no reading before (records stay in the rings) */
+    uint64_t fail_count; /* lines that failed in the current failing stretch */
+    uint64_t drops_said; /* producers' drops already reported */
+    uint64_t drops_next; /* monotonic ns: next drop report allowed */
+    uint32_t limit;      /* spans a batch may hold now: halved by each failure (a disk with a
+                          * little room left takes smaller lines), doubled back by successes */
+    char errwhat[1200];  /* "<call> <object>" of the last failure */
 };
 
 static void recover(struct ldt__drain *d);
@@ -297,7 +301,8 @@ static int drain_ring(struct ldt__drain *d, struct seg *s, unsigned ring, unsign
 }
 
 /* Fold n records read from ring i over dt ns into its rate: a higher measure is taken at once, a
- * lower one only as the old estimate decays (RATE_DECAY_NS), so a pause in a burst is not trusted. */
+ * lower one only as the old estimate decays (RATE_DECAY_NS), so a pause in a burst is not trusted.
+ */
 static void update_rate(struct seg *s, unsigned i, unsigned n, uint64_t dt)
 {
     uint64_t now_rate = dt ? (uint64_t)n * 1000000000u / dt : 0, r = s->rate[i];
@@ -717,7 +722,8 @@ int ldt__drain_pass(struct ldt__drain *d)
             d->sleep_ns = seg_sleep_ns(s, d->sleep_ns);
     }
     /* A ring that fills within a few poll periods is read again at once while it yields records
-     * (a 1 ms sleep often lasts several ms on a loaded machine); otherwise sleep at least poll_ms. */
+     * (a 1 ms sleep often lasts several ms on a loaded machine); otherwise sleep at least poll_ms.
+     */
     uint64_t min = (uint64_t)d->o.poll_ms * 1000000u;
     if (total > 0 && d->sleep_ns < 2 * min)
         d->sleep_ns = 0;

@@ -25,7 +25,7 @@
 #include "sidecar/sidecar.h"
 
 #define JMAGIC UINT64_C(0x324c4e524a54444c) /* "LDTJRNL2": the line hash samples */
-#define SAMPLE 4096u /* bytes hashed at each end of a line */
+#define SAMPLE 4096u                        /* bytes hashed at each end of a line */
 
 /* The entry as stored (host byte order: the journal never leaves this machine). */
 struct jentry {

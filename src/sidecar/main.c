@@ -85,8 +85,10 @@ static int parse_uint(const char *s, unsigned long long *out)
 static int parse_num(int c, const char *arg, struct opts *o)
 {
     unsigned long long v;
-    static const char *const names[] = {['p'] = "poll-ms", ['b'] = "bench-encode",
-                                        ['i'] = "exit-when-idle", ['m'] = "spool-max-mb"};
+    static const char *const names[] = {['p'] = "poll-ms",
+                                        ['b'] = "bench-encode",
+                                        ['i'] = "exit-when-idle",
+                                        ['m'] = "spool-max-mb"};
     if (parse_uint(arg, &v) < 0 || (c != 'b' && v > 86400000) || (c == 'm' && v == 0)) {
         fprintf(stderr, "ldtraced: --%s %s: Invalid argument\n", names[c], arg);
         return -1;
@@ -209,7 +211,8 @@ static void set_signals(void)
 
 static void sleep_ns(uint64_t ns)
 {
-    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u),
+                          .tv_nsec = (long)(ns % 1000000000u)};
     nanosleep(&ts, NULL);
 }
 
@@ -295,8 +298,8 @@ static int spool_waiting(const struct ldt__exporter *e)
 }
 
 /* The last drain (--once, SIGTERM): while the exporter fails (or, for --once, the spool still holds
- * lines), try again when the backoff allows, for up to 15 s (--once) or 5 s. What is still undelivered then stays in the rings
- * (or the spool) for the next ldtraced. */
+ * lines), try again when the backoff allows, for up to 15 s (--once) or 5 s. What is still
+ * undelivered then stays in the rings (or the spool) for the next ldtraced. */
 static int final_drain(struct ldt__drain *d, struct ldt__exporter *e, int once, int *last)
 {
     unsigned ms = once ? FINAL_ONCE_MS : FINAL_STOP_MS;

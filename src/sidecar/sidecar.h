@@ -180,13 +180,13 @@ int ldt__export_file_open(struct ldt__exporter *e, const char *path);
 /* Settings of the OTLP/HTTP exporter, from the command line and the OTEL_EXPORTER_OTLP_* variables
  * (ldt__http_opts_env fills them; the command line overrides). */
 struct ldt__http_opts {
-    const char *url;        /* --otlp URL, else NULL (then the environment's endpoint) */
-    const char *ca_file;    /* --otlp-ca FILE: an extra CA bundle (the system store is used too) */
-    const char *spool_dir;  /* --spool-dir DIR: on-disk queue while the collector is down */
-    uint64_t spool_max;     /* --spool-max-mb: cap of the spool in bytes (oldest dropped past it) */
-    unsigned timeout_ms;    /* OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT, default 10000 */
-    int gzip;               /* OTEL_EXPORTER_OTLP[_TRACES]_COMPRESSION=gzip */
-    unsigned backoff_ms;    /* first retry delay (doubles, with jitter, up to backoff_max_ms) */
+    const char *url;       /* --otlp URL, else NULL (then the environment's endpoint) */
+    const char *ca_file;   /* --otlp-ca FILE: an extra CA bundle (the system store is used too) */
+    const char *spool_dir; /* --spool-dir DIR: on-disk queue while the collector is down */
+    uint64_t spool_max;    /* --spool-max-mb: cap of the spool in bytes (oldest dropped past it) */
+    unsigned timeout_ms;   /* OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT, default 10000 */
+    int gzip;              /* OTEL_EXPORTER_OTLP[_TRACES]_COMPRESSION=gzip */
+    unsigned backoff_ms;   /* first retry delay (doubles, with jitter, up to backoff_max_ms) */
     unsigned backoff_max_ms;
 };
 
@@ -301,23 +301,24 @@ struct ldt__drain;
 struct ldt__drain_opts {
     const char *dir;
     struct ldt__exporter *exp;
-    unsigned poll_ms;   /* shortest sleep between passes */
+    unsigned poll_ms;     /* shortest sleep between passes */
     unsigned poll_max_ms; /* longest sleep, while every ring is quiet (0: 20; at least poll_ms) */
-    unsigned rescan_ms; /* directory rescan and liveness check period */
-    unsigned flush_ms;  /* longest time a span waits in a batch */
-    uint32_t batch_max; /* flush a batch when it reaches this many spans */
-    size_t batch_bytes; /* ... or this many bytes (0: 256 KiB to a file, else 4 MiB) */
-    int no_journal;     /* file exporter without the crash journal (tests, benches) */
+    unsigned rescan_ms;   /* directory rescan and liveness check period */
+    unsigned flush_ms;    /* longest time a span waits in a batch */
+    uint32_t batch_max;   /* flush a batch when it reaches this many spans */
+    size_t batch_bytes;   /* ... or this many bytes (0: 256 KiB to a file, else 4 MiB) */
+    int no_journal;       /* file exporter without the crash journal (tests, benches) */
 };
 
 /* Create the drain state. Returns NULL when out of memory.
  *
  * Delivery: each ring is read at a cursor of the sidecar's own; the shared tail moves past a
- * batch's records only once the exporter took its line (ldt_seg_read_at, ldt_seg_release). With the file exporter, a
- * write-ahead journal in the directory closes the window between the write and the tail store, so
- * a killed ldtraced followed by a new one exports every committed span exactly once. When the
- * exporter fails (disk full, collector down without a spool), the records stay in the rings, the
- * error is reported once, and the batch is tried again with a backoff (100 ms doubling to 5 s). */
+ * batch's records only once the exporter took its line (ldt_seg_read_at, ldt_seg_release). With the
+ * file exporter, a write-ahead journal in the directory closes the window between the write and the
+ * tail store, so a killed ldtraced followed by a new one exports every committed span exactly once.
+ * When the exporter fails (disk full, collector down without a spool), the records stay in the
+ * rings, the error is reported once, and the batch is tried again with a backoff (100 ms doubling
+ * to 5 s). */
 struct ldt__drain *ldt__drain_new(const struct ldt__drain_opts *o);
 
 /* One pass: rescan the directory when due, read every ring of every segment, finish the segments of

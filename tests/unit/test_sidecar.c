@@ -172,9 +172,15 @@ Test(json_str, token_strings_at_every_alignment)
 {
     static const struct {
         const char *in, *out;
-    } tok[] = {{"a", "a"},         {"Z9/-", "Z9/-"},   {"\"", "\\\""},
-               {"\\", "\\\\"},   {"\n", "\\n"},     {"\x01", "\\u0001"},
-               {"\x7f", "\x7f"},   {"\xc3\xa9", "\xc3\xa9"}, {"\xff", "\xef\xbf\xbd"},
+    } tok[] = {{"a", "a"},
+               {"Z9/-", "Z9/-"},
+               {"\"", "\\\""},
+               {"\\", "\\\\"},
+               {"\n", "\\n"},
+               {"\x01", "\\u0001"},
+               {"\x7f", "\x7f"},
+               {"\xc3\xa9", "\xc3\xa9"},
+               {"\xff", "\xef\xbf\xbd"},
                {"\xe2\x82\xac", "\xe2\x82\xac"}};
     unsigned seed = 12345;
     for (int round = 0; round < 2000; round++) {
@@ -185,7 +191,8 @@ Test(json_str, token_strings_at_every_alignment)
         while (n < 100) {
             seed = seed * 1103515245u + 12345u;
             /* mostly plain text, so that 8-byte runs happen */
-            unsigned t = (seed >> 16) % 40 < 30 ? (seed >> 8) % 2 : (seed >> 16) % LDT_ARRAY_LEN(tok);
+            unsigned t =
+                (seed >> 16) % 40 < 30 ? (seed >> 8) % 2 : (seed >> 16) % LDT_ARRAY_LEN(tok);
             size_t li = strlen(tok[t].in), lo = strlen(tok[t].out);
             memcpy(in + n, tok[t].in, li);
             memcpy(want + w, tok[t].out, lo);
@@ -1066,7 +1073,8 @@ static int journal_case(size_t len, char how, uint64_t *tail)
     if (how == 'e')
         line[len - 1] ^= 1;
     int fd = open(out, O_WRONLY | O_APPEND);
-    cr_assert_eq(write(fd, line, how == 'p' ? len - 1 : len), (ssize_t)(how == 'p' ? len - 1 : len));
+    cr_assert_eq(write(fd, line, how == 'p' ? len - 1 : len),
+                 (ssize_t)(how == 'p' ? len - 1 : len));
     close(fd);
     ldt__journal_close(&j);
     j.fd = -1;
@@ -1195,8 +1203,8 @@ Test(drain, new_segment_wakes_the_wait, .init = mk_tmp, .fini = rm_tmp)
     snprintf(out, sizeof(out), "%s/out.jsonl", tmpdir);
     struct ldt__exporter e;
     cr_assert_eq(ldt__export_file_open(&e, out), 0);
-    struct ldt__drain_opts o = {.dir = tmpdir, .exp = &e, .poll_ms = 1, .rescan_ms = 60000,
-                                .no_journal = 1};
+    struct ldt__drain_opts o = {
+        .dir = tmpdir, .exp = &e, .poll_ms = 1, .rescan_ms = 60000, .no_journal = 1};
     struct ldt__drain *d = ldt__drain_new(&o);
     cr_assert_eq(ldt__drain_pass(d), 0);
     cr_assert_eq(ldt__drain_open_segments(d), 0);
