@@ -19,8 +19,10 @@
 
 /* After a receive on a traced socket: bytes peeked (MSG_PEEK) will be read again, and MSG_TRUNC
  * on a stream discards them unseen, so neither is sniffed. Preserves errno. */
-static inline __attribute__((always_inline)) void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
-                    int flags, uint64_t t0)
+#define LDT_INLINE static inline __attribute__((always_inline))
+
+LDT_INLINE void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
+                        int flags, uint64_t t0)
 {
     int err = errno;
     ldt__io_end = ldt_clock_mono_ns();
@@ -159,8 +161,8 @@ static ssize_t out_inject(struct ldt__fd *e, struct out_call *o, const struct io
     return n;
 }
 
-static inline __attribute__((always_inline)) void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
-                     uint64_t t0)
+LDT_INLINE void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
+                         uint64_t t0)
 {
     int err = errno;
     ldt__io_start = t0; /* a response completed here ends when the app entered this call */

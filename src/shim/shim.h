@@ -347,7 +347,7 @@ struct ldt__conn *ldt__sniff_attach(int fd, struct ldt__fd *e, enum ldt__role ro
  * the app's own bytes only). Caller holds the conn lock. */
 void ldt__sniff_feed_out(struct ldt__conn *c, const struct iovec *iov, int cnt, size_t n);
 
-/* One ldt_http_feed call of a parse the injector's planner already made: r bytes taken, event ev. */
+/* One ldt_http_feed call of a parse the injector's planner made: r bytes taken, event ev. */
 struct ldt__feed_step {
     uint32_t r;
     uint8_t ev;
