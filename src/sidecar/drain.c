@@ -697,6 +697,17 @@ static uint64_t poll_max_ns(const struct ldt__drain *d)
     return (uint64_t)(ms > d->o.poll_ms ? ms : d->o.poll_ms) * 1000000u;
 }
 
+/* A ring that fills within a few poll periods is read again at once while it yields records (a
+ * 1 ms sleep often lasts several ms on a loaded machine); otherwise sleep at least poll_ms. */
+static void bound_sleep(struct ldt__drain *d, int total)
+{
+    uint64_t min = (uint64_t)d->o.poll_ms * 1000000u;
+    if (total > 0 && d->sleep_ns < 2 * min)
+        d->sleep_ns = 0;
+    else if (d->sleep_ns < min)
+        d->sleep_ns = min;
+}
+
 int ldt__drain_pass(struct ldt__drain *d)
 {
     uint64_t now = ldt_clock_mono_ns();
@@ -721,14 +732,7 @@ int ldt__drain_pass(struct ldt__drain *d)
         if (d->sleep_ns)
             d->sleep_ns = seg_sleep_ns(s, d->sleep_ns);
     }
-    /* A ring that fills within a few poll periods is read again at once while it yields records
-     * (a 1 ms sleep often lasts several ms on a loaded machine); otherwise sleep at least poll_ms.
-     */
-    uint64_t min = (uint64_t)d->o.poll_ms * 1000000u;
-    if (total > 0 && d->sleep_ns < 2 * min)
-        d->sleep_ns = 0;
-    else if (d->sleep_ns < min)
-        d->sleep_ns = min;
+    bound_sleep(d, total);
     return err < 0 ? err : total;
 }
 
