@@ -17,10 +17,10 @@
 
 /* ---- receive side ---------------------------------------------------------------------------- */
 
-/* After a receive on a traced socket: bytes peeked (MSG_PEEK) will be read again, and MSG_TRUNC
- * on a stream discards them unseen, so neither is sniffed. Preserves errno. */
 #define LDT_INLINE static inline __attribute__((always_inline))
 
+/* After a receive on a traced socket: bytes peeked (MSG_PEEK) will be read again, and MSG_TRUNC
+ * on a stream discards them unseen, so neither is sniffed. Preserves errno. */
 LDT_INLINE void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt, ssize_t n,
                         int flags, uint64_t t0)
 {
