@@ -623,8 +623,8 @@ static void ino_read(struct ldt__drain *d)
             const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
             if (ev->mask & IN_IGNORED)
                 d->ino_watching = 0;
-            if (ev->len && ends_with_ring(ev->name))
-                d->ino_news = 1;
+            if ((ev->len && ends_with_ring(ev->name)) || (ev->mask & IN_Q_OVERFLOW))
+                d->ino_news = 1; /* a lost event may have been one: rescan */
             p += sizeof(*ev) + ev->len;
         }
     }
