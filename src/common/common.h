@@ -39,9 +39,10 @@ static inline uint64_t ldt_clock_mono_ns(void)
 void ldt_id_seed(void);
 void ldt_id_reseed(void);
 
-/* Fill a 16-byte trace id / 8-byte span id: xxhash (XXH3-128/64) of the process seed and a per-thread
- * counter mixed with the thread's identity. Never all-zero, unique across threads and processes with
- * overwhelming probability. No syscall, no lock, async-signal-safe. The trace id's right-most 7 bytes
+/* Fill a 16-byte trace id / 8-byte span id: SplitMix64's output function (a 64-bit bijection with full
+ * avalanche) over a per-thread counter offset by the thread's identity and the process's 128-bit
+ * getrandom seed (XXH3 hashes the fallback seed when getrandom fails). Never all-zero, unique across
+ * threads and processes with overwhelming probability. No syscall, no lock, async-signal-safe. The trace id's right-most 7 bytes
  * are random, so the W3C Level 2 random flag may be set. */
 void ldt_id_trace(uint8_t out[16]);
 void ldt_id_span(uint8_t out[8]);
