@@ -636,7 +636,7 @@ static void drain(struct ldt_seg_reader *r, int dead, uint64_t next[4], long *re
                 continue;
             }
             next[th]++;
-            (*read)++;
+            __atomic_add_fetch(read, 1, __ATOMIC_RELAXED); /* polled by kill_round */
         }
     }
 }
@@ -668,6 +668,11 @@ static uint64_t kill_round(int ms)
         child_main();
     cr_assert_eq(open_child_seg(&r), 0);
     pthread_create(&th, NULL, read_live, &lr);
+    /* The kill lands `ms` after the producer's first record is read, not after the segment exists:
+     * under heavy load a child may not run for tens of ms, and a kill before its first push proves
+     * nothing (seen once: read 0, every tail at its head). Bounded: 10 s. */
+    for (int i = 0; i < 10000 && __atomic_load_n(&lr.read, __ATOMIC_RELAXED) == 0; i++)
+        usleep(1000);
     usleep((useconds_t)ms * 1000);
     cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "the producer died on its own");
     kill(pid, SIGKILL); /* while the reader keeps the rings moving, so the threads are writing */
