@@ -341,7 +341,7 @@ static int run(const struct opts *o, struct ldt__exporter *e)
         /* Adaptive: every poll_ms while rings are busy, up to 20 ms while they are quiet. */
         uint64_t ns = rc < 0 ? (uint64_t)o->poll_ms * 1000000u : ldt__drain_sleep_ns(d);
         if (ns)
-            ldt__drain_wait(d, ns);
+            sleep_ns(ns);
     }
     int rc = final_drain(d, e, o->once, &last);
     print_stats(d, e);

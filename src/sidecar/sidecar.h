@@ -321,9 +321,10 @@ struct ldt__drain_opts {
  * to 5 s). */
 struct ldt__drain *ldt__drain_new(const struct ldt__drain_opts *o);
 
-/* One pass: rescan the directory when due, read every ring of every segment, finish the segments of
- * producers that are gone, flush batches that are due. Returns the number of records read (> 0
- * means more may be waiting), or a negative errno from the exporter or the directory. */
+/* One pass: rescan the directory when due or changed (its mtime), read every ring of every segment,
+ * finish the segments of producers that are gone, flush batches that are due. Returns the number of
+ * records read (> 0 means more may be waiting), or a negative errno from the exporter or the
+ * directory. */
 int ldt__drain_pass(struct ldt__drain *d);
 
 /* How long to sleep before the next pass, as the last pass advises: 0 when a ring had more than
@@ -331,12 +332,6 @@ int ldt__drain_pass(struct ldt__drain *d);
  * its recent rate (rates rise at once and decay over 100 ms), between poll_ms and poll_max_ms.
  * Busy rings are thus polled every poll_ms, quiet ones every poll_max_ms. */
 uint64_t ldt__drain_sleep_ns(const struct ldt__drain *d);
-
-/* Sleep up to ns, or until a new segment file appears in the directory (inotify; a plain sleep
- * where that is not available or the directory does not exist yet), so that the next pass reads
- * a new producer's ring at once. Returns 1 when woken by a new segment, else 0. Returns early
- * on a signal. */
-int ldt__drain_wait(struct ldt__drain *d, uint64_t ns);
 
 /* Drain everything committed right now in every segment (after a fresh rescan), finish gone
  * producers, and flush every batch. Used by --once and at SIGTERM. Returns 0 or -errno. */
