@@ -1,10 +1,33 @@
-/* fdtab.c - the per-fd table (dense, mmapped chunks) and the pool of HTTP connection states.
+/* fdtab.c - the per-fd table (dense, mmapped chunks), the pool of HTTP connection states, and the
+ * interned names (local addresses, unix socket paths) the fd entries refer to.
  *
- * Every hook starts here: fd -> 32-byte entry in two loads, no lock. An fd we never saw (inherited
+ * Every hook starts here: fd -> 64-byte entry in two loads, no lock. An fd we never saw (inherited
  * across exec, from dup(), opened by a call we do not hook) is probed once with fstat/getsockopt
- * and the answer cached until close. Connection states (two parsers, the span FIFOs) are much
- * larger and only exist for sockets classified as HTTP; they come from mmapped chunks that are
- * never unmapped.
+ * and the answer cached until close.
+ *
+ * Memory per connection (issue #9: <= 64 bytes per tracked fd, flat over time). A connection state
+ * (struct ldt__conn: two parsers, the span FIFOs, owed injected bytes ...) is several KiB, so it
+ * only exists while a message is in flight: it is taken from the pool when a message starts on an
+ * idle connection (ldt__conn_take) and given back as soon as the connection is idle again
+ * (ldt__conn_put: both parsers at a message boundary, FIFOs empty, no owed bytes, no open or
+ * pending connect span, no holder, no TLS write pending, not shared by a dup). What must survive
+ * idleness lives in the fd entry: class, role, origin, tls, and the addresses that label the next
+ * request (peer inline; the local address and a unix path interned, as they are mostly the same
+ * few). A connection that turns pass-through (the sniffer gave up, a tunnel) gives its conn back
+ * too and is marked LDT__CLS_PASS: from then on its hooks only count bytes. Conns come from
+ * mmapped chunks that are never unmapped, so a stale pointer always stays readable.
+ *
+ * Concurrency protocol. Two threads may do I/O on one fd (a reader and a writer). e->conn changes
+ * only while the conn's lock is held: installed by a compare-and-swap from NULL (ldt__conn_take,
+ * the new conn already locked), cleared by ldt__conn_put (lock held) or by close. A thread that
+ * read e->conn locks that conn and then checks that e->conn still points to it; if not (it was
+ * given back, maybe reused for another fd meanwhile), it unlocks and starts again from e->conn.
+ * A conn reused for the same fd passes the check, and rightly: it is that fd's state now. Work
+ * that makes a real call without the lock (an injected send, plain or TLS) holds the conn
+ * (ldt__conn_hold: a count in the conn, part of "not idle") so it cannot be given back under it.
+ * A fresh conn is initialised only after its lock was taken, never by clearing the lock, so a
+ * stale holder still checking it keeps its mutual exclusion. dup sharing (ldt__fd_share_sibling)
+ * pins the conn (shared > 0 is not idle) while more than one entry points to it.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -91,21 +114,40 @@ struct ldt__fd *ldt__fd_get(int fd)
     return e;
 }
 
+/* The shared conn c loses entry e: if e labelled its spans, another entry using it does now. */
+static void share_drop(struct ldt__conn *c, struct ldt__fd *e)
+{
+    c->shared--;
+    if (c->owner != e)
+        return;
+    for (unsigned k = 0; k < LDT__FD_MAX_CHUNKS; k++) {
+        struct ldt__fd *ch = atomic_load_explicit(&chunks[k], memory_order_acquire);
+        for (unsigned j = 0; ch && j < LDT__FD_CHUNK; j++)
+            if (&ch[j] != e && atomic_load_explicit(&ch[j].conn, memory_order_relaxed) == c) {
+                c->owner = &ch[j];
+                return;
+            }
+    }
+}
+
 /* Drop whatever an earlier use of this number left behind. */
 static void entry_clear(struct ldt__fd *e)
 {
-    struct ldt__conn *c = e->conn;
-    e->conn = NULL;
-    if (c && c->shared) {
-        c->shared--; /* another fd of the same socket carries on with it */
-    } else if (c) {
-        ldt__sniff_close(c, e);
-        ldt__conn_free(c);
+    struct ldt__conn *c = ldt__conn_of(e);
+    if (c) {
+        atomic_store_explicit(&e->conn, NULL, memory_order_release);
+        if (c->shared) {
+            share_drop(c, e); /* another fd of the same socket carries on with it */
+            ldt__conn_unlock(c);
+        } else {
+            ldt__conn_unlock(c);
+            ldt__sniff_close(c, e); /* its spans take their addresses from e: clear e after */
+            ldt__conn_free(c);
+        }
     }
-    e->cls = LDT__CLS_NONE;
-    e->tls = 0;
-    e->calls = 0;
-    e->bytes_in = e->bytes_out = 0;
+    /* Everything but kind (the caller stores it) and conn (NULL now). */
+    memset(&e->cls, 0, offsetof(struct ldt__fd, conn) - offsetof(struct ldt__fd, cls));
+    memset(e->peer_addr, 0, sizeof e->peer_addr);
 }
 
 void ldt__fd_set(int fd, enum ldt__fd_kind kind, enum ldt__fd_origin origin)
@@ -141,6 +183,8 @@ static atomic_flag pool_lock = ATOMIC_FLAG_INIT;
 static struct ldt__conn *pool_free;
 static struct ldt__conn *pool_chunks[POOL_MAX_CHUNKS]; /* for the fork child's lock reset */
 static unsigned pool_nchunks;
+static atomic_flag names_lock; /* below, with the names */
+_Atomic uint64_t ldt__conn_in_use;
 
 static void pool_refill(void)
 {
@@ -158,7 +202,9 @@ static void pool_refill(void)
     }
 }
 
-struct ldt__conn *ldt__conn_alloc(void)
+/* A conn from the pool, locked, its fixed part zeroed. The lock is taken, not cleared: a thread
+ * still holding a stale pointer may be inside it for its ownership check (top of this file). */
+static struct ldt__conn *conn_new_locked(void)
 {
     int saved = errno;
     while (atomic_flag_test_and_set_explicit(&pool_lock, memory_order_acquire))
@@ -172,12 +218,21 @@ struct ldt__conn *ldt__conn_alloc(void)
     errno = saved;
     if (!c)
         return NULL;
-    /* Only the fixed part: the span slots are filled whole when a span begins (14 KiB less to
-     * clear per connection). */
-    memset(c, 0, offsetof(struct ldt__conn, srv));
-    memset(&c->peer_family, 0, sizeof *c - offsetof(struct ldt__conn, peer_family));
-    atomic_flag_clear(&c->lock);
+    ldt__conn_lock(c);
+    atomic_fetch_add_explicit(&ldt__conn_in_use, 1, memory_order_relaxed);
+    /* Only the fixed part: the span slots are filled whole when a span begins. */
+    size_t from = offsetof(struct ldt__conn, role);
+    memset((char *)c + from, 0, offsetof(struct ldt__conn, srv) - from);
+    memset(&c->owner, 0, sizeof *c - offsetof(struct ldt__conn, owner));
     c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
+    return c;
+}
+
+struct ldt__conn *ldt__conn_alloc(void)
+{
+    struct ldt__conn *c = conn_new_locked();
+    if (c)
+        ldt__conn_unlock(c);
     return c;
 }
 
@@ -186,6 +241,8 @@ void ldt__conn_free(struct ldt__conn *c)
     ldt__conn_flush_connect(c);
     /* A stale reader (another thread's parent lookup) may still look at it: keep it mapped. */
     c->role = LDT__ROLE_NONE;
+    c->owner = NULL;
+    atomic_fetch_sub_explicit(&ldt__conn_in_use, 1, memory_order_relaxed);
     while (atomic_flag_test_and_set_explicit(&pool_lock, memory_order_acquire))
         __builtin_ia32_pause();
     c->next_free = pool_free;
@@ -193,19 +250,124 @@ void ldt__conn_free(struct ldt__conn *c)
     atomic_flag_clear_explicit(&pool_lock, memory_order_release);
 }
 
+struct ldt__conn *ldt__conn_of(struct ldt__fd *e)
+{
+    for (;;) {
+        struct ldt__conn *c = atomic_load_explicit(&e->conn, memory_order_acquire);
+        if (!c)
+            return NULL;
+        ldt__conn_lock(c);
+        if (atomic_load_explicit(&e->conn, memory_order_relaxed) == c)
+            return c;
+        ldt__conn_unlock(c); /* given back (and maybe reused) since we read the pointer */
+    }
+}
+
+/* A new message on e: the conn starts as the idle connection's next message would (the parsers
+ * keep nothing across a message boundary that matters once it is idle). */
+static void conn_init(struct ldt__conn *c, struct ldt__fd *e)
+{
+    c->owner = e;
+    c->role = e->role;
+    if (e->role != LDT__ROLE_NONE) {
+        int srv = e->role == LDT__ROLE_SERVER;
+        ldt_http_init(&c->in, srv ? LDT_HTTP_REQUEST : LDT_HTTP_RESPONSE);
+        ldt_http_init(&c->out, srv ? LDT_HTTP_RESPONSE : LDT_HTTP_REQUEST);
+    }
+}
+
+struct ldt__conn *ldt__conn_take(struct ldt__fd *e)
+{
+    struct ldt__conn *c;
+    while ((c = ldt__conn_of(e)) == NULL) {
+        struct ldt__conn *n = conn_new_locked(), *expect = NULL;
+        if (!n)
+            return NULL;
+        conn_init(n, e);
+        if (atomic_compare_exchange_strong_explicit(&e->conn, &expect, n, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            return n;
+        ldt__conn_unlock(n); /* another thread installed one first: use that */
+        ldt__conn_free(n);
+    }
+    return c;
+}
+
+/* At a message boundary with nothing to remember (a request stream remembers a tunnel request,
+ * CONNECT or Upgrade, past its end). */
+static int parser_rest(const struct ldt_http_parser *p)
+{
+    return p->state == LDT_HTTP_S_START && !(p->dir == LDT_HTTP_REQUEST && p->connect);
+}
+
+/* Pass-through from here on, or between messages. */
+static int parser_quiet(const struct ldt_http_parser *p)
+{
+    return p->state == LDT_HTTP_S_PASS || p->state == LDT_HTTP_S_START;
+}
+
+int ldt__conn_idle(const struct ldt__conn *c)
+{
+    if (c->busy || c->srv_n || c->cli_n || c->in_cur || c->connecting || c->connect_pending ||
+        c->pend_len || c->tlsw.active || c->shared)
+        return 0;
+    if (c->dead)
+        return 2;
+    if (c->in.state == LDT_HTTP_S_PASS || c->out.state == LDT_HTTP_S_PASS)
+        return parser_quiet(&c->in) && parser_quiet(&c->out) ? 2 : 0;
+    return parser_rest(&c->in) && parser_rest(&c->out);
+}
+
+void ldt__conn_put(struct ldt__fd *e, struct ldt__conn *c)
+{
+    int idle = ldt__conn_idle(c);
+    if (!idle || atomic_load_explicit(&e->conn, memory_order_relaxed) != c) {
+        ldt__conn_unlock(c);
+        return;
+    }
+    if (idle == 2)
+        e->cls = LDT__CLS_PASS;
+    atomic_store_explicit(&e->conn, NULL, memory_order_release);
+    c->owner = NULL;
+    ldt__conn_unlock(c);
+    ldt__conn_free(c);
+}
+
+struct ldt__conn *ldt__conn_hold(struct ldt__fd *e)
+{
+    struct ldt__conn *c = ldt__conn_take(e);
+    if (!c)
+        return NULL;
+    c->busy++;
+    ldt__conn_unlock(c);
+    return c;
+}
+
+void ldt__conn_unhold(struct ldt__fd *e, struct ldt__conn *c)
+{
+    ldt__conn_lock(c);
+    c->busy--;
+    ldt__conn_put(e, c);
+}
+
 void ldt__conn_atfork_child(void)
 {
     /* Only the forking thread lives on: a lock another thread held at fork() would never be
-     * released, and the child's first close() of that socket would spin forever. */
+     * released, and the child's first close() of that socket would spin forever; their holds
+     * are gone with them too. */
     atomic_flag_clear(&pool_lock);
+    atomic_flag_clear(&names_lock);
     for (unsigned i = 0; i < pool_nchunks; i++)
-        for (int j = 0; j < POOL_CHUNK; j++)
+        for (int j = 0; j < POOL_CHUNK; j++) {
             atomic_flag_clear(&pool_chunks[i][j].lock);
+            pool_chunks[i][j].busy = 0;
+        }
 }
 
 /* The socket of fd is also an inherited fd of ours that serves HTTP (a worker exec'd with the
- * connection as fd 0 and 1 reads the request on one and answers on the other): share its conn.
- * Only inherited (probed) fds are compared, one fstat each; rare path. */
+ * connection as fd 0 and 1 reads the request on one and answers on the other): share its conn
+ * (taking one for it if it is idle). Only inherited (probed) fds are compared, one fstat each; rare
+ * path. */
 int ldt__fd_share_sibling(int fd, struct ldt__fd *e)
 {
     struct stat me, other;
@@ -215,17 +377,95 @@ int ldt__fd_share_sibling(int fd, struct ldt__fd *e)
         struct ldt__fd *ch = atomic_load_explicit(&chunks[k], memory_order_acquire);
         for (unsigned j = 0; ch && j < LDT__FD_CHUNK; j++) {
             struct ldt__fd *o = &ch[j];
-            if (o == e || !o->conn || o->origin != LDT__ORIG_PROBED || o->cls != LDT__CLS_HTTP ||
-                o->conn->role != LDT__ROLE_SERVER || o->conn->shared == UINT8_MAX)
+            if (o == e || o->origin != LDT__ORIG_PROBED || o->cls != LDT__CLS_HTTP ||
+                o->role != LDT__ROLE_SERVER)
                 continue;
-            if (fstat((int)(k * LDT__FD_CHUNK + j), &other) == 0 && other.st_ino == me.st_ino &&
-                other.st_dev == me.st_dev) {
-                o->conn->shared++;
-                e->conn = o->conn;
-                e->cls = LDT__CLS_HTTP;
-                return 1;
+            if (fstat((int)(k * LDT__FD_CHUNK + j), &other) != 0 || other.st_ino != me.st_ino ||
+                other.st_dev != me.st_dev)
+                continue;
+            struct ldt__conn *c = ldt__conn_take(o);
+            if (!c || c->shared == UINT8_MAX) {
+                if (c)
+                    ldt__conn_put(o, c);
+                return 0;
             }
+            c->shared++;
+            memcpy(&e->role, &o->role, offsetof(struct ldt__fd, bytes_in) -
+                                           offsetof(struct ldt__fd, role));
+            memcpy(e->peer_addr, o->peer_addr, sizeof e->peer_addr);
+            e->calls = 0;
+            atomic_store_explicit(&e->conn, c, memory_order_release);
+            e->cls = LDT__CLS_HTTP;
+            ldt__conn_unlock(c);
+            return 1;
         }
     }
     return 0;
+}
+
+/* ---- interned names -------------------------------------------------------------------------- */
+
+#define NAMES 1024u /* a power of two; open addressing */
+
+struct name {
+    _Atomic uint8_t len; /* 0: empty; set last (release) */
+    char b[LDT_SPAN_HOST_MAX];
+};
+
+static struct name names[NAMES];
+static atomic_flag names_lock = ATOMIC_FLAG_INIT;
+
+static uint32_t name_hash(const unsigned char *b, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
+/* Slot of b[n] probing from its hash: found (1), or the first empty one (0), or none (-1). */
+static int name_find(const void *b, size_t n, uint32_t *at)
+{
+    uint32_t h = name_hash(b, n);
+    for (uint32_t i = 0; i < NAMES; i++) {
+        struct name *s = &names[(h + i) & (NAMES - 1)];
+        size_t l = atomic_load_explicit(&s->len, memory_order_acquire);
+        *at = (h + i) & (NAMES - 1);
+        if (l == 0)
+            return 0;
+        if (l == n && memcmp(s->b, b, n) == 0)
+            return 1;
+    }
+    return -1;
+}
+
+uint16_t ldt__name_intern(const void *b, size_t n)
+{
+    uint32_t at;
+    if (n == 0 || n > LDT_SPAN_HOST_MAX)
+        return 0;
+    int r = name_find(b, n, &at);
+    if (r == 1)
+        return (uint16_t)(at + 1);
+    if (r < 0)
+        return 0;
+    while (atomic_flag_test_and_set_explicit(&names_lock, memory_order_acquire))
+        __builtin_ia32_pause();
+    r = name_find(b, n, &at); /* again: another thread may have added it (or taken the slot) */
+    if (r == 0) {
+        memcpy(names[at].b, b, n);
+        atomic_store_explicit(&names[at].len, (uint8_t)n, memory_order_release);
+    }
+    atomic_flag_clear_explicit(&names_lock, memory_order_release);
+    return r < 0 ? 0 : (uint16_t)(at + 1);
+}
+
+const char *ldt__name_get(uint16_t ref, size_t *n)
+{
+    if (ref == 0 || ref > NAMES) {
+        *n = 0;
+        return NULL;
+    }
+    *n = atomic_load_explicit(&names[ref - 1].len, memory_order_acquire);
+    return names[ref - 1].b;
 }

@@ -151,11 +151,14 @@ static ssize_t out_inject(struct ldt__fd *e, struct out_call *o, const struct io
 {
     uint64_t t0 = ldt_clock_mono_ns();
     ldt__io_start = t0; /* a client span begun by this write starts here */
-    ssize_t n = ldt__client_send(e->conn, iov, cnt, real_sendv, o);
+    struct ldt__conn *c = ldt__conn_hold(e); /* not given back to the pool under the send */
+    ssize_t n = c ? ldt__client_send(c, iov, cnt, real_sendv, o) : real_sendv(o, iov, cnt);
     int err = errno;
     ldt__io_end = ldt_clock_mono_ns();
     ldt__sniff_call(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt__io_end - t0);
     ldt__io_start = ldt__io_end = 0;
+    if (c)
+        ldt__conn_unhold(e, c);
     ldt__leave();
     errno = err;
     return n;
@@ -175,9 +178,7 @@ LDT_INLINE void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int
 
 /* A classified server-role connection with no connect pending: its sends never need the injector
  * (the common case of a traced server, decided without a call). */
-#define SERVING(e) \
-    ((e)->cls == LDT__CLS_HTTP && (e)->conn && (e)->conn->role == LDT__ROLE_SERVER && \
-     !(e)->conn->connecting)
+#define SERVING(e) ((e)->cls == LDT__CLS_HTTP && (e)->role == LDT__ROLE_SERVER)
 
 /* The traced part of a send: through the injector on a client-role HTTP connection. */
 #define OUT_BODY(call, fd, iov, cnt, ...) \

@@ -37,24 +37,24 @@ static void connect_span(struct ldt__fd *e, const struct sockaddr *sa, socklen_t
     struct ldt__ctx p;
     if (!ldt__ctx_current(&p))
         return;
-    struct ldt__conn *c = NULL;
-    if (rc != 0 && err == EINPROGRESS && (c = e->conn ? e->conn : ldt__conn_alloc()) == NULL)
+    /* A connect that worked (or is in progress) keeps its span in the socket's conn until the
+     * first request (ldt__conn_connect_done); a failed one is pushed now and needs no conn. */
+    int open = rc == 0 || err == EINPROGRESS;
+    struct ldt__conn *c = open ? ldt__conn_take(e) : NULL;
+    if (open && !c)
         return;
-    if (!c && !e->conn && (e->conn = ldt__conn_alloc()) == NULL)
-        return;
-    ldt__ctx_bind(c ? c : e->conn);
-    /* A connect that worked waits in the connection for its first request (ldt__conn_connect_done);
-     * a failed one is pushed now. */
-    struct ldt__span tmp, *s = c ? &c->conn_span : rc == 0 ? &e->conn->conn_span : &tmp;
+    if (c)
+        ldt__ctx_bind(c);
+    struct ldt__span tmp, *s = c ? &c->conn_span : &tmp;
     ldt__span_begin(s, LDT_SPAN_INTERNAL, &p);
     s->rec.op = LDT_OP_CONNECT;
     s->rec.start_ns = wall;
     s->start_mono = t0;
     if (sa && len)
         ldt__span_peer(&s->rec, sa, len);
-    if (c) {
-        e->conn = c;
+    if (c && rc != 0) {
         c->connecting = 1;
+        ldt__conn_put(e, c);
         return;
     }
     s->rec.err = rc ? err : 0;
@@ -62,10 +62,12 @@ static void connect_span(struct ldt__fd *e, const struct sockaddr *sa, socklen_t
         ldt__stack_capture(s->rec.span_id);
         s->rec.flags |= LDT_SPAN_F_STACK;
     }
-    if (rc == 0)
-        ldt__conn_connect_done(e->conn, NULL);
-    else
+    if (c) {
+        ldt__conn_connect_done(c, NULL);
+        ldt__conn_put(e, c);
+    } else {
         ldt__span_end(s, NULL);
+    }
 }
 
 LDT_HOOK int connect(int fd, __CONST_SOCKADDR_ARG addr, socklen_t len)

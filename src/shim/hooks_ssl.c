@@ -350,9 +350,9 @@ static int send_pieces(void *ssl, struct ldt__tls_write *tw, const char *buf)
 
 /* A client-role write: plan (or resume) the pieces, send them, account. 1 and *w = num, or the
  * failing result. */
-static int client_write(struct tcall *t, const void *buf, size_t num, size_t *w)
+static int client_write_held(struct tcall *t, struct ldt__conn *c, const void *buf, size_t num,
+                             size_t *w)
 {
-    struct ldt__conn *c = t->e->conn;
     struct ldt__tls_write *tw = &c->tlsw;
     struct iovec v = {(void *)buf, num};
     if (!tw->active || !same_call(t->ssl, tw, buf, num)) {
@@ -371,6 +371,17 @@ static int client_write(struct tcall *t, const void *buf, size_t num, size_t *w)
     ldt__client_sent(c, ed, tw->sp, tw->ned, &v, 1, (ssize_t)num);
     *w = num;
     return 1;
+}
+
+/* The same with the conn pinned (the pieces point into it across the app's retries). */
+static int client_write(struct tcall *t, const void *buf, size_t num, size_t *w)
+{
+    struct ldt__conn *c = ldt__conn_hold(t->e); /* not given back to the pool meanwhile */
+    if (!c)
+        return write_piece(t->ssl, buf, num, w);
+    int r = client_write_held(t, c, buf, num, w);
+    ldt__conn_unhold(t->e, c);
+    return r;
 }
 
 /* The traced part of a write: 1 and *w, or the real failure; the sniffer is told either way. */

@@ -146,21 +146,36 @@ enum ldt__fd_origin {
 
 struct ldt__conn;
 
-/* 32 bytes. Written by the thread doing I/O on the fd; kind is read by every hook (ldt__skip reads
- * kind and cls together: keep them the first two bytes). */
+/* 64 bytes: everything an fd keeps while no HTTP message is in flight on it (an idle keep-alive
+ * connection costs only this; see fdtab.c). Written by the thread doing I/O on the fd; kind is
+ * read by every hook. The addresses label every span of the connection: fetched once, when it is
+ * classified HTTP (or its connect completes); the local address and a unix socket path are
+ * interned (ldt__name_*), being mostly the same few for every connection. ldt__skip reads kind
+ * and cls together: keep them the first two bytes. */
 struct ldt__fd {
     _Atomic uint8_t kind;   /* enum ldt__fd_kind */
     uint8_t cls;            /* enum ldt__fd_cls */
     uint8_t origin;         /* enum ldt__fd_origin */
     uint8_t tls;            /* OpenSSL runs over it: sniffed in the SSL_* hooks, never here */
+    uint8_t role;           /* enum ldt__role, once cls is LDT__CLS_HTTP */
+    uint8_t addrs;          /* the address fields are filled */
+    uint8_t peer_family, local_family;
+    uint16_t peer_port, local_port;
+    uint16_t local_ref;     /* ldt__name_intern of the local address bytes, 0: none */
+    uint16_t unix_ref;      /* ldt__name_intern of the unix socket path, 0: none */
     uint32_t calls;         /* intercepted calls on this socket */
+    uint32_t _spare;
     uint64_t bytes_in;
     uint64_t bytes_out;
-    struct ldt__conn *conn; /* HTTP or pending-connect state, from the conn pool */
+    /* HTTP or pending-connect state while a message is in flight, from the conn pool; NULL when
+     * idle. Change it only with ldt__conn_take/put (the protocol is at the top of fdtab.c). */
+    struct ldt__conn *_Atomic conn;
+    uint8_t peer_addr[16];
 };
 
 _Static_assert(offsetof(struct ldt__fd, kind) == 0 && offsetof(struct ldt__fd, cls) == 1,
                "ldt__skip reads kind and cls as one word");
+_Static_assert(sizeof(struct ldt__fd) == 64, "the fd entry is 64 bytes (issue #9)");
 
 extern struct ldt__fd *_Atomic ldt__fd_chunks[LDT__FD_MAX_CHUNKS];
 
@@ -186,6 +201,13 @@ int ldt__fd_share_sibling(int fd, struct ldt__fd *e);
 
 /* Probe fd with fstat/getsockopt: LDT__FD_SOCK or LDT__FD_OTHER. Preserves errno. */
 enum ldt__fd_kind ldt__fd_probe(int fd);
+
+/* Interned byte strings (a local address, a unix socket path): up to LDT_SPAN_HOST_MAX bytes, kept
+ * for the life of the process in a fixed table. ldt__name_intern returns the reference (>= 1) of
+ * b[n], adding it if new, or 0 when n is 0, too long, or the table is full. ldt__name_get gives the
+ * bytes of a reference (NULL and *n 0 for 0). Thread-safe; lookups take no lock. */
+uint16_t ldt__name_intern(const void *b, size_t n);
+const char *ldt__name_get(uint16_t ref, size_t *n);
 
 /* ------------------------------------------------------------------------------------------------
  * Connection state (fdtab.c pool; sniff.c, span.c, inject.c use it)
@@ -249,7 +271,7 @@ struct ldt__conn {
     atomic_flag lock;
     uint8_t role;               /* enum ldt__role */
     uint8_t dead;               /* the sniffer gave up: pass-through from now on */
-    uint8_t addrs;              /* addresses fetched */
+    uint8_t busy;               /* holders (ldt__conn_hold): an injected send in progress */
     uint8_t connecting;         /* a non-blocking connect span is open */
     uint8_t connect_pending;    /* conn_span ended well and waits for the first request (below) */
     uint32_t epoch;             /* ldt__fork_epoch at the last I/O seen on it in this process */
@@ -272,12 +294,7 @@ struct ldt__conn {
     struct ldt__span cli[LDT__CLI_MAX];
     struct ldt__span conn_span;     /* an open non-blocking CONNECT span */
     char pend[LDT__INJ_MAX];
-    /* addresses, copied into every record */
-    uint8_t peer_family, local_family;
-    uint16_t peer_port, local_port;
-    uint8_t peer_addr[16], local_addr[16];
-    uint8_t unix_len;
-    char unix_path[LDT_SPAN_HOST_MAX];
+    struct ldt__fd *owner;          /* the fd entry whose addresses label its spans, NULL: free */
     struct ldt__conn *next_free;
     struct ldt__tls_write tlsw;     /* an SSL_write with our lines in it (hooks_ssl.c) */
 };
@@ -286,6 +303,31 @@ struct ldt__conn {
  * readable). NULL when mmap fails (counted as an untracked connection). Thread-safe. */
 struct ldt__conn *ldt__conn_alloc(void);
 void ldt__conn_free(struct ldt__conn *c);
+
+/* The conn of fd entry e, locked and checked to still be e's (see the protocol at the top of
+ * fdtab.c), or NULL when e has none (idle). */
+struct ldt__conn *ldt__conn_of(struct ldt__fd *e);
+
+/* The same, taking a conn from the pool for e (in e->role) when it has none: a message starts.
+ * NULL only when the pool is exhausted. */
+struct ldt__conn *ldt__conn_take(struct ldt__fd *e);
+
+/* Done with c (locked, e's): unlock it, first giving it back to the pool when the connection is
+ * idle again (ldt__conn_idle), or when it turned pass-through (e->cls becomes LDT__CLS_PASS). */
+void ldt__conn_put(struct ldt__fd *e, struct ldt__conn *c);
+
+/* 0: c holds state that must survive until the next event (a message in flight, owed bytes, an
+ * open connect span, a holder ...); 1: nothing but what the fd entry keeps; 2: likewise, and the
+ * connection has become pass-through (sniffer gave up, or a tunnel). Caller holds the lock. */
+int ldt__conn_idle(const struct ldt__conn *c);
+
+/* Pin e's conn (taking one if needed) across a real call made without its lock (an injected send):
+ * it is not given back to the pool until ldt__conn_unhold. NULL when the pool is exhausted. */
+struct ldt__conn *ldt__conn_hold(struct ldt__fd *e);
+void ldt__conn_unhold(struct ldt__fd *e, struct ldt__conn *c);
+
+/* Conns in use (taken from the pool and not given back): for tests and the scale bench. */
+extern _Atomic uint64_t ldt__conn_in_use;
 
 /* Fork child: release every lock of the pool and its conns (their holders did not survive). */
 void ldt__conn_atfork_child(void);

@@ -48,41 +48,45 @@ void ldt__span_peer(struct ldt_span_rec *r, const struct sockaddr *sa, socklen_t
 }
 
 /* The unix socket path: the peer's for a client, our own (the listening path) for a server. */
-static void unix_path_from(struct ldt__conn *c, const struct sockaddr_storage *ss, socklen_t len)
+static void unix_path_from(struct ldt__fd *e, const struct sockaddr_storage *ss, socklen_t len)
 {
     const struct sockaddr_un *u = (const struct sockaddr_un *)ss;
     size_t off = offsetof(struct sockaddr_un, sun_path);
-    if (ss->ss_family != AF_UNIX || len <= off || c->unix_len)
+    if (ss->ss_family != AF_UNIX || len <= off || e->unix_ref)
         return;
     size_t n = strnlen(u->sun_path, len - off);
-    if (n > sizeof c->unix_path)
-        n = sizeof c->unix_path;
-    memcpy(c->unix_path, u->sun_path, n);
-    c->unix_len = (uint8_t)n;
+    e->unix_ref = ldt__name_intern(u->sun_path, n < LDT_SPAN_HOST_MAX ? n : LDT_SPAN_HOST_MAX);
 }
 
-static void fetch_addrs(int fd, struct ldt__conn *c)
+/* The addresses of fd's connection into its entry (once: they label every span on it). */
+static void fetch_addrs(int fd, struct ldt__fd *e)
 {
     struct sockaddr_storage ss;
+    uint8_t local[16] = {0};
     socklen_t len = sizeof ss;
     memset(&ss, 0, sizeof ss);
     if (ldt_real.getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
-        addr_from(&ss, len, &c->peer_family, c->peer_addr, &c->peer_port);
-        unix_path_from(c, &ss, len);
+        addr_from(&ss, len, &e->peer_family, e->peer_addr, &e->peer_port);
+        unix_path_from(e, &ss, len);
     }
     len = sizeof ss;
     memset(&ss, 0, sizeof ss);
     if (ldt_real.getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
-        addr_from(&ss, len, &c->local_family, c->local_addr, &c->local_port);
-        unix_path_from(c, &ss, len);
+        addr_from(&ss, len, &e->local_family, local, &e->local_port);
+        unix_path_from(e, &ss, len);
     }
-    c->addrs = 1;
+    if (e->local_family == LDT_AF_INET || e->local_family == LDT_AF_INET6)
+        e->local_ref = ldt__name_intern(local, e->local_family == LDT_AF_INET ? 4 : 16);
+    e->addrs = 1;
 }
 
 struct ldt__conn *ldt__sniff_attach(int fd, struct ldt__fd *e, enum ldt__role role)
 {
     int saved = errno;
-    struct ldt__conn *c = e->conn ? e->conn : ldt__conn_alloc();
+    if (!e->addrs)
+        fetch_addrs(fd, e);
+    e->role = (uint8_t)role;
+    struct ldt__conn *c = ldt__conn_take(e);
     if (!c) {
         e->cls = LDT__CLS_PASS;
         ldt__count_untracked();
@@ -92,10 +96,8 @@ struct ldt__conn *ldt__sniff_attach(int fd, struct ldt__fd *e, enum ldt__role ro
     c->role = (uint8_t)role;
     ldt_http_init(&c->in, role == LDT__ROLE_SERVER ? LDT_HTTP_REQUEST : LDT_HTTP_RESPONSE);
     ldt_http_init(&c->out, role == LDT__ROLE_SERVER ? LDT_HTTP_RESPONSE : LDT_HTTP_REQUEST);
-    if (!c->addrs)
-        fetch_addrs(fd, c);
-    e->conn = c;
     e->cls = LDT__CLS_HTTP;
+    ldt__conn_unlock(c);
     errno = saved;
     return c;
 }
@@ -124,9 +126,13 @@ static void classify(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
         ldt__fd_share_sibling(fd, e))
         return;
     e->cls = LDT__CLS_PASS;
-    if (e->conn && !e->conn->connecting) {
-        ldt__conn_free(e->conn); /* it only carried the CONNECT span, now ended */
-        e->conn = NULL;
+    struct ldt__conn *c = ldt__conn_of(e);
+    if (c && !c->connecting && !c->shared) {
+        atomic_store_explicit(&e->conn, NULL, memory_order_release);
+        ldt__conn_unlock(c);
+        ldt__conn_free(c); /* it only carried the CONNECT span, now ended */
+    } else if (c) {
+        ldt__conn_unlock(c);
     }
 }
 
@@ -499,8 +505,8 @@ static void on_error(int fd, struct ldt__conn *c, int err)
 }
 
 /* A non-blocking connect's span ends at the first use of the socket (or its close): SO_ERROR says
- * how the handshake went. */
-static void connect_end(int fd, struct ldt__conn *c, int soerr)
+ * how the handshake went. Caller holds the lock. */
+static void connect_end(struct ldt__conn *c, int soerr)
 {
     c->connecting = 0;
     c->conn_span.rec.err = soerr;
@@ -509,28 +515,34 @@ static void connect_end(int fd, struct ldt__conn *c, int soerr)
         ldt__stack_capture(c->conn_span.rec.span_id);
         c->conn_span.rec.flags |= LDT_SPAN_F_STACK;
     }
-    if (!c->addrs)
-        fetch_addrs(fd, c);
     if (soerr)
         ldt__span_end(&c->conn_span, NULL); /* failed: keep the address connect got */
     else
         ldt__conn_connect_done(c, c);
 }
 
-static void connect_finish(int fd, struct ldt__conn *c)
+/* fd's conn has a connect span open: end it, with value as SO_ERROR (or read SO_ERROR: rd). */
+static void connect_check(int fd, struct ldt__fd *e, int rd, int value)
 {
-    int soerr = 0;
-    socklen_t l = sizeof soerr;
-    if (ldt_real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0)
-        soerr = 0;
-    connect_end(fd, c, soerr);
+    struct ldt__conn *c = atomic_load_explicit(&e->conn, memory_order_acquire);
+    if (!c || !c->connecting) /* a racy peek: conns stay mapped; checked again under the lock */
+        return;
+    socklen_t l = sizeof value;
+    if (rd && ldt_real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &l) != 0)
+        value = 0;
+    if (!e->addrs && fd >= 0)
+        fetch_addrs(fd, e);
+    if ((c = ldt__conn_of(e)) == NULL)
+        return;
+    if (c->connecting)
+        connect_end(c, value);
+    ldt__conn_put(e, c);
 }
 
 void ldt__sniff_so_error(int fd, struct ldt__fd *e, int value)
 {
     int saved = errno;
-    if (e->conn && e->conn->connecting)
-        connect_end(fd, e->conn, value);
+    connect_check(fd, e, 0, value);
     errno = saved;
 }
 
@@ -583,27 +595,29 @@ static size_t iov_total(const struct iovec *iov, int cnt)
     return t;
 }
 
-/* The conn of a traced socket after this call's bookkeeping, or NULL when there is nothing to sniff
- * (not HTTP, gone dead). Ends an open non-blocking CONNECT span and classifies on first bytes. */
+/* The conn of a traced socket after this call's bookkeeping, locked and checked to be e's (taken
+ * from the pool when these bytes may start a message on an idle connection), or NULL when there is
+ * nothing to sniff (not HTTP; gone dead: then given back). Ends an open non-blocking CONNECT span
+ * and classifies on first bytes. */
 static struct ldt__conn *io_conn(int fd, struct ldt__fd *e, enum ldt__dir dir,
                                  const struct iovec *iov, int cnt, ssize_t n)
 {
-    struct ldt__conn *c = e->conn;
+    struct ldt__conn *c = atomic_load_explicit(&e->conn, memory_order_relaxed);
     e->calls++;
-    if (n > 0) {
-        if (dir == LDT__IN)
-            e->bytes_in += (uint64_t)n;
-        else
-            e->bytes_out += (uint64_t)n;
-    }
-    if (LDT_LIKELY(e->cls == LDT__CLS_HTTP && c && !c->connecting))
-        return c->dead ? NULL : c;
-    if (c && c->connecting)
-        connect_finish(fd, c);
+    if (LDT_UNLIKELY(c != NULL && c->connecting)) /* a racy peek: conns stay mapped */
+        connect_check(fd, e, 1, 0);
     if (e->cls == LDT__CLS_NONE && n > 0 && iov)
         classify(fd, e, dir, iov, cnt, (size_t)n);
-    c = e->conn;
-    return e->cls == LDT__CLS_HTTP && c && !c->dead ? c : NULL;
+    if (e->cls != LDT__CLS_HTTP)
+        return NULL;
+    /* Bytes may start a message: take a conn if the connection is idle; anything else only
+     * concerns a message in flight. */
+    c = n > 0 && iov ? ldt__conn_take(e) : ldt__conn_of(e);
+    if (c && c->dead) {
+        ldt__conn_put(e, c); /* gives it back: the connection is pass-through from now on */
+        return NULL;
+    }
+    return c;
 }
 
 void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov,
@@ -612,7 +626,6 @@ void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
     struct ldt__conn *c = io_conn(fd, e, dir, iov, cnt, n);
     if (!c)
         return;
-    ldt__conn_lock(c);
     c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
     if (n > 0 && iov && cnt >= 1 && c->role == LDT__ROLE_SERVER && iov[0].iov_len >= (size_t)n) {
         /* A server's request read or response written in one buffer: the steps below, in order. */
@@ -625,7 +638,7 @@ void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
             account_server(c, dir, n, err, io_ns);
             feed_server_out(c, iov[0].iov_base, (size_t)n);
         }
-        ldt__conn_unlock(c);
+        ldt__conn_put(e, c); /* the response done: back to the pool */
         return;
     }
     /* The call is accounted to the span it served: one a request read creates (server, in) exists
@@ -643,7 +656,7 @@ void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
         on_error(fd, c, err);
     if (late && !c->dead)
         account(c, dir, n, err, io_ns);
-    ldt__conn_unlock(c);
+    ldt__conn_put(e, c);
 }
 
 void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov, int cnt,
@@ -660,16 +673,16 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
 int ldt__sniff_wants_inject(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt)
 {
     int saved = errno;
-    if (e->conn && e->conn->connecting)
-        connect_finish(fd, e->conn);
+    connect_check(fd, e, 1, 0);
     if (e->cls == LDT__CLS_NONE) {
         size_t t = iov_total(iov, cnt);
         if (t > 0)
             classify(fd, e, LDT__OUT, iov, cnt, t);
     }
     errno = saved;
-    return e->cls == LDT__CLS_HTTP && e->conn && e->conn->role == LDT__ROLE_CLIENT &&
-           !e->conn->dead;
+    /* A racy peek at dead (conns stay mapped): the injector checks it again under the lock. */
+    struct ldt__conn *c = atomic_load_explicit(&e->conn, memory_order_acquire);
+    return e->cls == LDT__CLS_HTTP && e->role == LDT__ROLE_CLIENT && !(c && c->dead);
 }
 
 void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t io_ns)
@@ -679,9 +692,10 @@ void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t
     e->calls++;
     if (n > 0)
         e->bytes_out += (uint64_t)n;
-    struct ldt__conn *c = e->conn;
-    if (e->cls == LDT__CLS_HTTP && c && !c->dead) {
-        ldt__conn_lock(c);
+    struct ldt__conn *c = NULL;
+    if (e->cls == LDT__CLS_HTTP)
+        c = n > 0 ? ldt__conn_take(e) : ldt__conn_of(e);
+    if (c && !c->dead) {
         c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
         account(c, LDT__OUT, n, err, io_ns);
         if (n > 0) {
@@ -696,8 +710,9 @@ void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t
         } else if (n < 0) {
             on_error(fd, c, err);
         }
-        ldt__conn_unlock(c);
     }
+    if (c)
+        ldt__conn_put(e, c);
     (void)fd;
     ldt__io_end = 0;
     errno = saved;
@@ -735,6 +750,5 @@ void ldt__sniff_close(struct ldt__conn *c, struct ldt__fd *e)
 /* Close of a socket with a non-blocking connect still open: end that span first. */
 void ldt__sniff_close_fd(int fd, struct ldt__fd *e)
 {
-    if (e->conn && e->conn->connecting)
-        connect_finish(fd, e->conn);
+    connect_check(fd, e, 1, 0);
 }

@@ -624,16 +624,25 @@ void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m)
     s->sampled = (tc.flags & LDT_TC_FLAG_SAMPLED) != 0;
 }
 
+/* The addresses come from the fd entry the conn belongs to (they outlive the conn: fdtab.c). */
 static void fill_addrs(struct ldt_span_rec *r, const struct ldt__conn *c)
 {
-    r->peer_family = c->peer_family;
-    r->local_family = c->local_family;
-    r->peer_port = c->peer_port;
-    r->local_port = c->local_port;
-    memcpy(r->peer_addr, c->peer_addr, 16);
-    memcpy(r->local_addr, c->local_addr, 16);
-    if (r->kind == LDT_SPAN_SERVER && c->unix_len && !r->host_len)
-        set_host(r, c->unix_path, c->unix_len, 0);
+    const struct ldt__fd *e = c->owner;
+    size_t n;
+    if (!e)
+        return;
+    r->peer_family = e->peer_family;
+    r->local_family = e->local_family;
+    r->peer_port = e->peer_port;
+    r->local_port = e->local_port;
+    memcpy(r->peer_addr, e->peer_addr, 16);
+    const char *b = ldt__name_get(e->local_ref, &n);
+    memset(r->local_addr, 0, 16);
+    if (b)
+        memcpy(r->local_addr, b, n < 16 ? n : 16);
+    if (r->kind == LDT_SPAN_SERVER && e->unix_ref && !r->host_len &&
+        (b = ldt__name_get(e->unix_ref, &n)) != NULL)
+        set_host(r, b, n, 0);
 }
 
 /* Status: server ERROR on 5xx or a response cut short; client ERROR on 4xx/5xx or a failed call. */
