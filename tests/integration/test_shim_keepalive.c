@@ -123,3 +123,59 @@ Test(shim_keepalive, three_requests_on_one_connection_give_three_linked_pairs, .
     itest_spans_free(sp);
     itest_rmtree(dir);
 }
+
+/* One socket, a writer thread and a reader thread (tests/integration/py/twothreads.py): the shim's
+ * connection state is given back whenever the reader catches up and taken again by the writer's
+ * next request, racing the reader. Every request still gets its linked CLIENT/SERVER pair. */
+Test(shim_keepalive, a_reader_and_a_writer_thread_on_one_socket, .timeout = 60)
+{
+    enum { N = 60 };
+    char dir[ITEST_PATH_MAX], out[ITEST_PATH_MAX + 16], port_s[16], n_s[16];
+    cr_assert_eq(itest_mkdtemp(dir), 0);
+    snprintf(out, sizeof(out), "%s.out", dir);
+    int port = itest_free_port();
+    snprintf(port_s, sizeof(port_s), "%d", port);
+    snprintf(n_s, sizeof(n_s), "%d", N);
+    struct itest_env es, ec;
+    itest_env_init(&es);
+    itest_env_init(&ec);
+    cr_assert_eq(itest_env_trace(&es, dir, "backend"), 0, "libldtrace.so is not built");
+    cr_assert_eq(itest_env_trace(&ec, dir, "tt"), 0, "libldtrace.so is not built");
+    char *sargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), port_s, NULL};
+    pid_t srv = itest_start_server(&es, sargv, port, NULL);
+    cr_assert_gt(srv, 0);
+    char *cargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/twothreads.py"), port_s, n_s,
+                     NULL};
+    int rc = itest_run(&ec, cargv, out, 30000);
+    itest_settle(250);
+    itest_stop(srv);
+    itest_env_free(&es);
+    itest_env_free(&ec);
+    cr_assert_eq(rc, 0, "twothreads.py exited with %d", rc);
+    char *text = itest_slurp(out, NULL);
+    cr_assert_not_null(text);
+    unlink(out);
+    struct itest_spans *sp = itest_drain_load(dir);
+    cr_assert_not_null(sp);
+    cr_assert_eq(itest_duplicates(sp), 0);
+    cr_assert_eq(itest_count(sp, ITEST_CLIENT, "tt", NULL, NULL), N);
+    cr_assert_eq(itest_count(sp, ITEST_SERVER, "backend", NULL, NULL), N);
+    const char *line = text;
+    for (int i = 0; i < N; i++) {
+        char path[32], want[40];
+        snprintf(path, sizeof(path), "/tt/%d", i);
+        snprintf(want, sizeof(want), "200 %s\n", path);
+        cr_assert(line && strncmp(line, want, strlen(want)) == 0, "response %d: %.40s", i, line);
+        line = strchr(line, '\n') + 1;
+        const struct itest_span *c = itest_find(sp, ITEST_CLIENT, "tt", "url.path", path);
+        const struct itest_span *s = itest_find(sp, ITEST_SERVER, "backend", "url.path", path);
+        cr_assert_not_null(c, "no CLIENT span for %s", path);
+        cr_assert_not_null(s, "no SERVER span for %s", path);
+        cr_assert_str_eq(s->parent_id, c->span_id, "%s: SERVER not a child of its CLIENT", path);
+        cr_expect_eq(itest_attr_int(c, "http.response.status_code", 0), 200);
+        cr_expect_eq(itest_attr_int(c, "server.port", 0), port);
+    }
+    free(text);
+    itest_spans_free(sp);
+    itest_rmtree(dir);
+}

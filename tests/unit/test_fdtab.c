@@ -207,3 +207,257 @@ Test(fdtab, skip_passes_files_and_classified_pass_sockets_only, .init = setup)
     cr_assert_eq(ldt__skip(fd), 0, "a forgotten fd is probed again");
     ldt__mode = saved_mode;
 }
+
+/* ---- conn state only while a message is in flight (issue #9) ----------------------------------- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <semaphore.h>
+#include <stdio.h>
+
+static pthread_mutex_t rec_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct ldt_span_rec recs[256];
+static int nrecs;
+
+static void keep(const void *rec, size_t len)
+{
+    pthread_mutex_lock(&rec_mu);
+    if (*(const uint8_t *)rec == LDT_REC_SPAN && len == sizeof recs[0] && nrecs < 256)
+        memcpy(&recs[nrecs++], rec, len);
+    pthread_mutex_unlock(&rec_mu);
+}
+
+/* The bytes the last injected send put on the wire (a fake kernel taking everything). */
+static char wire[4096];
+static size_t wire_len;
+
+static ssize_t take_all(void *ctx, const struct iovec *iov, int cnt)
+{
+    (void)ctx;
+    ssize_t t = 0;
+    for (int i = 0; i < cnt; i++) {
+        if (wire_len + iov[i].iov_len <= sizeof wire)
+            memcpy(wire + wire_len, iov[i].iov_base, iov[i].iov_len);
+        wire_len += iov[i].iov_len;
+        t += (ssize_t)iov[i].iov_len;
+    }
+    return t;
+}
+
+/* What the hooks do around a real call that moved len bytes of buf on fd (entry e). */
+static void moved(int fd, struct ldt__fd *e, enum ldt__dir dir, const char *buf, size_t len)
+{
+    struct iovec v = {(void *)buf, len};
+    if (dir == LDT__OUT && ldt__sniff_wants_inject(fd, e, &v, 1)) {
+        struct ldt__conn *c = ldt__conn_hold(e);
+        cr_assert_not_null(c);
+        wire_len = 0;
+        ssize_t n = ldt__client_send(c, &v, 1, take_all, NULL);
+        cr_assert_eq(n, (ssize_t)len);
+        ldt__sniff_io(fd, e, dir, NULL, 0, n, 0, 1);
+        ldt__conn_unhold(e, c);
+        return;
+    }
+    ldt__sniff_io(fd, e, dir, &v, 1, (ssize_t)len, 0, 1);
+}
+
+static void fresh(struct ldt__fd *e)
+{
+    memset(e, 0, sizeof *e);
+    atomic_store(&e->kind, LDT__FD_SOCK);
+}
+
+static const char RESP[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/* A loopback TCP pair (client end a, server end b): real addresses for the entries. */
+static void tcp_pair(int *a, int *b)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof sa;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(ls, 1) == 0);
+    cr_assert_eq(getsockname(ls, (struct sockaddr *)&sa, &l), 0);
+    *a = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_eq(connect(*a, (struct sockaddr *)&sa, sizeof sa), 0);
+    *b = accept(ls, NULL, NULL);
+    cr_assert_geq(*b, 0);
+    close(ls);
+}
+
+Test(fdtab_idle, keepalive_conn_is_given_back_at_idle_and_retaken_with_correct_spans,
+     .init = setup)
+{
+    int a, b;
+    tcp_pair(&a, &b);
+    struct ldt__fd ce, se;
+    fresh(&ce);
+    fresh(&se);
+    ldt__span_sink = keep;
+    nrecs = 0;
+    uint64_t base = atomic_load(&ldt__conn_in_use);
+    const char *reqs[] = {"GET /one HTTP/1.1\r\nHost: x\r\n\r\n", "GET /two HTTP/1.1\r\nHost: x\r\n\r\n",
+                          "POST /three HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"};
+    for (int i = 0; i < 3; i++) {
+        moved(a, &ce, LDT__OUT, reqs[i], strlen(reqs[i]));
+        cr_assert_not_null(ce.conn, "request %d in flight: the client holds a conn", i);
+        char w[4096];
+        size_t wl = wire_len;
+        cr_assert_gt(wl, strlen(reqs[i]), "our lines went out with request %d", i);
+        memcpy(w, wire, wl);
+        moved(b, &se, LDT__IN, w, wl);
+        cr_assert_not_null(se.conn, "request %d read, not answered: the server holds a conn", i);
+        cr_assert_eq(atomic_load(&ldt__conn_in_use), base + 2);
+        moved(b, &se, LDT__OUT, RESP, sizeof RESP - 1);
+        moved(a, &ce, LDT__IN, RESP, sizeof RESP - 1);
+        cr_assert_null(ce.conn, "exchange %d done: the client's conn is back in the pool", i);
+        cr_assert_null(se.conn, "exchange %d done: the server's conn is back in the pool", i);
+        cr_assert_eq(atomic_load(&ldt__conn_in_use), base);
+        cr_assert_eq(ce.cls, LDT__CLS_HTTP);
+        cr_assert_eq(se.role, LDT__ROLE_SERVER);
+    }
+    cr_assert_eq(nrecs, 6, "%d spans", nrecs);
+    struct sockaddr_in ca, sa;
+    socklen_t l = sizeof ca;
+    getsockname(a, (struct sockaddr *)&ca, &l);
+    l = sizeof sa;
+    getsockname(b, (struct sockaddr *)&sa, &l);
+    const char *paths[] = {"/one", "/two", "/three"};
+    for (int i = 0; i < 6; i++) {
+        const struct ldt_span_rec *r = &recs[i];
+        int srv = r->kind == LDT_SPAN_SERVER;
+        cr_assert_eq(r->status_code, 200);
+        cr_assert_eq(r->path_len, strlen(paths[i / 2]));
+        cr_assert(memcmp(r->path, paths[i / 2], r->path_len) == 0, "span %d: %.*s", i,
+                  r->path_len, r->path);
+        cr_assert_eq(r->peer_family, LDT_AF_INET);
+        cr_assert_eq(r->local_family, LDT_AF_INET);
+        cr_assert_eq(r->local_port, ntohs(srv ? sa.sin_port : ca.sin_port));
+        cr_assert_eq(r->peer_port, ntohs(srv ? ca.sin_port : sa.sin_port));
+        cr_assert(memcmp(r->local_addr, &ca.sin_addr, 4) == 0, "the interned local address");
+        cr_assert(memcmp(r->peer_addr, &ca.sin_addr, 4) == 0);
+        cr_assert_eq(r->bytes_out, srv ? sizeof RESP - 1 : strlen(reqs[i / 2]));
+    }
+    /* Each client span's lines went out and the server saw them: its server span is the child,
+     * a new trace each time (a conn re-taken carries nothing of the previous request). */
+    for (int i = 0; i < 6; i += 2) {
+        const struct ldt_span_rec *s = recs[i].kind == LDT_SPAN_SERVER ? &recs[i] : &recs[i + 1];
+        const struct ldt_span_rec *c = recs[i].kind == LDT_SPAN_SERVER ? &recs[i + 1] : &recs[i];
+        cr_assert_eq(c->kind, LDT_SPAN_CLIENT);
+        cr_assert(c->flags & LDT_SPAN_F_INJECTED);
+        cr_assert(memcmp(s->parent_id, c->span_id, 8) == 0, "exchange %d: not linked", i / 2);
+        cr_assert(memcmp(s->trace_id, c->trace_id, 16) == 0);
+        if (i > 0)
+            cr_assert(memcmp(c->trace_id, recs[i - 1].trace_id, 16) != 0);
+    }
+    close(a);
+    close(b);
+}
+
+#define IDLE_N 10000
+
+Test(fdtab_idle, ten_thousand_idle_keepalive_connections_hold_no_conn, .init = setup)
+{
+    ldt__span_sink = sink;
+    uint64_t base = atomic_load(&ldt__conn_in_use);
+    static const char req[] = "GET /c HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    /* Both ends of IDLE_N connections in the table (numbers no real fd uses), one exchange
+     * each, in flight all at once: every end holds a conn. */
+    int fd0 = 3 * (int)LDT__FD_CHUNK;
+    for (int i = 0; i < IDLE_N; i++) {
+        ldt__fd_set(fd0 + 2 * i, LDT__FD_SOCK, LDT__ORIG_CONNECTED);
+        ldt__fd_set(fd0 + 2 * i + 1, LDT__FD_SOCK, LDT__ORIG_ACCEPTED);
+        moved(fd0 + 2 * i, ldt__fd_get(fd0 + 2 * i), LDT__OUT, req, sizeof req - 1);
+        moved(fd0 + 2 * i + 1, ldt__fd_get(fd0 + 2 * i + 1), LDT__IN, req, sizeof req - 1);
+    }
+    cr_assert_eq(atomic_load(&ldt__conn_in_use), base + 2 * IDLE_N);
+    for (int i = 0; i < IDLE_N; i++) {
+        moved(fd0 + 2 * i + 1, ldt__fd_get(fd0 + 2 * i + 1), LDT__OUT, RESP, sizeof RESP - 1);
+        moved(fd0 + 2 * i, ldt__fd_get(fd0 + 2 * i), LDT__IN, RESP, sizeof RESP - 1);
+    }
+    /* All idle keep-alive now: what stays is the 64-byte entries. */
+    cr_assert_eq(atomic_load(&ldt__conn_in_use), base, "%llu conns still held",
+                 (unsigned long long)(atomic_load(&ldt__conn_in_use) - base));
+    cr_assert_leq(sizeof(struct ldt__fd), 64);
+    for (int i = 0; i < 2 * IDLE_N; i++) {
+        struct ldt__fd *e = ldt__fd_peek(fd0 + i);
+        cr_assert_null(e->conn);
+        cr_assert_eq(e->cls, LDT__CLS_HTTP);
+        ldt__fd_reset(fd0 + i);
+    }
+    cr_assert_eq(atomic_load(&ldt__conn_in_use), base);
+}
+
+/* One socket, two threads: a writer sends requests (at most 3 unanswered), a reader reads the
+ * responses, as a pipelining client with a reader thread does. The conn is given back whenever
+ * the reader catches up and taken again by the writer's next request, racing the reader. */
+#define TT_N 400
+
+static struct ldt__fd tt_e;
+static sem_t tt_written, tt_room;
+
+static void *tt_writer(void *arg)
+{
+    (void)arg;
+    char req[64];
+    for (int i = 0; i < TT_N; i++) {
+        sem_wait(&tt_room);
+        int n = snprintf(req, sizeof req, "GET /r/%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
+        moved(-1, &tt_e, LDT__OUT, req, (size_t)n);
+        sem_post(&tt_written);
+    }
+    return NULL;
+}
+
+static void *tt_reader(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < TT_N; i++) {
+        sem_wait(&tt_written);
+        /* In two pieces, so the reader spends time inside the conn while the writer writes. */
+        moved(-1, &tt_e, LDT__IN, RESP, 20);
+        moved(-1, &tt_e, LDT__IN, RESP + 20, sizeof RESP - 1 - 20);
+        sem_post(&tt_room);
+    }
+    return NULL;
+}
+
+Test(fdtab_idle, a_reader_and_a_writer_thread_on_one_socket, .init = setup, .timeout = 30)
+{
+    static struct ldt_span_rec all[TT_N];
+    fresh(&tt_e);
+    ldt__span_sink = keep;
+    nrecs = 0;
+    uint64_t base = atomic_load(&ldt__conn_in_use);
+    sem_init(&tt_written, 0, 0);
+    sem_init(&tt_room, 0, 3);
+    pthread_t w, r;
+    int got = 0;
+    pthread_create(&w, NULL, tt_writer, NULL);
+    pthread_create(&r, NULL, tt_reader, NULL);
+    /* Drain the record buffer as it fills (it holds 256). */
+    for (int done = 0; !done;) {
+        done = pthread_tryjoin_np(r, NULL) == 0;
+        pthread_mutex_lock(&rec_mu);
+        cr_assert_leq(got + nrecs, TT_N);
+        memcpy(all + got, recs, (size_t)nrecs * sizeof recs[0]);
+        got += nrecs;
+        nrecs = 0;
+        pthread_mutex_unlock(&rec_mu);
+        usleep(1000);
+    }
+    pthread_join(w, NULL);
+    cr_assert_eq(got, TT_N, "%d client spans of %d", got, TT_N);
+    for (int i = 0; i < TT_N; i++) {
+        char want[16];
+        int n = snprintf(want, sizeof want, "/r/%d", i);
+        cr_assert_eq(all[i].kind, LDT_SPAN_CLIENT);
+        cr_assert_eq(all[i].status_code, 200, "span %d", i);
+        cr_assert(all[i].path_len == n && memcmp(all[i].path, want, (size_t)n) == 0,
+                  "span %d is %.*s", i, all[i].path_len, all[i].path);
+        cr_assert(all[i].flags & LDT_SPAN_F_INJECTED);
+        cr_assert_not(all[i].flags & LDT_SPAN_F_CONN_DIED);
+        cr_assert_eq(all[i].bytes_in, sizeof RESP - 1);
+    }
+    cr_assert_null(tt_e.conn, "all answered: idle");
+    cr_assert_eq(atomic_load(&ldt__conn_in_use), base);
+}
