@@ -1,21 +1,23 @@
 /* fdtab.c - the per-fd table (dense, mmapped chunks), the pool of HTTP connection states, and the
  * interned names (local addresses, unix socket paths) the fd entries refer to.
  *
- * Every hook starts here: fd -> 64-byte entry in two loads, no lock. An fd we never saw (inherited
+ * Every hook starts here: fd -> 48-byte entry in two loads, no lock. An fd we never saw (inherited
  * across exec, from dup(), opened by a call we do not hook) is probed once with fstat/getsockopt
  * and the answer cached until close.
  *
- * Memory per connection (issue #9: <= 64 bytes per tracked fd, flat over time). A connection state
- * (struct ldt__conn: two parsers, the span FIFOs, owed injected bytes ...) is several KiB, so it
- * only exists while a message is in flight: it is taken from the pool when a message starts on an
- * idle connection (ldt__conn_take) and given back as soon as the connection is idle again
- * (ldt__conn_put: both parsers at a message boundary, FIFOs empty, no owed bytes, no open or
+ * Memory per connection (issue #9: <= 64 bytes per tracked fd, flat over time; the entry is 48).
+ * A connection state (struct ldt__conn: two parsers, the span FIFOs, owed injected bytes ...) is
+ * ~8 KiB, so it only exists while a message is in flight: it is taken from the pool when a message
+ * starts on an idle connection (ldt__conn_take) and given back as soon as the connection is idle
+ * again (ldt__conn_put: both parsers at a message boundary, FIFOs empty, no owed bytes, no open or
  * pending connect span, no holder, no TLS write pending, not shared by a dup). What must survive
  * idleness lives in the fd entry: class, role, origin, tls, and the addresses that label the next
  * request (peer inline; the local address and a unix path interned, as they are mostly the same
  * few). A connection that turns pass-through (the sniffer gave up, a tunnel) gives its conn back
- * too and is marked LDT__CLS_PASS: from then on its hooks only count bytes. Conns come from
- * mmapped chunks that are never unmapped, so a stale pointer always stays readable.
+ * too and is marked LDT__CLS_PASS: from then on its hooks only count calls. Conns come from
+ * mmapped chunks that are never unmapped, so a stale pointer always stays readable. The fork
+ * epoch, the last errno and a connect's binding to the request being served stay in the conn:
+ * they only matter while something is in flight (a failed connect keeps no conn at all).
  *
  * Concurrency protocol. Two threads may do I/O on one fd (a reader and a writer). e->conn changes
  * only while the conn's lock is held: installed by a compare-and-swap from NULL (ldt__conn_take,
@@ -390,7 +392,7 @@ int ldt__fd_share_sibling(int fd, struct ldt__fd *e)
                 return 0;
             }
             c->shared++;
-            memcpy(&e->role, &o->role, offsetof(struct ldt__fd, bytes_in) -
+            memcpy(&e->role, &o->role, offsetof(struct ldt__fd, conn) -
                                            offsetof(struct ldt__fd, role));
             memcpy(e->peer_addr, o->peer_addr, sizeof e->peer_addr);
             e->calls = 0;

@@ -34,13 +34,11 @@ LDT_INLINE void in_done(int fd, struct ldt__fd *e, const struct iovec *iov, int 
     errno = err;
 }
 
-/* A socket already classified as not HTTP: count its bytes, nothing else (no clock, no sniffer).
+/* A socket already classified as not HTTP: count the call, nothing else (no clock, no sniffer).
  * Touches nothing that could change errno. */
-static inline ssize_t pass_count(struct ldt__fd *e, ssize_t n, uint64_t *counter)
+static inline ssize_t pass_count(struct ldt__fd *e, ssize_t n)
 {
     e->calls++;
-    if (n > 0)
-        *counter += (uint64_t)n;
     ldt__leave();
     return n;
 }
@@ -70,7 +68,7 @@ static inline ssize_t pass_count(struct ldt__fd *e, ssize_t n, uint64_t *counter
 /* The traced part of a one-buffer receive. */
 #define IN_BODY(call, fd, buf, len, flags) \
     if (PASS_ONLY(e)) \
-        return pass_count(e, call, &e->bytes_in); \
+        return pass_count(e, call); \
     struct iovec v = {(void *)(buf), (len)}; \
     uint64_t t0 = ldt_clock_mono_ns(); \
     ssize_t n = call; \
@@ -101,7 +99,7 @@ HOOK(ssize_t, __recvfrom_chk, (int fd, void *buf, size_t len, size_t buflen, int
 
 HOOK(ssize_t, readv, (int fd, const struct iovec *iov, int cnt), (fd, iov, cnt), fd,
      if (PASS_ONLY(e))
-         return pass_count(e, ldt_real.readv(fd, iov, cnt), &e->bytes_in);
+         return pass_count(e, ldt_real.readv(fd, iov, cnt));
      uint64_t t0 = ldt_clock_mono_ns();
      ssize_t n = ldt_real.readv(fd, iov, cnt);
      in_done(fd, e, iov, cnt, n, 0, t0);
@@ -109,7 +107,7 @@ HOOK(ssize_t, readv, (int fd, const struct iovec *iov, int cnt), (fd, iov, cnt),
 
 HOOK(ssize_t, recvmsg, (int fd, struct msghdr *msg, int flags), (fd, msg, flags), fd,
      if (PASS_ONLY(e))
-         return pass_count(e, ldt_real.recvmsg(fd, msg, flags), &e->bytes_in);
+         return pass_count(e, ldt_real.recvmsg(fd, msg, flags));
      uint64_t t0 = ldt_clock_mono_ns();
      ssize_t n = ldt_real.recvmsg(fd, msg, flags);
      in_done(fd, e, msg->msg_iov, (int)msg->msg_iovlen, n, flags, t0);
@@ -183,7 +181,7 @@ LDT_INLINE void out_done(int fd, struct ldt__fd *e, const struct iovec *iov, int
 /* The traced part of a send: through the injector on a client-role HTTP connection. */
 #define OUT_BODY(call, fd, iov, cnt, ...) \
     if (PASS_ONLY(e)) \
-        return pass_count(e, call, &e->bytes_out); \
+        return pass_count(e, call); \
     if (!SERVING(e) && ldt__sniff_wants_inject(fd, e, iov, cnt)) { \
         struct out_call o = {fd, __VA_ARGS__}; \
         return out_inject(e, &o, iov, cnt); \

@@ -146,7 +146,7 @@ enum ldt__fd_origin {
 
 struct ldt__conn;
 
-/* 64 bytes: everything an fd keeps while no HTTP message is in flight on it (an idle keep-alive
+/* 48 bytes: everything an fd keeps while no HTTP message is in flight on it (an idle keep-alive
  * connection costs only this; see fdtab.c). Written by the thread doing I/O on the fd; kind is
  * read by every hook. The addresses label every span of the connection: fetched once, when it is
  * classified HTTP (or its connect completes); the local address and a unix socket path are
@@ -163,10 +163,8 @@ struct ldt__fd {
     uint16_t peer_port, local_port;
     uint16_t local_ref;     /* ldt__name_intern of the local address bytes, 0: none */
     uint16_t unix_ref;      /* ldt__name_intern of the unix socket path, 0: none */
-    uint32_t calls;         /* intercepted calls on this socket */
+    uint32_t calls;         /* intercepted calls on this socket (byte totals: in the spans) */
     uint32_t _spare;
-    uint64_t bytes_in;
-    uint64_t bytes_out;
     /* HTTP or pending-connect state while a message is in flight, from the conn pool; NULL when
      * idle. Change it only with ldt__conn_take/put (the protocol is at the top of fdtab.c). */
     struct ldt__conn *_Atomic conn;
@@ -175,7 +173,7 @@ struct ldt__fd {
 
 _Static_assert(offsetof(struct ldt__fd, kind) == 0 && offsetof(struct ldt__fd, cls) == 1,
                "ldt__skip reads kind and cls as one word");
-_Static_assert(sizeof(struct ldt__fd) == 64, "the fd entry is 64 bytes (issue #9)");
+_Static_assert(sizeof(struct ldt__fd) <= 64, "issue #9: <= 64 bytes per tracked fd");
 
 extern struct ldt__fd *_Atomic ldt__fd_chunks[LDT__FD_MAX_CHUNKS];
 

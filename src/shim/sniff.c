@@ -690,8 +690,6 @@ void ldt__sniff_sendfile(int fd, struct ldt__fd *e, ssize_t n, int err, uint64_t
     int saved = errno;
     ldt__io_end = ldt_clock_mono_ns();
     e->calls++;
-    if (n > 0)
-        e->bytes_out += (uint64_t)n;
     struct ldt__conn *c = NULL;
     if (e->cls == LDT__CLS_HTTP)
         c = n > 0 ? ldt__conn_take(e) : ldt__conn_of(e);

@@ -84,7 +84,7 @@ Test(fdtab, reset_releases_the_connection_and_ends_its_spans, .init = setup)
     ldt__fd_reset(fd);
     cr_assert_null(e->conn);
     cr_assert_eq(e->cls, LDT__CLS_NONE);
-    cr_assert_eq(e->bytes_in, 0);
+    cr_assert_eq(e->calls, 0);
     cr_assert_eq(c->role, LDT__ROLE_NONE, "back in the pool");
     /* The pool hands it out again, zeroed. */
     struct ldt__conn *c2 = ldt__conn_alloc();
@@ -97,10 +97,10 @@ Test(fdtab, set_on_a_reused_number_forgets_the_old_socket, .init = setup)
     ldt__span_sink = sink;
     ldt__fd_set(90, LDT__FD_SOCK, LDT__ORIG_CONNECTED);
     struct ldt__fd *e = ldt__fd_get(90);
-    e->bytes_out = 123;
+    e->calls = 123;
     e->cls = LDT__CLS_PASS;
     ldt__fd_set(90, LDT__FD_SOCK, LDT__ORIG_ACCEPTED); /* accept() returned the number again */
-    cr_assert_eq(e->bytes_out, 0);
+    cr_assert_eq(e->calls, 0);
     cr_assert_eq(e->cls, LDT__CLS_NONE);
     cr_assert_eq(e->origin, LDT__ORIG_ACCEPTED);
 }
@@ -117,7 +117,7 @@ static void *worker(void *arg)
         struct ldt__fd *e = ldt__fd_peek(fd);
         if (!e || atomic_load(&e->kind) != LDT__FD_SOCK)
             return (void *)1;
-        e->bytes_in = (uint64_t)fd;
+        e->calls = (uint32_t)fd;
     }
     return NULL;
 }
@@ -133,7 +133,7 @@ Test(fdtab, concurrent_threads_share_chunks, .init = setup)
         cr_assert_null(r);
     }
     for (int fd = 200000; fd < 200000 + THREADS * PER; fd++)
-        cr_assert_eq(ldt__fd_peek(fd)->bytes_in, (uint64_t)fd, "fd %d lost its write", fd);
+        cr_assert_eq(ldt__fd_peek(fd)->calls, (uint32_t)fd, "fd %d lost its write", fd);
 }
 
 static void *pool_worker(void *arg)
@@ -208,7 +208,7 @@ Test(fdtab, skip_passes_files_and_classified_pass_sockets_only, .init = setup)
     ldt__mode = saved_mode;
 }
 
-/* ---- conn state only while a message is in flight (issue #9) ----------------------------------- */
+/* ---- conn state only while a message is in flight (issue #9) ------------------------------- */
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -295,7 +295,8 @@ Test(fdtab_idle, keepalive_conn_is_given_back_at_idle_and_retaken_with_correct_s
     ldt__span_sink = keep;
     nrecs = 0;
     uint64_t base = atomic_load(&ldt__conn_in_use);
-    const char *reqs[] = {"GET /one HTTP/1.1\r\nHost: x\r\n\r\n", "GET /two HTTP/1.1\r\nHost: x\r\n\r\n",
+    const char *reqs[] = {"GET /one HTTP/1.1\r\nHost: x\r\n\r\n",
+                          "GET /two HTTP/1.1\r\nHost: x\r\n\r\n",
                           "POST /three HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"};
     for (int i = 0; i < 3; i++) {
         moved(a, &ce, LDT__OUT, reqs[i], strlen(reqs[i]));
@@ -374,7 +375,7 @@ Test(fdtab_idle, ten_thousand_idle_keepalive_connections_hold_no_conn, .init = s
         moved(fd0 + 2 * i + 1, ldt__fd_get(fd0 + 2 * i + 1), LDT__OUT, RESP, sizeof RESP - 1);
         moved(fd0 + 2 * i, ldt__fd_get(fd0 + 2 * i), LDT__IN, RESP, sizeof RESP - 1);
     }
-    /* All idle keep-alive now: what stays is the 64-byte entries. */
+    /* All idle keep-alive now: what stays is the entries (<= 64 bytes each). */
     cr_assert_eq(atomic_load(&ldt__conn_in_use), base, "%llu conns still held",
                  (unsigned long long)(atomic_load(&ldt__conn_in_use) - base));
     cr_assert_leq(sizeof(struct ldt__fd), 64);
