@@ -236,10 +236,10 @@ static void missed(struct ldt__span *s)
 
 /* The headers of the request carried by span s end in this write; the message started at offset
  * start of this write (negative: in an earlier write). Decide its edit, if any. */
-static void decide(struct plan *pl, struct ldt__span *s, const struct ldt_http_msg *m,
-                   long long start)
+static void decide(struct plan *pl, struct ldt__conn *c, struct ldt__span *s,
+                   const struct ldt_http_msg *m, long long start)
 {
-    ldt__span_client_headers(s, m);
+    ldt__span_client_headers(s, c, m);
     if (s->injected || pl->ned == LDT__EDITS_MAX)
         return;
     struct ldt__edit *e = &pl->ed[pl->ned];
@@ -257,9 +257,14 @@ static void decide(struct plan *pl, struct ldt__span *s, const struct ldt_http_m
         long long at = start + (long long)m->reqline_len;
         if (at < 0)
             at = start + (long long)m->hdr_len; /* the blank line: see the top of this file */
-        if (at < 0)
+        /* Our lines, made now into the conn's blk (shared by this write's requests). */
+        size_t need = 15u + LDT_TP_LEN + (c->wts_len ? 14u + c->wts_len : 0);
+        if (at < 0 || c->blk_used + need > LDT__INJ_MAX)
             return missed(s);
-        *e = (struct ldt__edit){(size_t)at, 0, s->blk_len, s->blk};
+        char *b = c->blk + c->blk_used;
+        size_t n = ldt__span_block(s, c->wts, c->wts_len, b);
+        c->blk_used = (uint16_t)(c->blk_used + n);
+        *e = (struct ldt__edit){(size_t)at, 0, (uint32_t)n, b};
     }
     pl->sp[pl->ned++] = s;
 }
@@ -305,6 +310,7 @@ static void plan(struct ldt__conn *c, const struct iovec *iov, int cnt, struct p
     int at_start = c->out_sent == 0;
     struct ldt__span *s = at_start ? NULL : cli_get(c, k);
     pl->ned = 0;
+    c->blk_used = 0; /* the lines of an earlier write are on the wire or in pend by now */
     for (int i = 0; i < cnt; i++) {
         const char *b = iov[i].iov_base;
         size_t l = iov[i].iov_len;
@@ -324,7 +330,7 @@ static void plan(struct ldt__conn *c, const struct iovec *iov, int cnt, struct p
             l -= (size_t)r;
             pos += r;
             if (sc.ev == LDT_HTTP_EV_HEADERS && s)
-                decide(pl, s, &sc.msg, start);
+                decide(pl, c, s, &sc.msg, start);
             else if (sc.ev == LDT_HTTP_EV_DONE) {
                 k++;
                 at_start = 1;

@@ -230,8 +230,6 @@ struct ldt__span {
     uint8_t guess;          /* client: no parent was certain at begin; try the path at headers */
     uint8_t hdrs;           /* client: its request headers were taken (the planner and the
                              * out-parser both see them: the second look changes nothing) */
-    uint16_t blk_len;       /* client: bytes of blk */
-    char blk[LDT__INJ_MAX]; /* client: the header lines we add */
 };
 
 #define LDT__EDITS_MAX 8
@@ -292,6 +290,15 @@ struct ldt__conn {
     struct ldt__span cli[LDT__CLI_MAX];
     struct ldt__span conn_span;     /* an open non-blocking CONNECT span */
     char pend[LDT__INJ_MAX];
+    /* The header lines we add are made when a request's header block ends (inject.c), from its
+     * span's ids and the tracestate of its parent: wts, kept for the one request being written
+     * (the next cannot start before its header block ended). They go into blk, shared by the
+     * requests of one planned write (several only when pipelined in one call), and stay there
+     * until that write is sent (or, TLS, its pieces are). One blk per connection rather than one
+     * per span: 12 x 640 bytes less per in-flight conn. */
+    uint16_t wts_len, blk_used;
+    char wts[LDT_TS_MAX];
+    char blk[LDT__INJ_MAX];
     struct ldt__fd *owner;          /* the fd entry whose addresses label its spans, NULL: free */
     struct ldt__conn *next_free;
     struct ldt__tls_write tlsw;     /* an SSL_write with our lines in it (hooks_ssl.c) */
@@ -471,14 +478,20 @@ void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct 
  * method/path rules, registry entry and thread stack push. */
 void ldt__span_server_begin(struct ldt__span *s, struct ldt__conn *c, const struct ldt_http_msg *m);
 
-/* Client span for a request about to be written: parent = this thread's innermost open server span
- * (or *fwd when the app forwards a served traceparent); fills blk with the lines to inject. */
+/* Client span for a request about to be written on c: parent = this thread's innermost open server
+ * span (or *fwd when the app forwards a served traceparent); keeps the parent's tracestate in
+ * c->wts (c may be NULL: none kept). */
 void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c);
 
-/* The request headers of a client span are known: method, path, host; adopt the app's own
+/* The request headers of a client span on c are known: method, path, host; adopt the app's own
  * traceparent (F_APP_TP) or the forwarded one (F_REPLACED, parent = that served request). Only the
  * first call for a span does anything (the same request's headers, seen again). */
-void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m);
+void ldt__span_client_headers(struct ldt__span *s, struct ldt__conn *c,
+                              const struct ldt_http_msg *m);
+
+/* The header lines to inject for s into out (LDT__INJ_MAX bytes): "traceparent: ...\r\n", and
+ * "tracestate: <ts>\r\n" when ts_len (<= LDT_TS_MAX). Returns the length. */
+size_t ldt__span_block(const struct ldt__span *s, const char *ts, size_t ts_len, char *out);
 
 /* End s now: duration, status rules for its kind, push if sampled, registry release. */
 void ldt__span_end(struct ldt__span *s, struct ldt__conn *c);

@@ -297,7 +297,7 @@ static void client_out_event(struct ldt__conn *c, int ev)
     struct ldt__span *s = cli_at(c, c->cli_out);
     if (ev == LDT_HTTP_EV_HEADERS) {
         if (s)
-            ldt__span_client_headers(s, &c->out.msg);
+            ldt__span_client_headers(s, c, &c->out.msg);
         ldt__conn_flush_connect(c); /* the first request said whose connect it was */
         if (s && c->cli_out == 0)
             expect_head(c); /* the oldest request waiting: its response is next */

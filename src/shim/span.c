@@ -526,25 +526,36 @@ static void format_tp(const struct ldt__span *s, char *out)
 }
 #endif
 
-/* "traceparent: 00-<trace>-<span>-<flags>\r\n", and "tracestate: <ts>\r\n" if the parent had one */
-static void build_block(struct ldt__span *s, const struct ldt__ctx *parent)
+size_t ldt__span_block(const struct ldt__span *s, const char *ts, size_t ts_len, char *out)
 {
     size_t n = 0;
-    memcpy(s->blk + n, "traceparent: ", 13);
+    memcpy(out + n, "traceparent: ", 13);
     n += 13;
-    format_tp(s, s->blk + n);
+    format_tp(s, out + n);
     n += LDT_TP_LEN;
-    memcpy(s->blk + n, "\r\n", 2);
+    memcpy(out + n, "\r\n", 2);
     n += 2;
-    if (parent && parent->valid && parent->ts_len && parent->ts_len <= LDT_TS_MAX) {
-        memcpy(s->blk + n, "tracestate: ", 12);
+    if (ts_len && ts_len <= LDT_TS_MAX) {
+        memcpy(out + n, "tracestate: ", 12);
         n += 12;
-        memcpy(s->blk + n, parent->ts, parent->ts_len);
-        n += parent->ts_len;
-        memcpy(s->blk + n, "\r\n", 2);
+        memcpy(out + n, ts, ts_len);
+        n += ts_len;
+        memcpy(out + n, "\r\n", 2);
         n += 2;
     }
-    s->blk_len = (uint16_t)n;
+    return n;
+}
+
+/* The tracestate the lines of c's request being written will carry: its parent's. */
+static void keep_ts(struct ldt__conn *c, const struct ldt__ctx *parent)
+{
+    if (!c)
+        return;
+    c->wts_len = 0;
+    if (parent && parent->valid && parent->ts_len && parent->ts_len <= LDT_TS_MAX) {
+        memcpy(c->wts, parent->ts, parent->ts_len);
+        c->wts_len = parent->ts_len;
+    }
 }
 
 void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c)
@@ -561,7 +572,7 @@ void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c)
         s->guess = !have && t_ambiguous;
     }
     ldt__span_begin(s, LDT_SPAN_CLIENT, have ? &p : NULL);
-    build_block(s, have ? &p : NULL);
+    keep_ts(c, have ? &p : NULL);
     s->injected = atomic_load_explicit(&app_traces, memory_order_relaxed) != 0; /* passive */
     s->started = 0;
     s->done_req = 0;
@@ -569,8 +580,8 @@ void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c)
 }
 
 /* Rule 4: a client span begun without a certain parent takes the one open request with its path
- * (its lines are not placed yet, so the block is rebuilt under the new parent). */
-static void adopt_by_path(struct ldt__span *s)
+ * (its lines are not placed yet: they are made under the new parent). */
+static void adopt_by_path(struct ldt__span *s, struct ldt__conn *c)
 {
     struct ldt__ctx p;
     if (!by_path(s->rec.path, s->rec.path_len, &p))
@@ -580,10 +591,11 @@ static void adopt_by_path(struct ldt__span *s)
     s->sampled = (uint8_t)ldt__sample(&p, s->rec.trace_id);
     s->rec.trace_flags = (uint8_t)((p.flags & LDT_TC_FLAGS_KNOWN & ~LDT_TC_FLAG_SAMPLED) |
                                    (s->sampled ? LDT_TC_FLAG_SAMPLED : 0));
-    build_block(s, &p);
+    keep_ts(c, &p);
 }
 
-void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m)
+void ldt__span_client_headers(struct ldt__span *s, struct ldt__conn *c,
+                              const struct ldt_http_msg *m)
 {
     struct ldt__ctx p;
     struct ldt_tc tc;
@@ -593,7 +605,7 @@ void ldt__span_client_headers(struct ldt__span *s, const struct ldt_http_msg *m)
     set_request(&s->rec, m);
     set_host(&s->rec, m->host, m->host_len, (m->flags & LDT_HTTP_F_HOST_TRUNC) != 0);
     if (s->guess && !s->injected && !m->tp_len)
-        adopt_by_path(s);
+        adopt_by_path(s, c);
     s->guess = 0;
     if (!m->tp_len || s->injected)
         return;
