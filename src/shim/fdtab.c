@@ -1,19 +1,19 @@
 /* fdtab.c - the per-fd table (dense, mmapped chunks), the pool of HTTP connection states, and the
  * interned names (local addresses, unix socket paths) the fd entries refer to.
  *
- * Every hook starts here: fd -> 48-byte entry in two loads, no lock. An fd we never saw (inherited
+ * Every hook starts here: fd -> 32-byte entry in two loads, no lock. An fd we never saw (inherited
  * across exec, from dup(), opened by a call we do not hook) is probed once with fstat/getsockopt
  * and the answer cached until close.
  *
- * Memory per connection (issue #9: <= 64 bytes per tracked fd, flat over time; the entry is 48).
+ * Memory per connection (issue #9: <= 64 bytes per tracked fd, flat over time; the entry is 32).
  * A connection state (struct ldt__conn: two parsers, the span FIFOs, owed injected bytes ...) is
  * ~8 KiB, so it only exists while a message is in flight: it is taken from the pool when a message
  * starts on an idle connection (ldt__conn_take) and given back as soon as the connection is idle
  * again (ldt__conn_put: both parsers at a message boundary, FIFOs empty, no owed bytes, no open or
  * pending connect span, no holder, no TLS write pending, not shared by a dup). What must survive
  * idleness lives in the fd entry: class, role, origin, tls, and the addresses that label the next
- * request (peer inline; the local address and a unix path interned, as they are mostly the same
- * few). A connection that turns pass-through (the sniffer gave up, a tunnel) gives its conn back
+ * request (an IPv4 peer inline, an IPv6 one in 16 bytes beside the chunk's entries, touched only
+ * by IPv6 sockets; the local address and a unix path interned, as they are mostly the same few). A connection that turns pass-through (the sniffer gave up, a tunnel) gives its conn back
  * too and is marked LDT__CLS_PASS: from then on its hooks only count calls. Conns come from
  * mmapped chunks that are never unmapped, so a stale pointer always stays readable. The fork
  * epoch, the last errno and a connect's binding to the request being served stay in the conn:
@@ -50,14 +50,41 @@ __thread uint64_t ldt__io_start __attribute__((tls_model("initial-exec")));
 struct ldt__fd *_Atomic ldt__fd_chunks[LDT__FD_MAX_CHUNKS];
 #define chunks ldt__fd_chunks
 
+/* A chunk: its entries, then the IPv6 peer addresses of the same fds; mapped at a multiple of
+ * CHUNK_ALIGN, so an entry finds its chunk (and its IPv6 peer) from its own address. */
+#define CHUNK_ENTRIES (LDT__FD_CHUNK * sizeof(struct ldt__fd))
+#define CHUNK_BYTES (CHUNK_ENTRIES + LDT__FD_CHUNK * 16u)
+#define CHUNK_ALIGN (256u * 1024u)
+_Static_assert(CHUNK_BYTES <= CHUNK_ALIGN && (CHUNK_ALIGN & (CHUNK_ALIGN - 1)) == 0, "chunk align");
+
+static void *chunk_map(void)
+{
+    size_t want = 2 * (size_t)CHUNK_ALIGN;
+    char *m = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return MAP_FAILED;
+    char *a = (char *)(((uintptr_t)m + CHUNK_ALIGN - 1) & ~(uintptr_t)(CHUNK_ALIGN - 1));
+    if (a > m)
+        munmap(m, (size_t)(a - m));
+    munmap(a + CHUNK_BYTES, (size_t)(m + want - (a + CHUNK_BYTES)));
+    return a;
+}
+
+uint8_t *ldt__fd_peer6(const struct ldt__fd *e)
+{
+    uintptr_t base = (uintptr_t)e & ~(uintptr_t)(CHUNK_ALIGN - 1);
+    size_t i = ((uintptr_t)e - base) / sizeof *e;
+    return (uint8_t *)base + CHUNK_ENTRIES + 16 * i;
+}
+
 /* Map one chunk of the table; another thread may race us to it: the loser unmaps its copy. */
 static struct ldt__fd *chunk_get(unsigned i)
 {
     struct ldt__fd *c = atomic_load_explicit(&chunks[i], memory_order_acquire);
     if (LDT_LIKELY(c != NULL))
         return c;
-    size_t sz = LDT__FD_CHUNK * sizeof(struct ldt__fd);
-    void *m = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t sz = CHUNK_BYTES;
+    void *m = chunk_map();
     if (m == MAP_FAILED)
         return NULL;
     struct ldt__fd *expect = NULL;
@@ -149,7 +176,6 @@ static void entry_clear(struct ldt__fd *e)
     }
     /* Everything but kind (the caller stores it) and conn (NULL now). */
     memset(&e->cls, 0, offsetof(struct ldt__fd, conn) - offsetof(struct ldt__fd, cls));
-    memset(e->peer_addr, 0, sizeof e->peer_addr);
 }
 
 void ldt__fd_set(int fd, enum ldt__fd_kind kind, enum ldt__fd_origin origin)
@@ -394,7 +420,8 @@ int ldt__fd_share_sibling(int fd, struct ldt__fd *e)
             c->shared++;
             memcpy(&e->role, &o->role, offsetof(struct ldt__fd, conn) -
                                            offsetof(struct ldt__fd, role));
-            memcpy(e->peer_addr, o->peer_addr, sizeof e->peer_addr);
+            if (o->addrs & LDT__ADDRS_PEER6)
+                memcpy(ldt__fd_peer6(e), ldt__fd_peer6(o), 16);
             e->calls = 0;
             atomic_store_explicit(&e->conn, c, memory_order_release);
             e->cls = LDT__CLS_HTTP;

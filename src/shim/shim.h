@@ -146,7 +146,7 @@ enum ldt__fd_origin {
 
 struct ldt__conn;
 
-/* 48 bytes: everything an fd keeps while no HTTP message is in flight on it (an idle keep-alive
+/* 32 bytes: everything an fd keeps while no HTTP message is in flight on it (an idle keep-alive
  * connection costs only this; see fdtab.c). Written by the thread doing I/O on the fd; kind is
  * read by every hook. The addresses label every span of the connection: fetched once, when it is
  * classified HTTP (or its connect completes); the local address and a unix socket path are
@@ -158,18 +158,20 @@ struct ldt__fd {
     uint8_t origin;         /* enum ldt__fd_origin */
     uint8_t tls;            /* OpenSSL runs over it: sniffed in the SSL_* hooks, never here */
     uint8_t role;           /* enum ldt__role, once cls is LDT__CLS_HTTP */
-    uint8_t addrs;          /* the address fields are filled */
+    uint8_t addrs;          /* LDT__ADDRS_* */
     uint8_t peer_family, local_family;
     uint16_t peer_port, local_port;
     uint16_t local_ref;     /* ldt__name_intern of the local address bytes, 0: none */
     uint16_t unix_ref;      /* ldt__name_intern of the unix socket path, 0: none */
     uint32_t calls;         /* intercepted calls on this socket (byte totals: in the spans) */
-    uint32_t _spare;
+    uint8_t peer4[4];       /* an IPv4 peer address; an IPv6 one is at ldt__fd_peer6 */
     /* HTTP or pending-connect state while a message is in flight, from the conn pool; NULL when
      * idle. Change it only with ldt__conn_take/put (the protocol is at the top of fdtab.c). */
     struct ldt__conn *_Atomic conn;
-    uint8_t peer_addr[16];
 };
+
+#define LDT__ADDRS_FETCHED 1u   /* ldt__fd.addrs: the address fields are filled */
+#define LDT__ADDRS_PEER6 2u     /* ... and the IPv6 peer address is at ldt__fd_peer6 */
 
 _Static_assert(offsetof(struct ldt__fd, kind) == 0 && offsetof(struct ldt__fd, cls) == 1,
                "ldt__skip reads kind and cls as one word");
@@ -188,6 +190,10 @@ struct ldt__fd *ldt__fd_peek(int fd);
 /* Set fd's entry for a new socket of (domain, type) or one accepted from a traced listener.
  * Releases any state left from an earlier use of the number. */
 void ldt__fd_set(int fd, enum ldt__fd_kind kind, enum ldt__fd_origin origin);
+
+/* The 16 bytes kept for the IPv6 peer address of e, an entry of the table (not a copy): each chunk
+ * of the table carries them after its entries, touched only by IPv6 sockets. */
+uint8_t *ldt__fd_peer6(const struct ldt__fd *e);
 
 /* Forget fd (close, dup2 target): ends its spans as a closed connection would, releases the conn,
  * and returns the entry to UNKNOWN. Preserves errno. */

@@ -58,15 +58,16 @@ static void unix_path_from(struct ldt__fd *e, const struct sockaddr_storage *ss,
     e->unix_ref = ldt__name_intern(u->sun_path, n < LDT_SPAN_HOST_MAX ? n : LDT_SPAN_HOST_MAX);
 }
 
-/* The addresses of fd's connection into its entry (once: they label every span on it). */
+/* The addresses of fd's connection into its entry (once: they label every span on it). An IPv6
+ * peer goes beside the table's entry (ldt__fd_peer6), so only an entry of the table keeps one. */
 static void fetch_addrs(int fd, struct ldt__fd *e)
 {
     struct sockaddr_storage ss;
-    uint8_t local[16] = {0};
+    uint8_t peer[16] = {0}, local[16] = {0};
     socklen_t len = sizeof ss;
     memset(&ss, 0, sizeof ss);
     if (ldt_real.getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
-        addr_from(&ss, len, &e->peer_family, e->peer_addr, &e->peer_port);
+        addr_from(&ss, len, &e->peer_family, peer, &e->peer_port);
         unix_path_from(e, &ss, len);
     }
     len = sizeof ss;
@@ -77,7 +78,13 @@ static void fetch_addrs(int fd, struct ldt__fd *e)
     }
     if (e->local_family == LDT_AF_INET || e->local_family == LDT_AF_INET6)
         e->local_ref = ldt__name_intern(local, e->local_family == LDT_AF_INET ? 4 : 16);
-    e->addrs = 1;
+    if (e->peer_family == LDT_AF_INET) {
+        memcpy(e->peer4, peer, 4);
+    } else if (e->peer_family == LDT_AF_INET6 && ldt__fd_peek(fd) == e) {
+        memcpy(ldt__fd_peer6(e), peer, 16);
+        e->addrs |= LDT__ADDRS_PEER6;
+    }
+    e->addrs |= LDT__ADDRS_FETCHED;
 }
 
 struct ldt__conn *ldt__sniff_attach(int fd, struct ldt__fd *e, enum ldt__role role)

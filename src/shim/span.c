@@ -647,7 +647,11 @@ static void fill_addrs(struct ldt_span_rec *r, const struct ldt__conn *c)
     r->local_family = e->local_family;
     r->peer_port = e->peer_port;
     r->local_port = e->local_port;
-    memcpy(r->peer_addr, e->peer_addr, 16);
+    memset(r->peer_addr, 0, 16);
+    if (e->peer_family == LDT_AF_INET)
+        memcpy(r->peer_addr, e->peer4, 4);
+    else if (e->addrs & LDT__ADDRS_PEER6)
+        memcpy(r->peer_addr, ldt__fd_peer6(e), 16);
     const char *b = ldt__name_get(e->local_ref, &n);
     memset(r->local_addr, 0, 16);
     if (b)

@@ -462,3 +462,46 @@ Test(fdtab_idle, a_reader_and_a_writer_thread_on_one_socket, .init = setup, .tim
     cr_assert_null(tt_e.conn, "all answered: idle");
     cr_assert_eq(atomic_load(&ldt__conn_in_use), base);
 }
+
+/* An IPv6 peer address does not fit the 32-byte entry: it is kept beside the table's entries
+ * (ldt__fd_peer6) and still labels every span of an idle-then-busy connection. */
+Test(fdtab_idle, ipv6_peer_addresses_label_the_spans, .init = setup)
+{
+    struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    socklen_t l = sizeof sa;
+    int ls = socket(AF_INET6, SOCK_STREAM, 0);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (ls >= 0)
+            close(ls);
+        cr_skip_test("no IPv6 loopback here");
+    }
+    cr_assert(listen(ls, 1) == 0 && getsockname(ls, (struct sockaddr *)&sa, &l) == 0);
+    int a = socket(AF_INET6, SOCK_STREAM, 0);
+    cr_assert_eq(connect(a, (struct sockaddr *)&sa, sizeof sa), 0);
+    int b = accept(ls, NULL, NULL);
+    cr_assert_geq(b, 0);
+    close(ls);
+    ldt__fd_set(a, LDT__FD_SOCK, LDT__ORIG_CONNECTED);
+    ldt__fd_set(b, LDT__FD_SOCK, LDT__ORIG_ACCEPTED);
+    ldt__span_sink = keep;
+    nrecs = 0;
+    static const char req[] = "GET /six HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < 2; i++) {
+        moved(a, ldt__fd_get(a), LDT__OUT, req, sizeof req - 1);
+        moved(b, ldt__fd_get(b), LDT__IN, wire, wire_len);
+        moved(b, ldt__fd_get(b), LDT__OUT, RESP, sizeof RESP - 1);
+        moved(a, ldt__fd_get(a), LDT__IN, RESP, sizeof RESP - 1);
+    }
+    cr_assert_eq(nrecs, 4);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(recs[i].peer_family, LDT_AF_INET6, "span %d", i);
+        cr_assert_eq(recs[i].local_family, LDT_AF_INET6);
+        cr_assert(memcmp(recs[i].peer_addr, &in6addr_loopback, 16) == 0, "span %d: peer", i);
+        cr_assert(memcmp(recs[i].local_addr, &in6addr_loopback, 16) == 0, "span %d: local", i);
+    }
+    cr_assert_null(ldt__fd_get(a)->conn);
+    ldt__fd_reset(a);
+    ldt__fd_reset(b);
+    close(a);
+    close(b);
+}
