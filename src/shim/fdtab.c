@@ -13,8 +13,9 @@
  * pending connect span, no holder, no TLS write pending, not shared by a dup). What must survive
  * idleness lives in the fd entry: class, role, origin, tls, and the addresses that label the next
  * request (an IPv4 peer inline, an IPv6 one in 16 bytes beside the chunk's entries, touched only
- * by IPv6 sockets; the local address and a unix path interned, as they are mostly the same few). A connection that turns pass-through (the sniffer gave up, a tunnel) gives its conn back
- * too and is marked LDT__CLS_PASS: from then on its hooks only count calls. Conns come from
+ * by IPv6 sockets; the local address and a unix path interned, as they are mostly the same few).
+ * A connection that turns pass-through (the sniffer gave up, a tunnel) gives its conn back too and
+ * is marked LDT__CLS_PASS: from then on its hooks skip it like a file. Conns come from
  * mmapped chunks that are never unmapped, so a stale pointer always stays readable. The fork
  * epoch, the last errno and a connect's binding to the request being served stay in the conn:
  * they only matter while something is in flight (a failed connect keeps no conn at all).
