@@ -231,9 +231,10 @@ static void pool_refill(void)
     }
 }
 
-/* A conn from the pool, locked, its fixed part zeroed. The lock is taken, not cleared: a thread
- * still holding a stale pointer may be inside it for its ownership check (top of this file). */
-static struct ldt__conn *conn_new_locked(void)
+/* A conn from the pool for a connection in role, locked, its fixed part zeroed. The lock is taken,
+ * not cleared: a thread still holding a stale pointer may be inside it for its ownership check
+ * (top of this file). */
+static struct ldt__conn *conn_new_locked(enum ldt__role role)
 {
     int saved = errno;
     while (atomic_flag_test_and_set_explicit(&pool_lock, memory_order_acquire))
@@ -249,17 +250,27 @@ static struct ldt__conn *conn_new_locked(void)
         return NULL;
     ldt__conn_lock(c);
     atomic_fetch_add_explicit(&ldt__conn_in_use, 1, memory_order_relaxed);
-    /* Only the fixed part: the span slots are filled whole when a span begins. */
+    /* Only the scalars (one per message on a keep-alive connection, so kept short): the parsers
+     * are initialised for the role (ldt_http_init clears no kept string), the span slots are
+     * filled whole when a span begins, the TLS write state when one is planned. */
     size_t from = offsetof(struct ldt__conn, role);
+    memset((char *)c + from, 0, offsetof(struct ldt__conn, in) - from);
+    from = offsetof(struct ldt__conn, out_sent);
     memset((char *)c + from, 0, offsetof(struct ldt__conn, srv) - from);
-    memset(&c->owner, 0, sizeof *c - offsetof(struct ldt__conn, owner));
+    int srv = role == LDT__ROLE_SERVER;
+    ldt_http_init(&c->in, srv ? LDT_HTTP_REQUEST : LDT_HTTP_RESPONSE);
+    ldt_http_init(&c->out, srv ? LDT_HTTP_RESPONSE : LDT_HTTP_REQUEST);
+    c->role = (uint8_t)role;
+    c->wts_len = c->blk_used = 0;
+    c->owner = NULL;
+    c->tlsw.active = 0;
     c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
     return c;
 }
 
 struct ldt__conn *ldt__conn_alloc(void)
 {
-    struct ldt__conn *c = conn_new_locked();
+    struct ldt__conn *c = conn_new_locked(LDT__ROLE_NONE);
     if (c)
         ldt__conn_unlock(c);
     return c;
@@ -292,27 +303,16 @@ struct ldt__conn *ldt__conn_of(struct ldt__fd *e)
     }
 }
 
-/* A new message on e: the conn starts as the idle connection's next message would (the parsers
- * keep nothing across a message boundary that matters once it is idle). */
-static void conn_init(struct ldt__conn *c, struct ldt__fd *e)
-{
-    c->owner = e;
-    c->role = e->role;
-    if (e->role != LDT__ROLE_NONE) {
-        int srv = e->role == LDT__ROLE_SERVER;
-        ldt_http_init(&c->in, srv ? LDT_HTTP_REQUEST : LDT_HTTP_RESPONSE);
-        ldt_http_init(&c->out, srv ? LDT_HTTP_RESPONSE : LDT_HTTP_REQUEST);
-    }
-}
-
 struct ldt__conn *ldt__conn_take(struct ldt__fd *e)
 {
     struct ldt__conn *c;
     while ((c = ldt__conn_of(e)) == NULL) {
-        struct ldt__conn *n = conn_new_locked(), *expect = NULL;
+        /* A new message on e: the conn starts as the idle connection's next message would (the
+         * parsers keep nothing across a message boundary that matters once it is idle). */
+        struct ldt__conn *n = conn_new_locked((enum ldt__role)e->role), *expect = NULL;
         if (!n)
             return NULL;
-        conn_init(n, e);
+        n->owner = e;
         if (atomic_compare_exchange_strong_explicit(&e->conn, &expect, n, memory_order_acq_rel,
                                                     memory_order_acquire))
             return n;
