@@ -281,8 +281,7 @@ static void start_message(struct ldt_http_parser *p)
     p->remaining = 0;
     p->msg_bytes = 0;
     p->hdr_id = H_NONE;
-    p->state = LDT_HTTP_S_HEAD;
-    p->sub = p->dir == LDT_HTTP_REQUEST ? SUB_RQ_LEAD : SUB_ST_VERSION;
+    p->state = LDT_HTTP_S_HEAD; /* p->sub: feed_start() sets it, telling the directions apart */
 }
 
 /* The message ended: report EV_DONE and decide what the next byte is. */
@@ -1708,9 +1707,13 @@ static __attribute__((noinline)) ssize_t feed_start(struct ldt_http_parser *p,
     int rc = 0;
     ssize_t r;
 
-    if (len < 16)
-        return feed_head(p, b, len);
-    j = p->dir == LDT_HTTP_REQUEST ? fast_request_line(p, b, n) : fast_status_line(p, b, n);
+    if (p->dir == LDT_HTTP_REQUEST) {
+        p->sub = SUB_RQ_LEAD;
+        j = len < 16 ? 0 : fast_request_line(p, b, n);
+    } else {
+        p->sub = SUB_ST_VERSION;
+        j = len < 16 ? 0 : fast_status_line(p, b, n);
+    }
     if (j == 0)
         return feed_head(p, b, len);
     j = fast_headers(p, b, j, n, &rc);
@@ -1966,21 +1969,23 @@ ssize_t ldt_http_feed(struct ldt_http_parser *p, const char *buf, size_t len)
     ssize_t n;
 
     p->ev = LDT_HTTP_EV_NONE;
-    switch (p->state) {
-    case LDT_HTTP_S_PASS:
-        return (ssize_t)len;
-    case LDT_HTTP_S_START:
+    /* In the order the shim's calls meet them: a message's first bytes, then the call that ends
+     * it (the body-less message first: nothing to count). */
+    if (p->state == LDT_HTTP_S_START) {
         if (len == 0)
             return 0;
         start_message(p);
         n = feed_start(p, b, len);
-        break;
-    case LDT_HTTP_S_HEAD:
-        n = feed_head(p, b, len);
-        break;
-    default:
+    } else if (p->state == LDT_HTTP_S_BODY) {
+        if (p->sub == SUB_B_DONE) {
+            finish(p);
+            return 0;
+        }
         n = feed_body(p, b, len);
-        break;
+    } else if (p->state == LDT_HTTP_S_HEAD) {
+        n = feed_head(p, b, len);
+    } else {
+        return (ssize_t)len;
     }
     if (n > 0)
         p->msg_bytes += (uint64_t)n;
