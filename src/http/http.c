@@ -284,8 +284,9 @@ static void start_message(struct ldt_http_parser *p)
     p->state = LDT_HTTP_S_HEAD; /* p->sub: feed_start() sets it, telling the directions apart */
 }
 
-/* The message ended: report EV_DONE and decide what the next byte is. */
-static void finish(struct ldt_http_parser *p)
+/* The message ended: report EV_DONE and decide what the next byte is. Inlined where a body-less
+ * message ends, called from the other places (finish). */
+static inline __attribute__((always_inline)) void finish_inline(struct ldt_http_parser *p)
 {
     struct ldt_http_msg *m = &p->msg;
 
@@ -312,6 +313,11 @@ static void finish(struct ldt_http_parser *p)
     }
     p->no_body = 0;
     p->connect = 0;
+}
+
+static __attribute__((noinline)) void finish(struct ldt_http_parser *p)
+{
+    finish_inline(p);
 }
 
 /* ---- header values ---- */
@@ -652,8 +658,9 @@ static int frame_response(struct ldt_http_parser *p)
     return SUB_B_CLOSE;
 }
 
-/* The blank line ended the header block. Returns -1 when the framing is invalid. */
-static int headers_done(struct ldt_http_parser *p)
+/* The blank line ended the header block. Returns -1 when the framing is invalid. Inlined into
+ * the whole-block path, called from the others (headers_done). */
+static inline __attribute__((always_inline)) int headers_end(struct ldt_http_parser *p)
 {
     struct ldt_http_msg *m = &p->msg;
     int sub;
@@ -673,6 +680,11 @@ static int headers_done(struct ldt_http_parser *p)
     p->remaining = sub == SUB_B_CL ? (uint64_t)m->content_length : 0;
     p->ev = LDT_HTTP_EV_HEADERS;
     return 1;
+}
+
+static __attribute__((noinline)) int headers_done(struct ldt_http_parser *p)
+{
+    return headers_end(p);
 }
 
 /* ---- start line and headers ---- */
@@ -1361,7 +1373,8 @@ static inline int is_http1x(const unsigned char *s)
 }
 
 /* The method token s[len], with s[len] readable (the SP after it). */
-static enum ldt_http_method method_at(const unsigned char *s, size_t len)
+static inline __attribute__((always_inline)) enum ldt_http_method
+method_at(const unsigned char *s, size_t len)
 {
     const char *t = (const char *)s;
     enum ldt_http_method m;
@@ -1693,7 +1706,7 @@ static size_t fast_headers(struct ldt_http_parser *p, const unsigned char *b, si
     }
     if (j + 2 <= n && b[j] == '\r' && b[j + 1] == '\n') {
         p->msg.hdr_len = (uint32_t)j;
-        *rc = headers_done(p);
+        *rc = headers_end(p);
         return j + 2;
     }
     return j;
@@ -1978,7 +1991,7 @@ ssize_t ldt_http_feed(struct ldt_http_parser *p, const char *buf, size_t len)
         n = feed_start(p, b, len);
     } else if (p->state == LDT_HTTP_S_BODY) {
         if (p->sub == SUB_B_DONE) {
-            finish(p);
+            finish_inline(p);
             return 0;
         }
         n = feed_body(p, b, len);
