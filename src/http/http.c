@@ -1712,7 +1712,16 @@ static size_t fast_headers(struct ldt_http_parser *p, const unsigned char *b, si
     return j;
 }
 
-/* The first bytes of a message, at b[len] (p->pos 0): whole lines here, the rest in feed_head(). */
+/* What ldt_http_feed() returns, r, once the bytes it consumed are counted in p->msg_bytes. */
+static inline ssize_t counted(struct ldt_http_parser *p, ssize_t r)
+{
+    if (r > 0)
+        p->msg_bytes += (uint64_t)r;
+    return r;
+}
+
+/* The first bytes of a message, at b[len] (p->pos 0, p->msg_bytes 0): whole lines here, the rest
+ * in feed_head(). Returns what ldt_http_feed() does, the bytes consumed already counted. */
 static __attribute__((noinline)) ssize_t feed_start(struct ldt_http_parser *p,
                                                     const unsigned char *b, size_t len)
 {
@@ -1728,15 +1737,17 @@ static __attribute__((noinline)) ssize_t feed_start(struct ldt_http_parser *p,
         j = len < 16 ? 0 : fast_status_line(p, b, n);
     }
     if (j == 0)
-        return feed_head(p, b, len);
+        return counted(p, feed_head(p, b, len));
     j = fast_headers(p, b, j, n, &rc);
     p->pos = (uint32_t)j;
-    if (rc < 0)
-        return fail(p, PASS_INVALID, len);
-    if (rc > 0)
+    if (rc > 0) {
+        p->msg_bytes = j;
         return (ssize_t)j;
+    }
+    if (rc < 0)
+        return counted(p, fail(p, PASS_INVALID, len));
     r = feed_head(p, b + j, len - j);
-    return r < 0 ? r : (ssize_t)j + r;
+    return counted(p, r < 0 ? r : (ssize_t)j + r);
 }
 
 /* One fast step from state p->sub at b[j..n): returns the new j, or j itself when the next byte
@@ -1988,7 +1999,7 @@ ssize_t ldt_http_feed(struct ldt_http_parser *p, const char *buf, size_t len)
         if (len == 0)
             return 0;
         start_message(p);
-        n = feed_start(p, b, len);
+        return feed_start(p, b, len); /* which counts what it consumed in p->msg_bytes */
     } else if (p->state == LDT_HTTP_S_BODY) {
         if (p->sub == SUB_B_DONE) {
             finish_inline(p);
