@@ -10,7 +10,10 @@
  * ~8 KiB, so it only exists while a message is in flight: it is taken from the pool when a message
  * starts on an idle connection (ldt__conn_take) and given back as soon as the connection is idle
  * again (ldt__conn_put: both parsers at a message boundary, FIFOs empty, no owed bytes, no open or
- * pending connect span, no holder, no TLS write pending, not shared by a dup). What must survive
+ * pending connect span, no holder, no TLS write pending, not shared by a dup) - unless fewer than
+ * ldt__conn_warm conns are in use: then the connection keeps it warm for its next message, which
+ * saves the set-up on every request of the few busy keep-alive connections most processes have,
+ * at a bounded cost (shim.h, LDT__CONN_WARM). What must survive
  * idleness lives in the fd entry: class, role, origin, tls, and the addresses that label the next
  * request (an IPv4 peer inline, an IPv6 one in 16 bytes beside the chunk's entries, touched only
  * by IPv6 sockets; the local address and a unix path interned, as they are mostly the same few).
@@ -347,10 +350,16 @@ int ldt__conn_idle(const struct ldt__conn *c)
     return parser_rest(&c->in) && parser_rest(&c->out);
 }
 
+unsigned ldt__conn_warm = LDT__CONN_WARM;
+
 void ldt__conn_put(struct ldt__fd *e, struct ldt__conn *c)
 {
     int idle = ldt__conn_idle(c);
-    if (!idle || atomic_load_explicit(&e->conn, memory_order_relaxed) != c) {
+    /* A few idle connections keep theirs (see ldt__conn_warm): in_use counts this one, so at most
+     * ldt__conn_warm idle connections can hold a conn at any time. */
+    if (!idle || atomic_load_explicit(&e->conn, memory_order_relaxed) != c ||
+        (idle == 1 &&
+         atomic_load_explicit(&ldt__conn_in_use, memory_order_relaxed) <= ldt__conn_warm)) {
         ldt__conn_unlock(c);
         return;
     }

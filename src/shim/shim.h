@@ -340,6 +340,15 @@ void ldt__conn_unhold(struct ldt__fd *e, struct ldt__conn *c);
 /* Conns in use (taken from the pool and not given back): for tests and the scale bench. */
 extern _Atomic uint64_t ldt__conn_in_use;
 
+/* Warm conns: while no more than this many conns are in use, a connection going idle keeps its
+ * conn for its next message instead of giving it back. Taking and giving back costs ~350
+ * instructions a request (the parsers' set-up, the pool lock); a process with a few busy
+ * keep-alive connections - the common case - then pays none of it, and memory stays bounded:
+ * at most LDT__CONN_WARM idle conns (~8 KiB each) beyond those with a message in flight, however
+ * many connections are open. Tests set ldt__conn_warm to 0 to see every give-back. */
+#define LDT__CONN_WARM 16u
+extern unsigned ldt__conn_warm;
+
 /* Fork child: release every lock of the pool and its conns (their holders did not survive). */
 void ldt__conn_atfork_child(void);
 
