@@ -622,7 +622,7 @@ static void header_name(struct ldt_http_parser *p)
 /* ---- framing ---- */
 
 /* Body framing of a request (RFC 9112 6.3): chunked, Content-Length, or none. */
-static int frame_request(struct ldt_http_parser *p)
+static inline __attribute__((always_inline)) int frame_request(struct ldt_http_parser *p)
 {
     struct ldt_http_msg *m = &p->msg;
 
@@ -641,7 +641,7 @@ static int frame_request(struct ldt_http_parser *p)
 }
 
 /* Body framing of a response (RFC 9112 6.3 items 1-7). */
-static int frame_response(struct ldt_http_parser *p)
+static inline __attribute__((always_inline)) int frame_response(struct ldt_http_parser *p)
 {
     struct ldt_http_msg *m = &p->msg;
     unsigned st = m->status;
@@ -2005,6 +2005,8 @@ ssize_t ldt_http_feed(struct ldt_http_parser *p, const char *buf, size_t len)
             finish_inline(p);
             return 0;
         }
+        if (len == 0)
+            return 0; /* no body state moves without a byte (in SUB_B_CL p->remaining > 0) */
         n = feed_body(p, b, len);
     } else if (p->state == LDT_HTTP_S_HEAD) {
         n = feed_head(p, b, len);

@@ -852,6 +852,36 @@ Test(http_skip, inside_content_length_body, .init = guard_init, .fini = guard_fi
     cr_assert_eq(p.msg.status, 204);
 }
 
+/* An empty feed inside a body (the shim's second call when the read ended with the header block)
+ * changes nothing, whatever the framing; the body then ends where it should. */
+Test(http_skip, empty_feed_inside_bodies, .init = guard_init, .fini = guard_fini)
+{
+    static const char *const heads[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.0 200 OK\r\n\r\n",
+    };
+    static const char *const bodies[] = {"abc", "3\r\nabc\r\n0\r\n\r\n", "abc"};
+
+    for (size_t i = 0; i < 3; i++) {
+        struct ldt_http_parser p, before;
+        ldt_http_init(&p, LDT_HTTP_RESPONSE);
+        feed_all(&p, heads[i]);
+        cr_assert_eq(p.ev, LDT_HTTP_EV_HEADERS);
+        before = p;
+        cr_assert_eq(ldt_http_feed(&p, "", 0), 0);
+        cr_assert_eq(p.ev, LDT_HTTP_EV_NONE);
+        cr_assert_eq(p.state, LDT_HTTP_S_BODY);
+        cr_assert_eq(p.sub, before.sub);
+        cr_assert_eq(p.remaining, before.remaining);
+        cr_assert_eq(p.msg_bytes, strlen(heads[i]));
+        feed_all(&p, bodies[i]);
+        cr_assert_eq(p.msg_bytes, strlen(heads[i]) + strlen(bodies[i]), "case %zu", i);
+        cr_assert_eq(p.ev, i < 2 ? LDT_HTTP_EV_DONE : LDT_HTTP_EV_NONE, "case %zu", i);
+        cr_assert_eq(ldt_http_eof(&p), 1);
+    }
+}
+
 Test(http_skip, until_close_body, .init = guard_init, .fini = guard_fini)
 {
     struct ldt_http_parser p;
