@@ -1373,8 +1373,8 @@ static inline int is_http1x(const unsigned char *s)
 }
 
 /* The method token s[len], with s[len] readable (the SP after it). */
-static inline __attribute__((always_inline)) enum ldt_http_method
-method_at(const unsigned char *s, size_t len)
+static inline __attribute__((always_inline)) enum ldt_http_method method_at(const unsigned char *s,
+                                                                            size_t len)
 {
     const char *t = (const char *)s;
     enum ldt_http_method m;
