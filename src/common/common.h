@@ -46,6 +46,8 @@ void ldt_id_reseed(void);
  * are random, so the W3C Level 2 random flag may be set. */
 void ldt_id_trace(uint8_t out[16]);
 void ldt_id_span(uint8_t out[8]);
+/* Both ids of a new root span in one call: the same ids as ldt_id_trace then ldt_id_span. */
+void ldt_id_trace_span(uint8_t trace[16], uint8_t span[8]);
 
 /* ---- configuration ---- */
 

@@ -109,17 +109,52 @@ void ldt_ring_commit(struct ldt_seg *s, unsigned ring, uint64_t pos)
     LDT__STORE(&rh->pushed, LDT__LOAD(&rh->pushed, RELAXED) + 1, RELAXED);
 }
 
+/* A whole record (LDT_REC_SIZE bytes, a span's size) copied in fixed 16-byte moves: no call. */
+typedef uint64_t ldt__v16 __attribute__((vector_size(16), aligned(1), may_alias));
+
+static inline void copy_rec(uint8_t *dst, const void *rec)
+{
+    _Static_assert(LDT_REC_SIZE % 8 == 0 && LDT_REC_SIZE >= 16, "record size");
+    _Static_assert(LDT_REC_SIZE <= 256, "copy_rec covers 256 bytes");
+    const char *src = rec;
+#define C16(i) \
+    if ((i) + 16 <= LDT_REC_SIZE) \
+        *(ldt__v16 *)(void *)(dst + (i)) = *(const ldt__v16 *)(const void *)(src + (i));
+    C16(0) C16(16) C16(32) C16(48) C16(64) C16(80) C16(96) C16(112) C16(128) C16(144) C16(160)
+    C16(176) C16(192) C16(208) C16(224) C16(240)
+#undef C16
+    if (LDT_REC_SIZE % 16) /* the last 16 bytes again, overlapping */
+        *(ldt__v16 *)(void *)(dst + LDT_REC_SIZE - 16) =
+            *(const ldt__v16 *)(const void *)(src + LDT_REC_SIZE - 16);
+}
+
 int ldt_ring_push(struct ldt_seg *s, unsigned ring, const void *rec, size_t len)
 {
     uint64_t pos;
-    if (LDT_UNLIKELY(len > LDT_REC_SIZE || !s->hdr || ring >= s->hdr->nrings))
+    struct ldt_seg_hdr *h = s->hdr;
+    if (LDT_UNLIKELY(len > LDT_REC_SIZE || !h || ring >= h->nrings))
         return -EINVAL;
-    uint8_t *dst = ldt_ring_reserve(s, ring, &pos);
-    if (LDT_UNLIKELY(!dst))
+    /* A claimed ring (the usual push): reserve and commit of its single producer, inline. */
+    int own = ring != h->nrings - 1;
+    struct ldt_ring_hdr *rh = ldt__ring_at(h, h->ring_stride, ring);
+    struct ldt_slot *slot =
+        own ? reserve_single(rh, h->ring_cap, &pos) : reserve_shared(rh, h->ring_cap, &pos);
+    if (LDT_UNLIKELY(!slot))
         return -ENOSPC;
-    memcpy(dst, rec, len);
-    if (len < LDT_REC_SIZE)
+    uint8_t *dst = slot->rec;
+    if (LDT_LIKELY(len == LDT_REC_SIZE)) {
+        copy_rec(dst, rec);
+    } else {
+        memcpy(dst, rec, len);
         memset(dst + len, 0, LDT_REC_SIZE - len); /* no stale bytes from an earlier lap */
+    }
+    if (LDT_LIKELY(own)) {
+        /* Release: the record bytes are visible before the reader's acquire sees seq. */
+        LDT__STORE(&slot->seq, pos + 1, RELEASE);
+        LDT__STORE(&rh->head, pos + 1, RELEASE);
+        LDT__STORE(&rh->pushed, LDT__LOAD(&rh->pushed, RELAXED) + 1, RELAXED);
+        return 0;
+    }
     ldt_ring_commit(s, ring, pos);
     return 0;
 }

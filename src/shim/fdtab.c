@@ -293,7 +293,7 @@ void ldt__conn_free(struct ldt__conn *c)
     atomic_flag_clear_explicit(&pool_lock, memory_order_release);
 }
 
-struct ldt__conn *ldt__conn_of(struct ldt__fd *e)
+struct ldt__conn *ldt__conn_of_slow(struct ldt__fd *e)
 {
     for (;;) {
         struct ldt__conn *c = atomic_load_explicit(&e->conn, memory_order_acquire);
@@ -306,7 +306,7 @@ struct ldt__conn *ldt__conn_of(struct ldt__fd *e)
     }
 }
 
-struct ldt__conn *ldt__conn_take(struct ldt__fd *e)
+struct ldt__conn *ldt__conn_take_slow(struct ldt__fd *e)
 {
     struct ldt__conn *c;
     while ((c = ldt__conn_of(e)) == NULL) {
@@ -354,6 +354,15 @@ unsigned ldt__conn_warm = LDT__CONN_WARM;
 
 void ldt__conn_put(struct ldt__fd *e, struct ldt__conn *c)
 {
+    /* The usual case on a process with few conns in use: the conn stays with its connection
+     * whether idle (warm) or not, unless the connection turned pass-through (idle 2: dead, or a
+     * parser passing bytes through), so only those two need a look, not the ten of idleness. */
+    if (LDT_LIKELY(atomic_load_explicit(&ldt__conn_in_use, memory_order_relaxed) <=
+                   ldt__conn_warm) &&
+        !c->dead && c->in.state != LDT_HTTP_S_PASS && c->out.state != LDT_HTTP_S_PASS) {
+        ldt__conn_unlock(c);
+        return;
+    }
     int idle = ldt__conn_idle(c);
     /* A few idle connections keep theirs (see ldt__conn_warm): in_use counts this one, so at most
      * ldt__conn_warm idle connections can hold a conn at any time. */
@@ -444,14 +453,9 @@ int ldt__fd_share_sibling(int fd, struct ldt__fd *e)
 
 /* ---- interned names -------------------------------------------------------------------------- */
 
-#define NAMES 1024u /* a power of two; open addressing */
+#define NAMES LDT__NAMES /* a power of two; open addressing */
 
-struct name {
-    _Atomic uint8_t len; /* 0: empty; set last (release) */
-    char b[LDT_SPAN_HOST_MAX];
-};
-
-static struct name names[NAMES];
+struct ldt__name ldt__names[LDT__NAMES];
 static atomic_flag names_lock = ATOMIC_FLAG_INIT;
 
 static uint32_t name_hash(const unsigned char *b, size_t n)
@@ -467,7 +471,7 @@ static int name_find(const void *b, size_t n, uint32_t *at)
 {
     uint32_t h = name_hash(b, n);
     for (uint32_t i = 0; i < NAMES; i++) {
-        struct name *s = &names[(h + i) & (NAMES - 1)];
+        struct ldt__name *s = &ldt__names[(h + i) & (NAMES - 1)];
         size_t l = atomic_load_explicit(&s->len, memory_order_acquire);
         *at = (h + i) & (NAMES - 1);
         if (l == 0)
@@ -492,19 +496,10 @@ uint16_t ldt__name_intern(const void *b, size_t n)
         __builtin_ia32_pause();
     r = name_find(b, n, &at); /* again: another thread may have added it (or taken the slot) */
     if (r == 0) {
-        memcpy(names[at].b, b, n);
-        atomic_store_explicit(&names[at].len, (uint8_t)n, memory_order_release);
+        memcpy(ldt__names[at].b, b, n);
+        atomic_store_explicit(&ldt__names[at].len, (uint8_t)n, memory_order_release);
     }
     atomic_flag_clear_explicit(&names_lock, memory_order_release);
     return r < 0 ? 0 : (uint16_t)(at + 1);
 }
 
-const char *ldt__name_get(uint16_t ref, size_t *n)
-{
-    if (ref == 0 || ref > NAMES) {
-        *n = 0;
-        return NULL;
-    }
-    *n = atomic_load_explicit(&names[ref - 1].len, memory_order_acquire);
-    return names[ref - 1].b;
-}

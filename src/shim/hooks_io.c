@@ -153,10 +153,11 @@ static ssize_t out_inject(struct ldt__fd *e, struct out_call *o, const struct io
     ssize_t n = c ? ldt__client_send(c, iov, cnt, real_sendv, o) : real_sendv(o, iov, cnt);
     int err = errno;
     ldt__io_end = ldt_clock_mono_ns();
-    ldt__sniff_call(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt__io_end - t0);
-    ldt__io_start = ldt__io_end = 0;
     if (c)
-        ldt__conn_unhold(e, c);
+        ldt__sniff_sent(o->fd, e, c, n, err, ldt__io_end - t0);
+    else
+        ldt__sniff_call(o->fd, e, LDT__OUT, NULL, 0, n, err, ldt__io_end - t0);
+    ldt__io_start = ldt__io_end = 0;
     ldt__leave();
     errno = err;
     return n;

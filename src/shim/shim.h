@@ -209,9 +209,29 @@ enum ldt__fd_kind ldt__fd_probe(int fd);
 /* Interned byte strings (a local address, a unix socket path): up to LDT_SPAN_HOST_MAX bytes, kept
  * for the life of the process in a fixed table. ldt__name_intern returns the reference (>= 1) of
  * b[n], adding it if new, or 0 when n is 0, too long, or the table is full. ldt__name_get gives the
- * bytes of a reference (NULL and *n 0 for 0). Thread-safe; lookups take no lock. */
+ * bytes of a reference (NULL and *n 0 for 0), in a buffer of LDT_SPAN_HOST_MAX bytes that is zero
+ * past *n. Thread-safe; lookups take no lock. */
 uint16_t ldt__name_intern(const void *b, size_t n);
-const char *ldt__name_get(uint16_t ref, size_t *n);
+static inline const char *ldt__name_get(uint16_t ref, size_t *n);
+
+/* The table behind them (fdtab.c): a slot's len is set last (release), once; its bytes never
+ * change after. */
+#define LDT__NAMES 1024u
+struct ldt__name {
+    _Atomic uint8_t len; /* 0: empty */
+    char b[LDT_SPAN_HOST_MAX];
+};
+extern struct ldt__name ldt__names[LDT__NAMES];
+
+static inline const char *ldt__name_get(uint16_t ref, size_t *n)
+{
+    if (ref == 0 || ref > LDT__NAMES) {
+        *n = 0;
+        return NULL;
+    }
+    *n = atomic_load_explicit(&ldt__names[ref - 1].len, memory_order_acquire);
+    return ldt__names[ref - 1].b;
+}
 
 /* ------------------------------------------------------------------------------------------------
  * Connection state (fdtab.c pool; sniff.c, span.c, inject.c use it)
@@ -316,12 +336,16 @@ struct ldt__conn *ldt__conn_alloc(void);
 void ldt__conn_free(struct ldt__conn *c);
 
 /* The conn of fd entry e, locked and checked to still be e's (see the protocol at the top of
- * fdtab.c), or NULL when e has none (idle). */
-struct ldt__conn *ldt__conn_of(struct ldt__fd *e);
+ * fdtab.c), or NULL when e has none (idle). Inline below: the first try; a lost race goes on in
+ * ldt__conn_of_slow. */
+static inline struct ldt__conn *ldt__conn_of(struct ldt__fd *e);
+struct ldt__conn *ldt__conn_of_slow(struct ldt__fd *e);
 
 /* The same, taking a conn from the pool for e (in e->role) when it has none: a message starts.
- * NULL only when the pool is exhausted. */
-struct ldt__conn *ldt__conn_take(struct ldt__fd *e);
+ * NULL only when the pool is exhausted. Inline below: a connection that has its conn (in flight
+ * or warm) takes it in the caller; ldt__conn_take_slow does the rest. */
+static inline struct ldt__conn *ldt__conn_take(struct ldt__fd *e);
+struct ldt__conn *ldt__conn_take_slow(struct ldt__fd *e);
 
 /* Done with c (locked, e's): unlock it, first giving it back to the pool when the connection is
  * idle again (ldt__conn_idle), or when it turned pass-through (e->cls becomes LDT__CLS_PASS). */
@@ -363,6 +387,24 @@ static inline void ldt__conn_unlock(struct ldt__conn *c)
     atomic_flag_clear_explicit(&c->lock, memory_order_release);
 }
 
+static inline struct ldt__conn *ldt__conn_of(struct ldt__fd *e)
+{
+    struct ldt__conn *c = atomic_load_explicit(&e->conn, memory_order_acquire);
+    if (!c)
+        return NULL;
+    ldt__conn_lock(c);
+    if (LDT_LIKELY(atomic_load_explicit(&e->conn, memory_order_relaxed) == c))
+        return c;
+    ldt__conn_unlock(c); /* given back (and maybe reused) since we read the pointer */
+    return ldt__conn_of_slow(e);
+}
+
+static inline struct ldt__conn *ldt__conn_take(struct ldt__fd *e)
+{
+    struct ldt__conn *c = ldt__conn_of(e);
+    return LDT_LIKELY(c != NULL) ? c : ldt__conn_take_slow(e);
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Sniffing (sniff.c): the bytes the app moved on a traced socket, after the real call.
  * ---------------------------------------------------------------------------------------------- */
@@ -381,6 +423,12 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
  * the same work without either. */
 void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov,
                      int cnt, ssize_t n, int err, uint64_t io_ns);
+
+/* After an injected send on fd (through ldt__client_send, with c held by ldt__conn_hold):
+ * ldt__sniff_call with iov NULL, then ldt__conn_unhold(e, c), under one lock when it can. Does not
+ * preserve errno (the hooks restore it). */
+void ldt__sniff_sent(int fd, struct ldt__fd *e, struct ldt__conn *c, ssize_t n, int err,
+                     uint64_t io_ns);
 
 /* Before a send on fd: classify on the bytes about to be sent if the socket has not been, and say
  * whether the send must go through the injector (a client-role HTTP connection). */

@@ -173,7 +173,8 @@ static void srv_pop(struct ldt__conn *c)
         c->in_cur = NULL;
     c->srv_head = (uint8_t)((c->srv_head + 1) % LDT__SRV_MAX);
     c->srv_n--;
-    expect_head(c);
+    if (c->srv_n || c->role != LDT__ROLE_SERVER) /* else expect_head finds nothing to expect */
+        expect_head(c);
 }
 
 static void cli_pop(struct ldt__conn *c)
@@ -273,8 +274,8 @@ static void server_in_event(struct ldt__conn *c, int ev)
     s->rec.bytes_in = c->in_hdr_bytes;
     c->in_hdr_bytes = 0;
     c->in_cur = s;
-    if (c->srv_n == 1)
-        expect_head(c); /* no response pending before this one: it is next */
+    if (c->srv_n == 1) /* no response pending before this one: it is next (expect_head) */
+        ldt_http_expect(&c->out, (enum ldt_http_method)s->rec.method);
 }
 
 static void server_out_event(struct ldt__conn *c, int ev)
@@ -375,6 +376,10 @@ static inline __attribute__((always_inline)) void feed_server(struct ldt__conn *
         if (p->ev != LDT_HTTP_EV_NONE) {
             if (dir == LDT__IN)
                 server_in_event(c, p->ev);
+            else if (p->ev == LDT_HTTP_EV_HEADERS && c->srv_n && c->out.msg.status < 500 &&
+                     c->out.msg.status != 101)
+                /* server_out_event's usual header block, without the call */
+                c->srv[c->srv_head % LDT__SRV_MAX].rec.status_code = c->out.msg.status;
             else
                 server_out_event(c, p->ev);
         } else if (r == 0) {
@@ -627,15 +632,33 @@ static struct ldt__conn *io_conn(int fd, struct ldt__fd *e, enum ldt__dir dir,
     return c;
 }
 
-void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov,
-                     int cnt, ssize_t n, int err, uint64_t io_ns)
+/* One server-role call moving one buffer (a request read, a response written) on a conn that is
+ * e's and locked: the steps of sniff_conn below, in order, with the feed loop of the direction
+ * inline (one call fewer per hook). */
+static inline __attribute__((always_inline)) void server_one(struct ldt__fd *e,
+                                                             struct ldt__conn *c,
+                                                             enum ldt__dir dir, const char *b,
+                                                             ssize_t n, int err, uint64_t io_ns)
 {
-    struct ldt__conn *c = io_conn(fd, e, dir, iov, cnt, n);
-    if (!c)
-        return;
+    if (dir == LDT__IN) {
+        ldt__ctx_note_read(c);
+        feed_server(c, LDT__IN, b, (size_t)n);
+        if (!c->dead)
+            account_server(c, dir, n, err, io_ns);
+    } else {
+        account_server(c, dir, n, err, io_ns);
+        feed_server(c, LDT__OUT, b, (size_t)n);
+    }
+    ldt__conn_put(e, c); /* the response done: back to the pool */
+}
+
+/* Everything ldt__sniff_call does once io_conn handed it c. */
+static void sniff_conn(int fd, struct ldt__fd *e, struct ldt__conn *c, enum ldt__dir dir,
+                       const struct iovec *iov, int cnt, ssize_t n, int err, uint64_t io_ns)
+{
     c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
     if (n > 0 && iov && cnt >= 1 && c->role == LDT__ROLE_SERVER && iov[0].iov_len >= (size_t)n) {
-        /* A server's request read or response written in one buffer: the steps below, in order. */
+        /* A server's request read or response written in one buffer: server_one's steps. */
         if (dir == LDT__IN) {
             ldt__ctx_note_read(c);
             feed_server_in(c, iov[0].iov_base, (size_t)n);
@@ -645,7 +668,7 @@ void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
             account_server(c, dir, n, err, io_ns);
             feed_server_out(c, iov[0].iov_base, (size_t)n);
         }
-        ldt__conn_put(e, c); /* the response done: back to the pool */
+        ldt__conn_put(e, c);
         return;
     }
     /* The call is accounted to the span it served: one a request read creates (server, in) exists
@@ -666,6 +689,111 @@ void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct 
     ldt__conn_put(e, c);
 }
 
+/* ldt__sniff_call for a classified server-role connection with no connect span open (a racy
+ * peek, as io_conn's) moving bytes in one buffer: io_conn and sniff_conn for that case only. */
+static __attribute__((noinline)) void sniff_server(int fd, struct ldt__fd *e, enum ldt__dir dir,
+                                                   const struct iovec *iov, ssize_t n, int err,
+                                                   uint64_t io_ns)
+{
+    e->calls++;
+    struct ldt__conn *c = ldt__conn_take(e);
+    if (!c)
+        return;
+    if (LDT_UNLIKELY(c->dead)) {
+        ldt__conn_put(e, c); /* gives it back: the connection is pass-through from now on */
+        return;
+    }
+    if (LDT_UNLIKELY(c->role != LDT__ROLE_SERVER)) {
+        sniff_conn(fd, e, c, dir, iov, 1, n, err, io_ns);
+        return;
+    }
+    c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
+    if (dir == LDT__IN)
+        server_one(e, c, LDT__IN, iov[0].iov_base, n, err, io_ns);
+    else
+        server_one(e, c, LDT__OUT, iov[0].iov_base, n, err, io_ns);
+}
+
+/* The same for a client-role connection reading one buffer (a response). */
+static __attribute__((noinline)) void sniff_client_in(int fd, struct ldt__fd *e,
+                                                      const struct iovec *iov, ssize_t n, int err,
+                                                      uint64_t io_ns)
+{
+    e->calls++;
+    struct ldt__conn *c = ldt__conn_take(e);
+    if (!c)
+        return;
+    if (LDT_UNLIKELY(c->dead)) {
+        ldt__conn_put(e, c);
+        return;
+    }
+    if (LDT_UNLIKELY(c->role != LDT__ROLE_CLIENT)) {
+        sniff_conn(fd, e, c, LDT__IN, iov, 1, n, err, io_ns);
+        return;
+    }
+    c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
+    ldt__ctx_note_read(c);
+    account(c, LDT__IN, n, err, io_ns);
+    feed_client_in(c, iov[0].iov_base, (size_t)n);
+    ldt__conn_put(e, c);
+}
+
+/* ldt__sniff_call's general case, out of line so the dispatch below keeps no frame. */
+static __attribute__((noinline)) void sniff_general(int fd, struct ldt__fd *e, enum ldt__dir dir,
+                                                    const struct iovec *iov, int cnt, ssize_t n,
+                                                    int err, uint64_t io_ns)
+{
+    struct ldt__conn *c = io_conn(fd, e, dir, iov, cnt, n);
+    if (c)
+        sniff_conn(fd, e, c, dir, iov, cnt, n, err, io_ns);
+}
+
+void ldt__sniff_call(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov,
+                     int cnt, ssize_t n, int err, uint64_t io_ns)
+{
+    if (LDT_LIKELY(n > 0 && iov && cnt >= 1 && iov[0].iov_len >= (size_t)n &&
+                   e->cls == LDT__CLS_HTTP)) {
+        struct ldt__conn *pc = atomic_load_explicit(&e->conn, memory_order_relaxed);
+        if (LDT_LIKELY(!(pc && pc->connecting))) {
+            if (e->role == LDT__ROLE_SERVER) {
+                sniff_server(fd, e, dir, iov, n, err, io_ns);
+                return;
+            }
+            if (e->role == LDT__ROLE_CLIENT && dir == LDT__IN) {
+                sniff_client_in(fd, e, iov, n, err, io_ns);
+                return;
+            }
+        }
+    }
+    sniff_general(fd, e, dir, iov, cnt, n, err, io_ns);
+}
+
+void ldt__sniff_sent(int fd, struct ldt__fd *e, struct ldt__conn *c, ssize_t n, int err,
+                     uint64_t io_ns)
+{
+    /* What ldt__sniff_call(iov NULL) and then ldt__conn_unhold do, under one lock when c is still
+     * e's, the connection HTTP and no connect span open (a racy peek, checked under the lock). */
+    if (LDT_LIKELY(e->cls == LDT__CLS_HTTP && !c->connecting)) {
+        ldt__conn_lock(c);
+        if (LDT_LIKELY(atomic_load_explicit(&e->conn, memory_order_relaxed) == c &&
+                       !c->connecting)) {
+            e->calls++;
+            if (!c->dead) {
+                c->epoch = atomic_load_explicit(&ldt__fork_epoch, memory_order_relaxed);
+                account(c, LDT__OUT, n, err, io_ns);
+                if (n < 0)
+                    on_error(fd, c, err);
+            }
+            c->busy--;
+            ldt__conn_put(e, c);
+            return;
+        }
+        ldt__conn_unlock(c);
+    }
+    ldt__sniff_call(fd, e, LDT__OUT, NULL, 0, n, err, io_ns);
+    ldt__conn_unhold(e, c);
+}
+
 void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct iovec *iov, int cnt,
                    ssize_t n, int err, uint64_t io_ns)
 {
@@ -679,6 +807,11 @@ void ldt__sniff_io(int fd, struct ldt__fd *e, enum ldt__dir dir, const struct io
 
 int ldt__sniff_wants_inject(int fd, struct ldt__fd *e, const struct iovec *iov, int cnt)
 {
+    /* A classified connection with no connect span open (a racy peek, as below): nothing to end
+     * or classify, so no call and no errno to keep. */
+    struct ldt__conn *pc = atomic_load_explicit(&e->conn, memory_order_acquire);
+    if (LDT_LIKELY(e->cls == LDT__CLS_HTTP && !(pc && pc->connecting)))
+        return e->role == LDT__ROLE_CLIENT && !(pc && pc->dead);
     int saved = errno;
     connect_check(fd, e, 1, 0);
     if (e->cls == LDT__CLS_NONE) {

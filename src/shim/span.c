@@ -393,11 +393,11 @@ void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct 
         memcpy(s->rec.trace_id, parent->trace_id, 16);
         memcpy(s->rec.parent_id, parent->span_id, 8);
         s->rec.trace_flags = parent->flags & LDT_TC_FLAGS_KNOWN;
+        ldt_id_span(s->rec.span_id);
     } else {
-        ldt_id_trace(s->rec.trace_id);
+        ldt_id_trace_span(s->rec.trace_id, s->rec.span_id);
         s->rec.trace_flags = LDT_TC_FLAG_RANDOM;
     }
-    ldt_id_span(s->rec.span_id);
     s->sampled = (uint8_t)sample(parent, s->rec.trace_id) &&
                  !atomic_load_explicit(&app_traces, memory_order_relaxed);
     s->rec.trace_flags = (uint8_t)((s->rec.trace_flags & ~LDT_TC_FLAG_SAMPLED) |
@@ -408,11 +408,35 @@ void ldt__span_begin(struct ldt__span *s, enum ldt_span_kind kind, const struct 
     s->rec.start_ns = wall_of(s->start_mono);
 }
 
+/* The first '?' of a kept request target p[n] (n <= LDT_HTTP_PATH_MAX), or NULL: 16-byte loads
+ * inside the message's path buffer, no call (a libc memchr costs ~35 instructions on a 6-byte
+ * path). */
+static inline const char *path_query(const char *p, size_t n)
+{
+#ifdef __SSE2__
+    _Static_assert(LDT_HTTP_PATH_MAX % 16 == 0, "whole 16-byte loads inside path[]");
+    const __m128i qv = _mm_set1_epi8('?');
+    if (n > LDT_HTTP_PATH_MAX)
+        n = LDT_HTTP_PATH_MAX;
+    for (size_t i = 0; i < n; i += 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+        unsigned mk = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, qv));
+        if (n - i < 16)
+            mk &= (1u << (n - i)) - 1u;
+        if (mk)
+            return p + i + __builtin_ctz(mk);
+    }
+    return NULL;
+#else
+    return memchr(p, '?', n);
+#endif
+}
+
 /* url.path: the target without its query unless LDTRACE_CAPTURE_QUERY, bounded. */
 static void set_path(struct ldt_span_rec *r, const struct ldt_http_msg *m)
 {
     size_t n = m->path_len;
-    const char *q = memchr(m->path, '?', n);
+    const char *q = path_query(m->path, n);
     if (q && !ldt__cfg.capture_query)
         n = (size_t)(q - m->path);
     else if (q)
@@ -581,7 +605,7 @@ void ldt__span_client_begin(struct ldt__span *s, struct ldt__conn *c)
 
 /* Rule 4: a client span begun without a certain parent takes the one open request with its path
  * (its lines are not placed yet: they are made under the new parent). */
-static void adopt_by_path(struct ldt__span *s, struct ldt__conn *c)
+static __attribute__((noinline)) void adopt_by_path(struct ldt__span *s, struct ldt__conn *c)
 {
     struct ldt__ctx p;
     if (!by_path(s->rec.path, s->rec.path_len, &p))
@@ -594,21 +618,30 @@ static void adopt_by_path(struct ldt__span *s, struct ldt__conn *c)
     keep_ts(c, &p);
 }
 
+static void client_app_tp(struct ldt__span *s, const struct ldt_http_msg *m);
+
 void ldt__span_client_headers(struct ldt__span *s, struct ldt__conn *c,
                               const struct ldt_http_msg *m)
 {
-    struct ldt__ctx p;
-    struct ldt_tc tc;
     if (s->hdrs)
         return;
     s->hdrs = 1;
     set_request(&s->rec, m);
     set_host(&s->rec, m->host, m->host_len, (m->flags & LDT_HTTP_F_HOST_TRUNC) != 0);
-    if (s->guess && !s->injected && !m->tp_len)
+    if (LDT_UNLIKELY(s->guess) && !s->injected && !m->tp_len)
         adopt_by_path(s, c);
     s->guess = 0;
-    if (!m->tp_len || s->injected)
-        return;
+    if (LDT_UNLIKELY(m->tp_len) && !s->injected)
+        client_app_tp(s, m);
+}
+
+/* The request being written carries a traceparent of the app's (rules 0 and "the app traces
+ * itself"): out of line, with the big locals it needs. */
+static __attribute__((noinline)) void client_app_tp(struct ldt__span *s,
+                                                    const struct ldt_http_msg *m)
+{
+    struct ldt__ctx p;
+    struct ldt_tc tc;
     if (ldt__ctx_served(m->tp, m->tp_len, &p)) {
         /* A proxy forwarding the inbound header: that request is the parent, our id replaces its
          * parent-id on the wire; trace id and flags are the forwarded ones. */
@@ -653,9 +686,13 @@ static void fill_addrs(struct ldt_span_rec *r, const struct ldt__conn *c)
     else if (e->addrs & LDT__ADDRS_PEER6)
         memcpy(r->peer_addr, ldt__fd_peer6(e), 16);
     const char *b = ldt__name_get(e->local_ref, &n);
-    memset(r->local_addr, 0, 16);
+    /* A name's bytes past its length are zero (ldt__name_get): 16 fixed bytes copy the address
+     * (4 or 16 bytes) with its zero padding. */
+    _Static_assert(LDT_SPAN_HOST_MAX >= 16, "names hold 16 bytes");
     if (b)
-        memcpy(r->local_addr, b, n < 16 ? n : 16);
+        memcpy(r->local_addr, b, 16);
+    else
+        memset(r->local_addr, 0, 16);
     if (r->kind == LDT_SPAN_SERVER && e->unix_ref && !r->host_len &&
         (b = ldt__name_get(e->unix_ref, &n)) != NULL)
         set_host(r, b, n, 0);
@@ -814,6 +851,16 @@ static int my_ring(void)
     return tring;
 }
 
+/* ldt__emit before this thread's ring is ready (segment to make, ring to claim): out of line, so
+ * the usual push below keeps no frame. */
+static __attribute__((noinline)) void emit_slow(const void *rec, size_t len)
+{
+    int saved = errno;
+    if (seg_ready())
+        ldt_ring_push(&seg, (unsigned)my_ring(), rec, len);
+    errno = saved;
+}
+
 void ldt__emit(const void *rec, size_t len)
 {
     if (ldt__span_sink) {
@@ -828,10 +875,7 @@ void ldt__emit(const void *rec, size_t len)
         ldt_ring_push(&seg, (unsigned)tring, rec, len);
         return;
     }
-    int saved = errno;
-    if (seg_ready())
-        ldt_ring_push(&seg, (unsigned)my_ring(), rec, len);
-    errno = saved;
+    emit_slow(rec, len);
 }
 
 void ldt__count_reject(void)

@@ -183,6 +183,28 @@ Test(ids, work_without_explicit_seed)
     cr_expect_neq(memcmp(t, z16, 16), 0);
 }
 
+/* The one-call pair interleaved with the single ids: no id repeats, none is zero. */
+Test(ids, trace_span_pair_is_unique_among_single_ids)
+{
+    enum { N = 20000 };
+    static struct id16 tr[2 * N];
+    static uint64_t sp[2 * N];
+    static const uint8_t z16[16];
+    for (int i = 0; i < N; i++) {
+        ldt_id_trace_span(tr[2 * i].b, (uint8_t *)&sp[2 * i]);
+        ldt_id_trace(tr[2 * i + 1].b);
+        ldt_id_span((uint8_t *)&sp[2 * i + 1]);
+        cr_assert_neq(memcmp(tr[2 * i].b, z16, 16), 0);
+        cr_assert_neq(sp[2 * i], 0);
+    }
+    qsort(tr, 2 * N, sizeof tr[0], cmp_id16);
+    qsort(sp, 2 * N, sizeof sp[0], cmp_u64);
+    for (int i = 1; i < 2 * N; i++) {
+        cr_assert_neq(memcmp(tr[i - 1].b, tr[i].b, 16), 0, "trace id repeated");
+        cr_assert_neq(sp[i - 1], sp[i], "span id repeated");
+    }
+}
+
 Test(ids, reseed_preserves_errno)
 {
     errno = EIO;
