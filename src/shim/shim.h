@@ -652,13 +652,11 @@ static inline struct ldt__fd *ldt__enter(int fd)
     return e;
 }
 
-/* 1 when fd certainly needs nothing from us right now (nested, not initialised, disabled, a known
- * fd that is not a traced socket, or a socket already classified as not HTTP with nothing of ours
- * on it): the hook then tail-calls libc with no frame of its own. Such a PASS socket costs what a
- * file costs; its bytes are not counted (the counters were never exported). 0 means "maybe": the
- * hook's out-of-line part calls ldt__enter (which probes unknown fds). */
-static inline int ldt__skip(int fd)
+/* ldt__skip (below) that also hands over what it found: when it returns 0, *ep is fd's entry if its
+ * chunk is mapped (any kind), else NULL. The hook's traced part enters with ldt__enter_at. */
+static inline int ldt__skip_at(int fd, struct ldt__fd **ep)
 {
+    *ep = NULL;
     if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON))
         return 1;
     if (ldt__depth) {
@@ -679,34 +677,19 @@ static inline int ldt__skip(int fd)
     __builtin_memcpy(&kc, (const void *)e, sizeof kc);
     if ((uint8_t)kc == LDT__FD_OTHER)
         return 1;
+    *ep = e;
     return kc == (LDT__FD_SOCK | LDT__CLS_PASS << 8) && e->conn == NULL;
 }
 
-/* ldt__skip that also hands over what it found: when it returns 0, *ep is fd's entry if its
- * chunk is mapped (any kind), else NULL. The hook's traced part enters with ldt__enter_at. */
-static inline int ldt__skip_at(int fd, struct ldt__fd **ep)
+/* 1 when fd certainly needs nothing from us right now (nested, not initialised, disabled, a known
+ * fd that is not a traced socket, or a socket already classified as not HTTP with nothing of ours
+ * on it): the hook then tail-calls libc with no frame of its own. Such a PASS socket costs what a
+ * file costs; its bytes are not counted (the counters were never exported). 0 means "maybe": the
+ * hook's out-of-line part calls ldt__enter (which probes unknown fds). */
+static inline int ldt__skip(int fd)
 {
-    *ep = NULL;
-    if (LDT_UNLIKELY(ldt__mode != LDT__MODE_ON))
-        return 1;
-    if (ldt__depth) {
-        ldt__nested_fd = fd;
-        return 1;
-    }
-    unsigned u = (unsigned)fd;
-    if (LDT_UNLIKELY(u >= LDT__FD_CHUNK * LDT__FD_MAX_CHUNKS))
-        return 1;
-    struct ldt__fd *c = atomic_load_explicit(&ldt__fd_chunks[u >> LDT__FD_CHUNK_SHIFT],
-                                             memory_order_acquire);
-    if (LDT_UNLIKELY(c == NULL))
-        return 0;
-    struct ldt__fd *e = &c[u & (LDT__FD_CHUNK - 1)];
-    uint16_t kc;
-    __builtin_memcpy(&kc, (const void *)e, sizeof kc);
-    if ((uint8_t)kc == LDT__FD_OTHER)
-        return 1;
-    *ep = e;
-    return kc == (LDT__FD_SOCK | LDT__CLS_PASS << 8) && e->conn == NULL;
+    struct ldt__fd *e;
+    return ldt__skip_at(fd, &e);
 }
 
 /* ldt__enter for the traced part of a hook, given the entry ldt__skip_at found: a known traced
