@@ -323,6 +323,32 @@ int itest_run(const struct itest_env *e, char *const argv[], const char *out_pat
     return itest_wait(pid, timeout_ms);
 }
 
+int itest_make_cert(const char *cert, const char *key)
+{
+    struct itest_env plain;
+    itest_env_init(&plain);
+    char *argv[] = {"/usr/bin/openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    (char *)key,
+                    "-out",
+                    (char *)cert,
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    NULL};
+    int rc = itest_run(&plain, argv, NULL, 20000);
+    itest_env_free(&plain);
+    return rc;
+}
+
 pid_t itest_start_server(const struct itest_env *e, char *const argv[], int port,
                          const char *err_path)
 {

@@ -107,6 +107,10 @@ int itest_has_shim(pid_t pid);
 /* itest_spawn + itest_wait: the exit status or a negative errno. */
 int itest_run(const struct itest_env *e, char *const argv[], const char *out_path, int timeout_ms);
 
+/* A self-signed certificate for CN 127.0.0.1 (P-256 key, valid 2 days) made with openssl(1) into
+ * cert and key. The exit status of openssl (0 on success) or a negative errno. */
+int itest_make_cert(const char *cert, const char *key);
+
 /* Spawn a server (stdout and stderr to err_path, or /dev/null) and wait until 127.0.0.1:port
  * accepts a connection (up to 10 s). Returns the pid, or -errno after stopping it. */
 pid_t itest_start_server(const struct itest_env *e, char *const argv[], int port,

@@ -71,25 +71,7 @@ static void tls_start(struct tls_fix *f)
     snprintf(f->out, sizeof f->out, "%s.out", f->dir);
     write_file(f->srv, srv_py);
     write_file(f->cli, cli_py);
-    struct itest_env plain;
-    itest_env_init(&plain);
-    char *oargv[] = {"/usr/bin/openssl",
-                     "req",
-                     "-x509",
-                     "-newkey",
-                     "rsa:2048",
-                     "-nodes",
-                     "-keyout",
-                     f->key,
-                     "-out",
-                     f->cert,
-                     "-days",
-                     "2",
-                     "-subj",
-                     "/CN=127.0.0.1",
-                     NULL};
-    cr_assert_eq(itest_run(&plain, oargv, NULL, 20000), 0, "openssl req failed");
-    itest_env_free(&plain);
+    cr_assert_eq(itest_make_cert(f->cert, f->key), 0, "openssl req failed");
     struct itest_env es;
     itest_env_init(&es);
     cr_assert_eq(itest_env_trace(&es, f->dir, "tls-srv"), 0, "libldtrace.so is not built");

@@ -106,27 +106,7 @@ static void sf_setup(struct sf_fix *f)
     memcpy(f->expect, head, (size_t)hl);
     memcpy(f->expect + hl, data, FILE_LEN);
     free(data);
-    struct itest_env plain;
-    itest_env_init(&plain);
-    char *oargv[] = {"/usr/bin/openssl",
-                     "req",
-                     "-x509",
-                     "-newkey",
-                     "ec",
-                     "-pkeyopt",
-                     "ec_paramgen_curve:P-256",
-                     "-nodes",
-                     "-keyout",
-                     f->key,
-                     "-out",
-                     f->cert,
-                     "-days",
-                     "2",
-                     "-subj",
-                     "/CN=127.0.0.1",
-                     NULL};
-    cr_assert_eq(itest_run(&plain, oargv, NULL, 20000), 0, "openssl req failed");
-    itest_env_free(&plain);
+    cr_assert_eq(itest_make_cert(f->cert, f->key), 0, "openssl req failed");
 }
 
 static void sf_teardown(struct sf_fix *f)
