@@ -41,35 +41,52 @@ static const char *received_tp(json_t *answer)
 
 static const char *const paths[] = {"/a", "/b", "/c"};
 
-/* Start backend.py traced into dir, GET the three paths with one traced client; its output. */
-static char *fetch_three(const char *dir, const char *out)
+/* backend.py on 127.0.0.1:port, traced into dir as "backend". */
+static pid_t start_backend(const char *dir, int port)
 {
-    char url[3][64], port_s[16];
-    int port = itest_free_port();
+    char port_s[16];
     snprintf(port_s, sizeof(port_s), "%d", port);
-    for (int i = 0; i < 3; i++)
-        snprintf(url[i], sizeof(url[i]), "http://127.0.0.1:%d%s", port, paths[i]);
-    struct itest_env es, ec;
+    struct itest_env es;
     itest_env_init(&es);
-    itest_env_init(&ec);
     cr_assert_eq(itest_env_trace(&es, dir, "backend"), 0, "libldtrace.so is not built");
-    cr_assert_eq(itest_env_trace(&ec, dir, "curl"), 0, "libldtrace.so is not built");
     char *sargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), port_s, NULL};
     pid_t srv = itest_start_server(&es, sargv, port, NULL);
+    itest_env_free(&es);
     cr_assert_gt(srv, 0);
-    const char *const urls[] = {url[0], url[1], url[2], NULL};
-    char *cargv[16];
-    itest_get_argv(cargv, NULL, urls);
-    int rc = itest_run(&ec, cargv, out, 15000);
+    return srv;
+}
+
+/* Run argv traced into dir as service name (its output to out), let its spans settle, stop the
+ * server srv; the client's output, after checking it exited with 0. */
+static char *client_output(const char *dir, const char *name, char *const argv[], const char *out,
+                           int timeout_ms, pid_t srv)
+{
+    struct itest_env ec;
+    itest_env_init(&ec);
+    cr_assert_eq(itest_env_trace(&ec, dir, name), 0, "libldtrace.so is not built");
+    int rc = itest_run(&ec, argv, out, timeout_ms);
     itest_settle(250);
     itest_stop(srv);
-    itest_env_free(&es);
     itest_env_free(&ec);
-    cr_assert_eq(rc, 0, "%s exited with %d", cargv[0], rc);
+    cr_assert_eq(rc, 0, "%s exited with %d", argv[0], rc);
     char *text = itest_slurp(out, NULL);
     cr_assert_not_null(text);
     unlink(out);
     return text;
+}
+
+/* Start backend.py traced into dir, GET the three paths with one traced client; its output. */
+static char *fetch_three(const char *dir, const char *out)
+{
+    char url[3][64];
+    int port = itest_free_port();
+    for (int i = 0; i < 3; i++)
+        snprintf(url[i], sizeof(url[i]), "http://127.0.0.1:%d%s", port, paths[i]);
+    pid_t srv = start_backend(dir, port);
+    const char *const urls[] = {url[0], url[1], url[2], NULL};
+    char *cargv[16];
+    itest_get_argv(cargv, NULL, urls);
+    return client_output(dir, "curl", cargv, out, 15000, srv);
 }
 
 /* The i-th request: its CLIENT span is a root, its SERVER span the CLIENT's child, and the backend
@@ -136,25 +153,10 @@ Test(shim_keepalive, a_reader_and_a_writer_thread_on_one_socket, .timeout = 60)
     int port = itest_free_port();
     snprintf(port_s, sizeof(port_s), "%d", port);
     snprintf(n_s, sizeof(n_s), "%d", N);
-    struct itest_env es, ec;
-    itest_env_init(&es);
-    itest_env_init(&ec);
-    cr_assert_eq(itest_env_trace(&es, dir, "backend"), 0, "libldtrace.so is not built");
-    cr_assert_eq(itest_env_trace(&ec, dir, "tt"), 0, "libldtrace.so is not built");
-    char *sargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/backend.py"), port_s, NULL};
-    pid_t srv = itest_start_server(&es, sargv, port, NULL);
-    cr_assert_gt(srv, 0);
+    pid_t srv = start_backend(dir, port);
     char *cargv[] = {ITEST_PYTHON, itest_src("tests/integration/py/twothreads.py"), port_s, n_s,
                      NULL};
-    int rc = itest_run(&ec, cargv, out, 30000);
-    itest_settle(250);
-    itest_stop(srv);
-    itest_env_free(&es);
-    itest_env_free(&ec);
-    cr_assert_eq(rc, 0, "twothreads.py exited with %d", rc);
-    char *text = itest_slurp(out, NULL);
-    cr_assert_not_null(text);
-    unlink(out);
+    char *text = client_output(dir, "tt", cargv, out, 30000, srv);
     struct itest_spans *sp = itest_drain_load(dir);
     cr_assert_not_null(sp);
     cr_assert_eq(itest_duplicates(sp), 0);
