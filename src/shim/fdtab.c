@@ -356,7 +356,8 @@ void ldt__conn_put(struct ldt__fd *e, struct ldt__conn *c)
 {
     /* The usual case on a process with few conns in use: the conn stays with its connection
      * whether idle (warm) or not, unless the connection turned pass-through (idle 2: dead, or a
-     * parser passing bytes through), so only those two need a look, not the ten of idleness. */
+     * parser passing bytes through), so only those two need a look, not the ten of idleness.
+     * in_use counts this conn, so at most ldt__conn_warm idle connections hold one at any time. */
     if (LDT_LIKELY(atomic_load_explicit(&ldt__conn_in_use, memory_order_relaxed) <=
                    ldt__conn_warm) &&
         !c->dead && c->in.state != LDT_HTTP_S_PASS && c->out.state != LDT_HTTP_S_PASS) {
@@ -364,11 +365,7 @@ void ldt__conn_put(struct ldt__fd *e, struct ldt__conn *c)
         return;
     }
     int idle = ldt__conn_idle(c);
-    /* A few idle connections keep theirs (see ldt__conn_warm): in_use counts this one, so at most
-     * ldt__conn_warm idle connections can hold a conn at any time. */
-    if (!idle || atomic_load_explicit(&e->conn, memory_order_relaxed) != c ||
-        (idle == 1 &&
-         atomic_load_explicit(&ldt__conn_in_use, memory_order_relaxed) <= ldt__conn_warm)) {
+    if (!idle || atomic_load_explicit(&e->conn, memory_order_relaxed) != c) {
         ldt__conn_unlock(c);
         return;
     }
